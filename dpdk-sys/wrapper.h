@@ -1,0 +1,15 @@
+/* The DPDK headers pcapd binds. Keep this list as narrow as the allowlist in build.rs. */
+#include <rte_config.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_lcore.h>
+#include <rte_launch.h>
+#include <rte_cycles.h>
+#include <rte_mempool.h>
+#include <rte_mbuf.h>
+#include <rte_ethdev.h>
+#include <rte_bus.h>
+#include <rte_dev.h>
+
+/* From shim.c: DPDK's per-lcore errno is a TLS variable bindgen cannot bind. */
+int pcapd_rte_errno(void);

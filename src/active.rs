@@ -1,0 +1,186 @@
+//! The set of running captures as RX cores see it, and the budgets they draw from.
+//!
+//! The control side builds an immutable `ActiveSet` and publishes it with one atomic pointer swap
+//! (`ArcSwap`); each RX core loads it once per burst. Packet and byte limits are shared atomics
+//! drawn once per burst per capture, so the files never hold more than the limit, whichever
+//! cores the packets arrive on.
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::filter::Matcher;
+
+/// Counters of one capture. RX cores and the writer add to them once per burst or batch.
+#[derive(Debug, Default)]
+pub struct CaptureCounters {
+    /// Packets that matched the filter and were within the budget.
+    pub matched: AtomicU64,
+    /// Records written to the capture's files.
+    pub written: AtomicU64,
+    /// Dropped because the writer's ring was full.
+    pub dropped_ring_full: AtomicU64,
+    /// Dropped because the writer failed (disk full, I/O error).
+    pub dropped_writer_error: AtomicU64,
+}
+
+/// Remaining packets and bytes of a capture; `u64::MAX` means unlimited.
+#[derive(Debug)]
+pub struct Budget {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    exhausted: AtomicBool,
+}
+
+impl Budget {
+    pub fn new(packets: Option<u64>, bytes: Option<u64>) -> Self {
+        let b = Budget {
+            packets: AtomicU64::new(packets.unwrap_or(u64::MAX)),
+            bytes: AtomicU64::new(bytes.unwrap_or(u64::MAX)),
+            exhausted: AtomicBool::new(false),
+        };
+        if packets == Some(0) || bytes == Some(0) {
+            b.exhausted.store(true, Relaxed);
+        }
+        b
+    }
+
+    /// True once a limit has been reached: the capture is complete.
+    pub fn is_exhausted(&self) -> bool {
+        self.exhausted.load(Relaxed)
+    }
+
+    /// Grants the longest prefix of `lens` (captured bytes of each candidate, in arrival order)
+    /// that fits both budgets and returns its length.
+    pub fn take(&self, lens: &[u32]) -> usize {
+        let want = lens.len() as u64;
+        if want == 0 {
+            return 0;
+        }
+        // Packets first.
+        let mut got = 0;
+        let _ = self.packets.fetch_update(Relaxed, Relaxed, |left| {
+            got = if left == u64::MAX {
+                want
+            } else {
+                want.min(left)
+            };
+            (left != u64::MAX && got > 0).then(|| left - got)
+        });
+        if got < want {
+            self.exhausted.store(true, Relaxed);
+        }
+        // Then bytes, for the granted packets only.
+        let mut n = got as usize;
+        let _ = self.bytes.fetch_update(Relaxed, Relaxed, |left| {
+            if left == u64::MAX {
+                return None;
+            }
+            let (mut sum, mut fit) = (0u64, 0usize);
+            for &l in &lens[..got as usize] {
+                if sum + u64::from(l) > left {
+                    break;
+                }
+                sum += u64::from(l);
+                fit += 1;
+            }
+            n = fit;
+            Some(left - sum)
+        });
+        if n < got as usize {
+            self.exhausted.store(true, Relaxed);
+            // Give back packet grants the bytes could not cover.
+            if self.packets.load(Relaxed) != u64::MAX {
+                self.packets.fetch_add(got - n as u64, Relaxed);
+            }
+        }
+        if self.packets.load(Relaxed) == 0 || self.bytes.load(Relaxed) == 0 {
+            self.exhausted.store(true, Relaxed);
+        }
+        n
+    }
+}
+
+/// One running capture, compiled for the RX cores.
+#[derive(Debug)]
+pub struct ActiveCapture {
+    /// Slot number: the writers' key for this capture's sink.
+    pub slot: u16,
+    /// Writer thread that owns this capture's sink.
+    pub writer: usize,
+    pub matcher: Matcher,
+    pub snaplen: u32,
+    pub budget: Arc<Budget>,
+    pub counters: Arc<CaptureCounters>,
+}
+
+/// What RX cores match against; replaced whole, never mutated.
+#[derive(Debug, Default)]
+pub struct ActiveSet {
+    pub captures: Vec<ActiveCapture>,
+}
+
+/// The published pointer. Clone the `Arc` into every RX core.
+pub type SharedActiveSet = Arc<ArcSwap<ActiveSet>>;
+
+pub fn shared(set: ActiveSet) -> SharedActiveSet {
+    Arc::new(ArcSwap::from_pointee(set))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unlimited_grants_everything() {
+        let b = Budget::new(None, None);
+        assert_eq!(b.take(&[1500; 32]), 32);
+        assert!(!b.is_exhausted());
+    }
+
+    #[test]
+    fn packet_limit_is_exact_across_calls() {
+        let b = Budget::new(Some(70), None);
+        assert_eq!(b.take(&[60; 32]), 32);
+        assert_eq!(b.take(&[60; 32]), 32);
+        assert!(!b.is_exhausted());
+        assert_eq!(b.take(&[60; 32]), 6);
+        assert!(b.is_exhausted());
+        assert_eq!(b.take(&[60; 32]), 0);
+    }
+
+    #[test]
+    fn byte_limit_stops_at_the_first_packet_that_does_not_fit() {
+        let b = Budget::new(Some(100), Some(250));
+        assert_eq!(b.take(&[100, 100, 100, 10]), 2);
+        assert!(b.is_exhausted());
+        assert_eq!(
+            b.packets.load(Relaxed),
+            98,
+            "ungranted packets are returned"
+        );
+        assert_eq!(b.take(&[50]), 1, "what is left may still be used");
+        assert_eq!(b.take(&[1]), 0);
+    }
+
+    #[test]
+    fn exact_under_contention() {
+        let b = Arc::new(Budget::new(Some(100_000), None));
+        let got: u64 = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| {
+                    let b = Arc::clone(&b);
+                    s.spawn(move || {
+                        let mut n = 0;
+                        while !b.is_exhausted() {
+                            n += b.take(&[64; 7]) as u64;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(got, 100_000);
+    }
+}

@@ -1,0 +1,533 @@
+//! The TOML configuration: strict (`deny_unknown_fields`), validated once by `validate`, whose
+//! errors name the field path; then turned into runtime objects (EAL arguments, port setups).
+//! Hot code never sees this module.
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::pcap::{Precision, RotatePolicy};
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub dpdk: DpdkConfig,
+    /// Ports to receive from (`[[port]]`). At least one.
+    #[serde(default, rename = "port")]
+    pub ports: Vec<PortConfig>,
+    #[serde(default)]
+    pub writer: WriterConfig,
+    #[serde(default)]
+    pub data: DataConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpdkConfig {
+    /// Extra EAL arguments (`--no-huge`, `-m 256`, `--file-prefix X`, …). pcapd adds the lcore
+    /// list from `rx_cores`, the `--vdev` / `-a` arguments of the ports, and a unique
+    /// `--file-prefix` when none is given.
+    #[serde(default)]
+    pub eal_args: Vec<String>,
+    /// CPUs that run RX poll loops, one lcore each. The main lcore takes the first CPU not listed.
+    #[serde(default = "default_rx_cores")]
+    pub rx_cores: Vec<u32>,
+    /// Back off (spin, yield, then 20 µs sleeps) when no packets arrive. Disable on dedicated
+    /// cores for the lowest latency.
+    #[serde(default = "yes")]
+    pub idle_backoff: bool,
+    /// Packet buffers in the mempool; 0 sizes it from the queues and rings.
+    #[serde(default)]
+    pub mbufs: u32,
+}
+
+impl Default for DpdkConfig {
+    fn default() -> Self {
+        DpdkConfig {
+            eal_args: Vec::new(),
+            rx_cores: default_rx_cores(),
+            idle_backoff: true,
+            mbufs: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    /// A PCI address (`0000:3b:00.0`) or a vdev name (`net_pcap0`, `net_ring0`, `net_null0`,
+    /// `net_virtio_user0`, `net_af_packet0`, …).
+    pub device: String,
+    /// vdev arguments, e.g. `rx_pcap=traffic.pcap,infinite_rx=1` (vdevs only).
+    #[serde(default)]
+    pub args: Option<String>,
+    /// RX queues, spread over `rx_cores`.
+    #[serde(default = "one")]
+    pub rx_queues: u16,
+    /// Descriptors per RX queue: a power of two, 64 to 32768.
+    #[serde(default = "default_descriptors")]
+    pub rx_descriptors: u16,
+    #[serde(default = "yes")]
+    pub promiscuous: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriterConfig {
+    /// Writer threads (captures are spread over them; one capture is written by one thread).
+    #[serde(default = "one_usize")]
+    pub threads: usize,
+    /// Records each RX core may queue per writer before dropping (a power of two).
+    #[serde(default = "default_ring")]
+    pub ring_size: usize,
+    /// Start a new file when the next record would pass this size (bytes).
+    #[serde(default)]
+    pub rotate_bytes: Option<u64>,
+    /// Start a new file when the current one is this old (seconds since its first record).
+    #[serde(default)]
+    pub rotate_seconds: Option<u64>,
+    /// Start a new file after this many packets.
+    #[serde(default)]
+    pub rotate_packets: Option<u64>,
+    /// `"ns"` (nanosecond PCAP magic, the default) or `"us"`.
+    #[serde(default)]
+    pub timestamp_precision: Precision,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            threads: 1,
+            ring_size: default_ring(),
+            rotate_bytes: None,
+            rotate_seconds: None,
+            rotate_packets: None,
+            timestamp_precision: Precision::Nanos,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Where the appliance keeps its store, samples, captures and spool.
+    #[serde(default = "default_data_dir")]
+    pub dir: PathBuf,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            dir: default_data_dir(),
+        }
+    }
+}
+
+fn default_rx_cores() -> Vec<u32> {
+    vec![1]
+}
+fn yes() -> bool {
+    true
+}
+fn one() -> u16 {
+    1
+}
+fn one_usize() -> usize {
+    1
+}
+fn default_descriptors() -> u16 {
+    1024
+}
+fn default_ring() -> usize {
+    4096
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/pcapd")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// EAL options pcapd sets itself from the config.
+const RESERVED_EAL: &[&str] = &["-l", "-c", "--lcores", "--main-lcore", "--master-lcore"];
+
+/// What kind of device a port names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceKind {
+    Pci,
+    Vdev,
+}
+
+pub fn device_kind(device: &str) -> Option<DeviceKind> {
+    let hex = |s: &str, n: usize| s.len() == n && s.chars().all(|c| c.is_ascii_hexdigit());
+    let parts: Vec<&str> = device.split(':').collect();
+    let pci = match parts.as_slice() {
+        [dom, bus, devfn] => hex(dom, 4) && hex(bus, 2) && is_devfn(devfn, &hex),
+        [bus, devfn] => hex(bus, 2) && is_devfn(devfn, &hex),
+        _ => false,
+    };
+    if pci {
+        return Some(DeviceKind::Pci);
+    }
+    let vdev = device.starts_with("net_")
+        && device.len() > 4
+        && device
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_');
+    vdev.then_some(DeviceKind::Vdev)
+}
+
+fn is_devfn(s: &str, hex: &dyn Fn(&str, usize) -> bool) -> bool {
+    matches!(s.split_once('.'), Some((dev, func)) if hex(dev, 2) && func.len() == 1 && matches!(func.as_bytes()[0], b'0'..=b'7'))
+}
+
+impl PortConfig {
+    /// A `net_pcap` vdev reading a file once (no `infinite_rx`, no live interface): it ends.
+    pub fn is_finite(&self) -> bool {
+        let args = self.args.as_deref().unwrap_or("");
+        self.device.starts_with("net_pcap")
+            && args.split(',').any(|a| a.starts_with("rx_pcap="))
+            && !args
+                .split(',')
+                .any(|a| a == "infinite_rx=1" || a.starts_with("rx_iface"))
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Every cross-field rule lives here, so the rest of the program may assume them.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.ports.is_empty() {
+            return Err(invalid("port", "at least one [[port]] is required"));
+        }
+        let mut names = HashSet::new();
+        for (i, p) in self.ports.iter().enumerate() {
+            let f = |k: &str| format!("port[{i}].{k}");
+            match device_kind(&p.device) {
+                None => {
+                    return Err(invalid(
+                        f("device"),
+                        format!("{:?} is neither a PCI address (0000:3b:00.0) nor a vdev name (net_pcap0, net_ring0, …)", p.device),
+                    ))
+                }
+                Some(DeviceKind::Pci) if p.args.is_some() => {
+                    return Err(invalid(f("args"), "vdev arguments given for a PCI device"))
+                }
+                _ => {}
+            }
+            if !names.insert(p.device.as_str()) {
+                return Err(invalid(
+                    f("device"),
+                    format!("{:?} is listed twice", p.device),
+                ));
+            }
+            if p.rx_queues == 0 || p.rx_queues > 64 {
+                return Err(invalid(
+                    f("rx_queues"),
+                    format!("{} is out of range (1 to 64)", p.rx_queues),
+                ));
+            }
+            if !p.rx_descriptors.is_power_of_two() || p.rx_descriptors < 64 {
+                return Err(invalid(
+                    f("rx_descriptors"),
+                    format!("{} must be a power of two, at least 64", p.rx_descriptors),
+                ));
+            }
+        }
+        let d = &self.dpdk;
+        if d.rx_cores.is_empty() {
+            return Err(invalid("dpdk.rx_cores", "at least one RX core is required"));
+        }
+        let allowed = allowed_cpus();
+        let mut seen = HashSet::new();
+        for &c in &d.rx_cores {
+            if !seen.insert(c) {
+                return Err(invalid("dpdk.rx_cores", format!("CPU {c} is listed twice")));
+            }
+            if !allowed.contains(&c) {
+                return Err(invalid("dpdk.rx_cores", format!("CPU {c} does not exist or is not available to this process (available: {allowed:?})")));
+            }
+        }
+        if main_cpu(&d.rx_cores).is_none() {
+            return Err(invalid(
+                "dpdk.rx_cores",
+                "every CPU is an RX core; leave one for the main lcore, writers and the API",
+            ));
+        }
+        if let Some(a) = d
+            .eal_args
+            .iter()
+            .find(|a| RESERVED_EAL.contains(&a.as_str()) || a.starts_with("--lcores="))
+        {
+            return Err(invalid(
+                "dpdk.eal_args",
+                format!("{a:?} is set by pcapd from dpdk.rx_cores; remove it"),
+            ));
+        }
+        let total_queues: usize = self.ports.iter().map(|p| usize::from(p.rx_queues)).sum();
+        if d.rx_cores.len() > total_queues {
+            return Err(invalid(
+                "dpdk.rx_cores",
+                format!(
+                    "{} RX cores but only {total_queues} RX queues: every core needs a queue",
+                    d.rx_cores.len()
+                ),
+            ));
+        }
+        let w = &self.writer;
+        if w.threads == 0 || w.threads > 64 {
+            return Err(invalid(
+                "writer.threads",
+                format!("{} is out of range (1 to 64)", w.threads),
+            ));
+        }
+        if !w.ring_size.is_power_of_two() || w.ring_size < 64 || w.ring_size > 1 << 20 {
+            return Err(invalid(
+                "writer.ring_size",
+                format!("{} must be a power of two from 64 to 1048576", w.ring_size),
+            ));
+        }
+        for (k, v) in [
+            ("rotate_bytes", w.rotate_bytes),
+            ("rotate_seconds", w.rotate_seconds),
+            ("rotate_packets", w.rotate_packets),
+        ] {
+            if v == Some(0) {
+                return Err(invalid(
+                    format!("writer.{k}"),
+                    "must be at least 1 (leave it out to disable)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn rotate_policy(&self) -> RotatePolicy {
+        RotatePolicy {
+            max_bytes: self.writer.rotate_bytes,
+            max_seconds: self.writer.rotate_seconds,
+            max_packets: self.writer.rotate_packets,
+        }
+    }
+
+    /// The main lcore: the first allowed CPU that is not an RX core (validated to exist).
+    pub fn main_lcore(&self) -> u32 {
+        main_cpu(&self.dpdk.rx_cores).unwrap_or(0)
+    }
+
+    /// The full EAL argument list.
+    pub fn eal_args(&self, default_prefix: &str) -> Vec<String> {
+        let mut args = self.dpdk.eal_args.clone();
+        let main = self.main_lcore();
+        let mut lcores = vec![main.to_string()];
+        lcores.extend(self.dpdk.rx_cores.iter().map(u32::to_string));
+        args.extend([
+            "-l".to_string(),
+            lcores.join(","),
+            "--main-lcore".to_string(),
+            main.to_string(),
+        ]);
+        let has = |opt: &str| {
+            self.dpdk
+                .eal_args
+                .iter()
+                .any(|a| a == opt || a.starts_with(&format!("{opt}=")))
+        };
+        let mut any_pci = false;
+        for p in &self.ports {
+            match device_kind(&p.device) {
+                Some(DeviceKind::Pci) => {
+                    any_pci = true;
+                    args.extend(["-a".to_string(), p.device.clone()]);
+                }
+                _ => {
+                    let given = self.dpdk.eal_args.windows(2).any(|w| {
+                        w[0] == "--vdev"
+                            && (w[1] == p.device || w[1].starts_with(&format!("{},", p.device)))
+                    });
+                    if !given {
+                        let spec = match &p.args {
+                            Some(a) if !a.is_empty() => format!("{},{a}", p.device),
+                            _ => p.device.clone(),
+                        };
+                        args.extend(["--vdev".to_string(), spec]);
+                    }
+                }
+            }
+        }
+        if !any_pci
+            && !has("--no-pci")
+            && !has("-a")
+            && !has("--allow")
+            && !has("-b")
+            && !has("--block")
+        {
+            args.push("--no-pci".to_string());
+        }
+        if !has("--file-prefix") {
+            args.extend(["--file-prefix".to_string(), default_prefix.to_string()]);
+        }
+        if !has("--log-level") {
+            args.push("--log-level=notice".to_string());
+        }
+        args
+    }
+
+    /// Mbufs needed so that RX never starves while rings and descriptors hold buffers.
+    pub fn mempool_size(&self) -> u32 {
+        if self.dpdk.mbufs > 0 {
+            return self.dpdk.mbufs;
+        }
+        let desc: usize = self
+            .ports
+            .iter()
+            .map(|p| usize::from(p.rx_queues) * usize::from(p.rx_descriptors))
+            .sum();
+        let rings = self.dpdk.rx_cores.len() * self.writer.threads * self.writer.ring_size;
+        let caches = (self.dpdk.rx_cores.len() + self.writer.threads + 1) * 512;
+        let need = desc + rings + caches + 4096;
+        // Mempools are most efficient at 2^n - 1 elements.
+        (need.next_power_of_two() - 1).min(u32::MAX as usize) as u32
+    }
+}
+
+/// CPUs this process may run on (its affinity mask).
+pub fn allowed_cpus() -> Vec<u32> {
+    match core_affinity::get_core_ids() {
+        Some(ids) if !ids.is_empty() => ids.into_iter().map(|c| c.id as u32).collect(),
+        _ => (0..std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as u32)
+            .collect(),
+    }
+}
+
+/// Free 2 MiB / 1 GiB hugepages in the system (0 when none are reserved).
+pub fn free_hugepages() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| {
+                l.strip_prefix("HugePages_Free:")
+                    .and_then(|v| v.trim().parse().ok())
+            })
+        })
+        .unwrap_or(0)
+}
+
+fn main_cpu(rx_cores: &[u32]) -> Option<u32> {
+    allowed_cpus().into_iter().find(|c| !rx_cores.contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(s).map_err(|e| ConfigError::Parse {
+            path: "t".into(),
+            message: e.to_string(),
+        })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    const MIN: &str = "[dpdk]\nrx_cores=[1]\n[[port]]\ndevice=\"net_null0\"\n";
+
+    #[test]
+    fn minimal_config_and_defaults() {
+        let c = parse(MIN).unwrap();
+        assert_eq!(c.ports[0].rx_descriptors, 1024);
+        assert_eq!(c.writer.timestamp_precision, Precision::Nanos);
+        let a = c.eal_args("pfx");
+        assert!(a.windows(2).any(|w| w == ["--vdev", "net_null0"]), "{a:?}");
+        assert!(a.windows(2).any(|w| w == ["-l", "0,1"]), "{a:?}");
+        assert!(a.contains(&"--no-pci".to_string()));
+        assert!(a.windows(2).any(|w| w == ["--file-prefix", "pfx"]));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = |s: &str| parse(s).unwrap_err().to_string();
+        assert!(err(&format!("{MIN}bogus=1\n")).contains("unknown field `bogus`"));
+        assert!(err("[dpdk]\nrx_cores=[1]\n").starts_with("port:"));
+        assert!(err(&MIN.replace("net_null0", "eth0")).starts_with("port[0].device:"));
+        assert!(
+            err(&MIN.replace("[1]", "[999]")).starts_with("dpdk.rx_cores: CPU 999 does not exist")
+        );
+        assert!(err(&MIN.replace("[1]", "[1,1]")).contains("listed twice"));
+        assert!(err(&format!("{MIN}rx_descriptors=100\n")).starts_with("port[0].rx_descriptors"));
+        assert!(err(&format!("{MIN}[writer]\nrotate_bytes=0\n")).starts_with("writer.rotate_bytes"));
+        assert!(err(&format!("{MIN}[writer]\ntimestamp_precision=\"ms\"\n"))
+            .contains("unknown variant"));
+        assert!(
+            err(&MIN.replace("rx_cores=[1]", "rx_cores=[1]\neal_args=[\"-l\",\"0\"]"))
+                .starts_with("dpdk.eal_args")
+        );
+    }
+
+    #[test]
+    fn device_kinds() {
+        assert_eq!(device_kind("0000:3b:00.0"), Some(DeviceKind::Pci));
+        assert_eq!(device_kind("3b:00.1"), Some(DeviceKind::Pci));
+        assert_eq!(device_kind("net_pcap0"), Some(DeviceKind::Vdev));
+        assert_eq!(device_kind("0000:3b:00.8"), None);
+        assert_eq!(device_kind("eth0"), None);
+        assert_eq!(device_kind("net_pcap0,rx_pcap=x"), None);
+    }
+
+    #[test]
+    fn finite_sources() {
+        let p = |args: &str| PortConfig {
+            device: "net_pcap0".into(),
+            args: Some(args.into()),
+            rx_queues: 1,
+            rx_descriptors: 64,
+            promiscuous: true,
+        };
+        assert!(p("rx_pcap=a.pcap").is_finite());
+        assert!(p("rx_pcap=a.pcap,rx_pcap=b.pcap").is_finite());
+        assert!(!p("rx_pcap=a.pcap,infinite_rx=1").is_finite());
+        assert!(!p("rx_iface=eth0").is_finite());
+    }
+
+    #[test]
+    fn explicit_vdev_in_eal_args_is_not_repeated() {
+        let c = parse(&MIN.replace(
+            "rx_cores=[1]",
+            "rx_cores=[1]\neal_args=[\"--vdev\",\"net_null0,size=64\"]",
+        ))
+        .unwrap();
+        assert_eq!(c.eal_args("p").iter().filter(|a| *a == "--vdev").count(), 1);
+    }
+}

@@ -1,0 +1,43 @@
+//! The safe layer over DPDK: the only code in pcapd that names `dpdk_sys`.
+//!
+//! RAII owns every resource: `Eal` (outlives everything), `Mempool`, `Port` + `RxQueue` (one
+//! poller per queue by construction), `Mbuf` (freed on drop), lcore jobs with panic capture.
+use std::fmt;
+
+mod eal;
+mod errno;
+mod lcore;
+mod mbuf;
+mod mempool;
+mod port;
+
+pub use eal::{tsc, Eal};
+pub use errno::{DpdkError, Errno};
+pub use lcore::{launch, LcoreJob, ThreadRegistration};
+pub use mbuf::{FreeBatch, Mbuf};
+pub use mempool::Mempool;
+pub use port::{EthStats, Port, PortSetup, RxQueue, BURST};
+
+/// Default mbuf data room (2048 bytes of data + 128 headroom), as `RTE_MBUF_DEFAULT_BUF_SIZE`.
+pub const MBUF_DEFAULT_BUF_SIZE: u16 = dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16;
+
+macro_rules! id_newtype {
+    ($name:ident, $inner:ty, $prefix:literal) => {
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(transparent)]
+        pub struct $name(pub $inner);
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!($prefix, "{}"), self.0)
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(self, f)
+            }
+        }
+    };
+}
+id_newtype!(PortId, u16, "port");
+id_newtype!(QueueId, u16, "queue");
+id_newtype!(LcoreId, u32, "lcore");

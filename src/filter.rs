@@ -1,0 +1,337 @@
+//! Cloudflare's `filter_v1`: parsing (strict, errors name the field) and the compiled matcher.
+//!
+//! Semantics: every given field must match; `{}` matches everything. Addresses match the IPv4 or
+//! IPv6 source/destination; `protocol` is the IPv4 protocol or the IPv6 upper-layer next header;
+//! ports are TCP/UDP/SCTP ports of unfragmented packets and first fragments. A packet that cannot
+//! prove a field (no IP header, truncated L4, later fragment) does not match a filter on it.
+use std::net::IpAddr;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::wire::{PacketKey, L3};
+
+/// A validated filter, as given (echoed back by the API).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FilterV1 {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination_address: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u8>,
+}
+
+/// A filter_v1 that failed validation; `field` is the JSON path (e.g. `filter_v1.source_port`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FilterError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn err(field: &str, reason: impl Into<String>) -> FilterError {
+    FilterError {
+        field: format!("filter_v1.{field}"),
+        reason: reason.into(),
+    }
+}
+
+impl FilterV1 {
+    /// Parses a JSON text (as given on the command line).
+    pub fn from_json_str(s: &str) -> Result<FilterV1, FilterError> {
+        let v: Value = serde_json::from_str(s).map_err(|e| FilterError {
+            field: "filter_v1".into(),
+            reason: format!("invalid JSON: {e}"),
+        })?;
+        FilterV1::from_json(&v)
+    }
+
+    /// Validates a JSON value: an object with only the five known fields, each of the right type
+    /// and range. `null` means "no filter".
+    pub fn from_json(v: &Value) -> Result<FilterV1, FilterError> {
+        let obj: &Map<String, Value> = match v {
+            Value::Null => return Ok(FilterV1::default()),
+            Value::Object(o) => o,
+            other => {
+                return Err(FilterError {
+                    field: "filter_v1".into(),
+                    reason: format!("must be an object, got {}", type_name(other)),
+                })
+            }
+        };
+        let mut f = FilterV1::default();
+        for (k, val) in obj {
+            match k.as_str() {
+                "source_address" => f.source_address = address(k, val)?,
+                "destination_address" => f.destination_address = address(k, val)?,
+                "source_port" => f.source_port = integer(k, val, 65535)?.map(|n| n as u16),
+                "destination_port" => f.destination_port = integer(k, val, 65535)?.map(|n| n as u16),
+                "protocol" => f.protocol = integer(k, val, 255)?.map(|n| n as u8),
+                _ => return Err(err(k, "unknown field (allowed: source_address, destination_address, source_port, destination_port, protocol)")),
+            }
+        }
+        Ok(f)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == FilterV1::default()
+    }
+
+    pub fn compile(&self) -> Matcher {
+        Matcher {
+            src: self.source_address.map(addr_key),
+            dst: self.destination_address.map(addr_key),
+            src_port: self.source_port,
+            dst_port: self.destination_port,
+            protocol: self.protocol,
+        }
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn address(field: &str, v: &Value) -> Result<Option<IpAddr>, FilterError> {
+    let s = match v {
+        Value::Null => return Ok(None),
+        Value::String(s) => s,
+        other => {
+            return Err(err(
+                field,
+                format!(
+                    "must be an IPv4 or IPv6 address string, got {}",
+                    type_name(other)
+                ),
+            ))
+        }
+    };
+    let ip: IpAddr = s
+        .parse()
+        .map_err(|_| err(field, format!("{s:?} is not an IPv4 or IPv6 address")))?;
+    if let IpAddr::V6(v6) = ip {
+        if v6.to_ipv4_mapped().is_some() {
+            return Err(err(
+                field,
+                format!("{s:?} is an IPv4-mapped IPv6 address; give the IPv4 address instead"),
+            ));
+        }
+    }
+    Ok(Some(ip))
+}
+
+/// A JSON number that is a whole number in `0..=max`: `80` and `80.0` pass, `80.5` and `"80"` fail.
+fn integer(field: &str, v: &Value, max: u64) -> Result<Option<u64>, FilterError> {
+    let n = match v {
+        Value::Null => return Ok(None),
+        Value::Number(n) => n,
+        other => {
+            return Err(err(
+                field,
+                format!(
+                    "must be an integer between 0 and {max}, got {}",
+                    type_name(other)
+                ),
+            ))
+        }
+    };
+    let out_of_range = || err(field, format!("{n} is out of range (0 to {max})"));
+    if let Some(u) = n.as_u64() {
+        return if u <= max {
+            Ok(Some(u))
+        } else {
+            Err(out_of_range())
+        };
+    }
+    if n.as_i64().is_some() {
+        return Err(out_of_range());
+    }
+    let f = n.as_f64().unwrap_or(f64::NAN);
+    if f.fract() != 0.0 || !f.is_finite() {
+        return Err(err(field, format!("{n} is not a whole number")));
+    }
+    if f < 0.0 || f > max as f64 {
+        return Err(out_of_range());
+    }
+    Ok(Some(f as u64))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AddrKey {
+    V4(u32),
+    V6(u128),
+}
+
+fn addr_key(ip: IpAddr) -> AddrKey {
+    match ip {
+        IpAddr::V4(a) => AddrKey::V4(u32::from(a)),
+        IpAddr::V6(a) => AddrKey::V6(u128::from(a)),
+    }
+}
+
+/// A compiled filter_v1: a handful of optional integer compares over a `PacketKey`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Matcher {
+    src: Option<AddrKey>,
+    dst: Option<AddrKey>,
+    src_port: Option<u16>,
+    dst_port: Option<u16>,
+    protocol: Option<u8>,
+}
+
+impl Matcher {
+    #[inline]
+    pub fn matches(&self, k: &PacketKey) -> bool {
+        if let Some(want) = self.src {
+            let ok = match (want, k.l3) {
+                (AddrKey::V4(a), L3::V4 { src, .. }) => a == src,
+                (AddrKey::V6(a), L3::V6 { src, .. }) => a == src,
+                _ => false,
+            };
+            if !ok {
+                return false;
+            }
+        }
+        if let Some(want) = self.dst {
+            let ok = match (want, k.l3) {
+                (AddrKey::V4(a), L3::V4 { dst, .. }) => a == dst,
+                (AddrKey::V6(a), L3::V6 { dst, .. }) => a == dst,
+                _ => false,
+            };
+            if !ok {
+                return false;
+            }
+        }
+        (self.protocol.is_none() || self.protocol == k.protocol)
+            && (self.src_port.is_none() || self.src_port == k.src_port)
+            && (self.dst_port.is_none() || self.dst_port == k.dst_port)
+    }
+
+    pub fn matches_all(&self) -> bool {
+        *self == Matcher::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::testpkt::*;
+    use crate::wire::{parse, L3};
+    use serde_json::json;
+
+    fn m(v: Value) -> Matcher {
+        FilterV1::from_json(&v).unwrap().compile()
+    }
+
+    fn field_err(v: Value) -> FilterError {
+        FilterV1::from_json(&v).unwrap_err()
+    }
+
+    #[test]
+    fn empty_matches_everything_even_garbage() {
+        assert!(m(json!({})).matches(&parse(&[1, 2, 3])));
+        assert!(m(Value::Null).matches_all());
+    }
+
+    #[test]
+    fn each_field_and_combinations() {
+        let tcp = parse(&eth(
+            0x0800,
+            &[],
+            &ipv4([1, 2, 3, 4], [5, 6, 7, 8], 6, 0, &ports(1234, 80)),
+        ));
+        assert!(m(json!({"source_address": "1.2.3.4"})).matches(&tcp));
+        assert!(!m(json!({"source_address": "5.6.7.8"})).matches(&tcp));
+        assert!(m(json!({"destination_address": "5.6.7.8"})).matches(&tcp));
+        assert!(
+            m(json!({"source_port": 1234, "destination_port": 80.0, "protocol": 6})).matches(&tcp)
+        );
+        assert!(!m(json!({"source_port": 1234, "destination_port": 81})).matches(&tcp));
+        assert!(!m(json!({"protocol": 17})).matches(&tcp));
+        assert!(!m(json!({"source_address": "::1"})).matches(&tcp));
+    }
+
+    #[test]
+    fn ipv6_addresses_compare_as_integers() {
+        let k = PacketKey {
+            l3: L3::V6 {
+                src: 1,
+                dst: u128::from("2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap()),
+            },
+            ..Default::default()
+        };
+        assert!(
+            m(json!({"source_address": "::1", "destination_address": "2001:db8:0::2"})).matches(&k)
+        );
+        assert!(!m(json!({"source_address": "0.0.0.1"})).matches(&k));
+    }
+
+    #[test]
+    fn port_filter_never_matches_a_packet_without_ports() {
+        let frag = parse(&eth(
+            0x0800,
+            &[],
+            &ipv4([1, 2, 3, 4], [5, 6, 7, 8], 6, 185, &ports(1234, 80)),
+        ));
+        assert!(!m(json!({"destination_port": 80})).matches(&frag));
+        assert!(m(json!({"protocol": 6})).matches(&frag));
+        assert!(!m(json!({"protocol": 0})).matches(&parse(&[0; 14])));
+    }
+
+    #[test]
+    fn bad_input_names_the_field() {
+        assert_eq!(
+            field_err(json!({"source_port": 65536})).field,
+            "filter_v1.source_port"
+        );
+        assert!(field_err(json!({"source_port": 80.5}))
+            .reason
+            .contains("whole number"));
+        assert!(field_err(json!({"source_port": "80"}))
+            .reason
+            .contains("got a string"));
+        assert!(field_err(json!({"destination_port": -1}))
+            .reason
+            .contains("out of range"));
+        assert_eq!(
+            field_err(json!({"protocol": 256})).field,
+            "filter_v1.protocol"
+        );
+        assert!(field_err(json!({"source_address": "1.2.3"}))
+            .reason
+            .contains("not an IPv4"));
+        assert!(field_err(json!({"source_address": "::ffff:1.2.3.4"}))
+            .reason
+            .contains("IPv4-mapped"));
+        assert!(field_err(json!({"source_address": 16909060}))
+            .reason
+            .contains("got a number"));
+        assert_eq!(field_err(json!({"src": "1.2.3.4"})).field, "filter_v1.src");
+        assert_eq!(field_err(json!([1])).field, "filter_v1");
+        assert!(FilterV1::from_json_str("{not json")
+            .unwrap_err()
+            .reason
+            .contains("invalid JSON"));
+    }
+
+    #[test]
+    fn echo_omits_absent_fields() {
+        let f = FilterV1::from_json(&json!({"protocol": 6.0, "source_address": "::1"})).unwrap();
+        assert_eq!(
+            serde_json::to_value(&f).unwrap(),
+            json!({"source_address": "::1", "protocol": 6})
+        );
+    }
+}

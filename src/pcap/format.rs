@@ -1,0 +1,155 @@
+//! Classic libpcap file format: the 24-byte file header and 16-byte record headers (pure).
+//!
+//! Little-endian on disk (readers detect the byte order from the magic). Nanosecond magic by
+//! default; microsecond on request. Link type Ethernet.
+
+pub const MAGIC_MICROS: u32 = 0xa1b2_c3d4;
+pub const MAGIC_NANOS: u32 = 0xa1b2_3c4d;
+pub const LINKTYPE_ETHERNET: u32 = 1;
+pub const FILE_HEADER_LEN: usize = 24;
+pub const RECORD_HEADER_LEN: usize = 16;
+
+/// Timestamp resolution of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+pub enum Precision {
+    #[default]
+    #[serde(rename = "ns")]
+    Nanos,
+    #[serde(rename = "us")]
+    Micros,
+}
+
+pub fn file_header(precision: Precision, snaplen: u32) -> [u8; FILE_HEADER_LEN] {
+    let magic = match precision {
+        Precision::Nanos => MAGIC_NANOS,
+        Precision::Micros => MAGIC_MICROS,
+    };
+    let mut h = [0u8; FILE_HEADER_LEN];
+    h[0..4].copy_from_slice(&magic.to_le_bytes());
+    h[4..6].copy_from_slice(&2u16.to_le_bytes());
+    h[6..8].copy_from_slice(&4u16.to_le_bytes());
+    // thiszone (8..12) and sigfigs (12..16) stay 0.
+    h[16..20].copy_from_slice(&snaplen.to_le_bytes());
+    h[20..24].copy_from_slice(&LINKTYPE_ETHERNET.to_le_bytes());
+    h
+}
+
+/// The header of one record: `ts_ns` since the epoch, `caplen` bytes stored of `orig_len`.
+#[inline]
+pub fn record_header(
+    precision: Precision,
+    ts_ns: u64,
+    caplen: u32,
+    orig_len: u32,
+) -> [u8; RECORD_HEADER_LEN] {
+    let secs = (ts_ns / 1_000_000_000) as u32;
+    let frac = match precision {
+        Precision::Nanos => (ts_ns % 1_000_000_000) as u32,
+        Precision::Micros => (ts_ns % 1_000_000_000 / 1_000) as u32,
+    };
+    let mut h = [0u8; RECORD_HEADER_LEN];
+    h[0..4].copy_from_slice(&secs.to_le_bytes());
+    h[4..8].copy_from_slice(&frac.to_le_bytes());
+    h[8..12].copy_from_slice(&caplen.to_le_bytes());
+    h[12..16].copy_from_slice(&orig_len.to_le_bytes());
+    h
+}
+
+/// Appends one whole record (header + the first `caplen` bytes of `segments`) to `out`.
+#[inline]
+pub fn encode_record<'a>(
+    out: &mut Vec<u8>,
+    precision: Precision,
+    ts_ns: u64,
+    orig_len: u32,
+    caplen: u32,
+    segments: impl Iterator<Item = &'a [u8]>,
+) {
+    out.extend_from_slice(&record_header(precision, ts_ns, caplen, orig_len));
+    let mut left = caplen as usize;
+    for seg in segments {
+        if left == 0 {
+            break;
+        }
+        let take = seg.len().min(left);
+        out.extend_from_slice(&seg[..take]);
+        left -= take;
+    }
+    // A chain shorter than caplen would corrupt the file: pad (never happens for valid mbufs,
+    // whose pkt_len is the sum of their segments).
+    out.resize(out.len() + left, 0);
+}
+
+/// Length of the longest prefix of `data` (a pcap file body after its header) made of whole
+/// records; used to repair files cut short by a crash.
+pub fn whole_records_len(data: &[u8]) -> usize {
+    let mut at = 0;
+    while data.len() - at >= RECORD_HEADER_LEN {
+        let caplen =
+            u32::from_le_bytes([data[at + 8], data[at + 9], data[at + 10], data[at + 11]]) as usize;
+        let end = at + RECORD_HEADER_LEN + caplen;
+        if end > data.len() {
+            break;
+        }
+        at = end;
+    }
+    at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_layout() {
+        let h = file_header(Precision::Nanos, 262144);
+        assert_eq!(h[..4], [0x4d, 0x3c, 0xb2, 0xa1]);
+        assert_eq!(u32::from_le_bytes(h[16..20].try_into().unwrap()), 262144);
+        assert_eq!(
+            file_header(Precision::Micros, 1)[..4],
+            [0xd4, 0xc3, 0xb2, 0xa1]
+        );
+    }
+
+    #[test]
+    fn records_truncate_across_segments_and_keep_orig_len() {
+        let mut out = Vec::new();
+        let segs: [&[u8]; 2] = [&[1, 2, 3], &[4, 5, 6]];
+        encode_record(
+            &mut out,
+            Precision::Micros,
+            1_700_000_000_123_456_789,
+            6,
+            4,
+            segs.into_iter(),
+        );
+        assert_eq!(out.len(), 20);
+        assert_eq!(
+            u32::from_le_bytes(out[0..4].try_into().unwrap()),
+            1_700_000_000
+        );
+        assert_eq!(u32::from_le_bytes(out[4..8].try_into().unwrap()), 123_456);
+        assert_eq!(u32::from_le_bytes(out[8..12].try_into().unwrap()), 4);
+        assert_eq!(u32::from_le_bytes(out[12..16].try_into().unwrap()), 6);
+        assert_eq!(out[16..], [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn whole_records_prefix() {
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            encode_record(
+                &mut out,
+                Precision::Nanos,
+                0,
+                10,
+                10,
+                std::iter::once(&[7u8; 10][..]),
+            );
+        }
+        assert_eq!(whole_records_len(&out), 78);
+        for cut in 0..78 {
+            assert_eq!(whole_records_len(&out[..cut]), cut / 26 * 26);
+        }
+    }
+}

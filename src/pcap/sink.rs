@@ -1,0 +1,353 @@
+//! `PcapSink`: writes one capture's records into rotated PCAP files.
+//!
+//! Each file is written as a hidden `.NAME.partial` beside its final name with large buffered
+//! writes, then flushed, fsynced and renamed, so a reader never sees a half-written file under
+//! its final name. Pure std: no DPDK types, so it is tested with plain byte slices.
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::format::{self, Precision, FILE_HEADER_LEN, RECORD_HEADER_LEN};
+use super::rotation::{should_rotate, FileState, RotatePolicy};
+
+/// Bytes buffered before a `write` call.
+const WRITE_BUFFER: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{path}: {op}: {source}")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: io::Error,
+    },
+    #[error("output path {0:?} has no file name")]
+    NoFileName(PathBuf),
+}
+
+/// Where a capture's files go: `DIR/STEM.EXT`, or `DIR/STEM_00000.EXT`, … when rotating.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputPath {
+    dir: PathBuf,
+    stem: String,
+    ext: String,
+    numbered: bool,
+}
+
+impl OutputPath {
+    pub fn new(path: &Path, numbered: bool) -> Result<Self, SinkError> {
+        let stem = path
+            .file_stem()
+            .ok_or_else(|| SinkError::NoFileName(path.to_path_buf()))?
+            .to_string_lossy()
+            .into_owned();
+        let ext = path
+            .extension()
+            .map(|e| format!(".{}", e.to_string_lossy()))
+            .unwrap_or_default();
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Ok(OutputPath {
+            dir,
+            stem,
+            ext,
+            numbered,
+        })
+    }
+
+    pub fn file(&self, seq: u32) -> PathBuf {
+        if self.numbered {
+            self.dir.join(format!("{}_{seq:05}{}", self.stem, self.ext))
+        } else {
+            self.dir.join(format!("{}{}", self.stem, self.ext))
+        }
+    }
+
+    pub fn partial(&self, seq: u32) -> PathBuf {
+        let f = self.file(seq);
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.dir.join(format!(".{name}.partial"))
+    }
+}
+
+struct OpenFile {
+    file: File,
+    seq: u32,
+    state: FileState,
+}
+
+/// Writes records into rotated files. Call `finish` to close the last file properly; dropping
+/// an unfinished sink removes its `.partial` file.
+pub struct PcapSink {
+    out: OutputPath,
+    policy: RotatePolicy,
+    precision: Precision,
+    snaplen: u32,
+    buf: Vec<u8>,
+    current: Option<OpenFile>,
+    next_seq: u32,
+    finished: Vec<PathBuf>,
+    packets: u64,
+    bytes: u64,
+}
+
+impl PcapSink {
+    /// Creates the sink and its first file at once, so an unwritable path fails before capture.
+    pub fn create(
+        path: &Path,
+        policy: RotatePolicy,
+        precision: Precision,
+        snaplen: u32,
+    ) -> Result<Self, SinkError> {
+        let out = OutputPath::new(path, policy.is_enabled())?;
+        let mut sink = PcapSink {
+            out,
+            policy,
+            precision,
+            snaplen,
+            buf: Vec::with_capacity(WRITE_BUFFER),
+            current: None,
+            next_seq: 0,
+            finished: Vec::new(),
+            packets: 0,
+            bytes: 0,
+        };
+        sink.open()?;
+        Ok(sink)
+    }
+
+    pub fn snaplen(&self) -> u32 {
+        self.snaplen
+    }
+
+    /// Records written so far (all files).
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    /// Bytes written so far, headers included (all files).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn io(&self, seq: u32, op: &'static str) -> impl FnOnce(io::Error) -> SinkError + '_ {
+        move |source| SinkError::Io {
+            path: self.out.file(seq),
+            op,
+            source,
+        }
+    }
+
+    fn open(&mut self) -> Result<(), SinkError> {
+        let seq = self.next_seq;
+        let partial = self.out.partial(seq);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&partial)
+            .map_err(|source| SinkError::Io {
+                path: self.out.file(seq),
+                op: "create",
+                source,
+            })?;
+        self.next_seq += 1;
+        self.buf
+            .extend_from_slice(&format::file_header(self.precision, self.snaplen));
+        self.bytes += FILE_HEADER_LEN as u64;
+        self.current = Some(OpenFile {
+            file,
+            seq,
+            state: FileState {
+                bytes: FILE_HEADER_LEN as u64,
+                ..Default::default()
+            },
+        });
+        Ok(())
+    }
+
+    fn flush_buf(&mut self) -> Result<(), SinkError> {
+        if let Some(cur) = self.current.as_mut() {
+            if !self.buf.is_empty() {
+                let seq = cur.seq;
+                cur.file
+                    .write_all(&self.buf)
+                    .map_err(|source| SinkError::Io {
+                        path: self.out.file(seq),
+                        op: "write",
+                        source,
+                    })?;
+            }
+        }
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Flushes, fsyncs and renames the current file to its final name.
+    fn close_current(&mut self) -> Result<(), SinkError> {
+        self.flush_buf()?;
+        let Some(cur) = self.current.take() else {
+            return Ok(());
+        };
+        cur.file.sync_all().map_err(self.io(cur.seq, "fsync"))?;
+        drop(cur.file);
+        let (from, to) = (self.out.partial(cur.seq), self.out.file(cur.seq));
+        fs::rename(&from, &to).map_err(self.io(cur.seq, "rename"))?;
+        self.finished.push(to);
+        Ok(())
+    }
+
+    /// Appends one record; `segments` yield the packet bytes, of which `caplen` are kept.
+    pub fn write<'a>(
+        &mut self,
+        ts_ns: u64,
+        orig_len: u32,
+        segments: impl Iterator<Item = &'a [u8]>,
+        now_ns: u64,
+    ) -> Result<(), SinkError> {
+        let caplen = orig_len.min(self.snaplen);
+        let rec_len = (RECORD_HEADER_LEN + caplen as usize) as u64;
+        if let Some(cur) = &self.current {
+            if should_rotate(&self.policy, &cur.state, Some(rec_len), now_ns) {
+                self.close_current()?;
+            }
+        }
+        if self.current.is_none() {
+            self.open()?;
+        }
+        if self.buf.len() + rec_len as usize > WRITE_BUFFER {
+            self.flush_buf()?;
+        }
+        format::encode_record(
+            &mut self.buf,
+            self.precision,
+            ts_ns,
+            orig_len,
+            caplen,
+            segments,
+        );
+        if let Some(cur) = self.current.as_mut() {
+            if cur.state.packets == 0 {
+                cur.state.first_record_ns = now_ns;
+            }
+            cur.state.packets += 1;
+            cur.state.bytes += rec_len;
+        }
+        self.packets += 1;
+        self.bytes += rec_len;
+        Ok(())
+    }
+
+    /// Idle tick: closes the current file if it is old enough to rotate.
+    pub fn tick(&mut self, now_ns: u64) -> Result<(), SinkError> {
+        if let Some(cur) = &self.current {
+            if should_rotate(&self.policy, &cur.state, None, now_ns) {
+                self.close_current()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the last file and returns every finished file in order.
+    pub fn finish(mut self) -> Result<Vec<PathBuf>, SinkError> {
+        self.close_current()?;
+        Ok(std::mem::take(&mut self.finished))
+    }
+}
+
+impl Drop for PcapSink {
+    fn drop(&mut self) {
+        // Reached without `finish` only on an error path: leave no `.partial` behind.
+        if let Some(cur) = self.current.take() {
+            let _ = fs::remove_file(self.out.partial(cur.seq));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkt(n: u8, len: usize) -> Vec<u8> {
+        vec![n; len]
+    }
+
+    #[test]
+    fn names() {
+        let o = OutputPath::new(Path::new("/tmp/x/out.pcap"), true).unwrap();
+        assert_eq!(o.file(3), PathBuf::from("/tmp/x/out_00003.pcap"));
+        assert_eq!(
+            o.partial(3),
+            PathBuf::from("/tmp/x/.out_00003.pcap.partial")
+        );
+        let o = OutputPath::new(Path::new("out"), false).unwrap();
+        assert_eq!(o.file(0), PathBuf::from("./out"));
+    }
+
+    #[test]
+    fn rotates_by_packets_and_files_hold_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = RotatePolicy {
+            max_packets: Some(3),
+            ..Default::default()
+        };
+        let mut s = PcapSink::create(&dir.path().join("c.pcap"), p, Precision::Nanos, 100).unwrap();
+        for i in 0..7u8 {
+            let data = pkt(i, 150);
+            s.write(u64::from(i) * 1000, 150, std::iter::once(&data[..]), 0)
+                .unwrap();
+        }
+        let files = s.finish().unwrap();
+        assert_eq!(files.len(), 3);
+        let sizes: Vec<u64> = files
+            .iter()
+            .map(|f| fs::metadata(f).unwrap().len())
+            .collect();
+        assert_eq!(sizes, vec![24 + 3 * 116, 24 + 3 * 116, 24 + 116]);
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".partial")
+            })
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn unwritable_path_fails_at_create() {
+        let e = PcapSink::create(
+            Path::new("/nonexistent/dir/c.pcap"),
+            RotatePolicy::default(),
+            Precision::Nanos,
+            10,
+        );
+        let msg = e.err().unwrap().to_string();
+        assert!(
+            msg.contains("/nonexistent/dir/c.pcap") && msg.contains("create"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn dropped_sink_leaves_no_partial() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = PcapSink::create(
+            &dir.path().join("c.pcap"),
+            RotatePolicy::default(),
+            Precision::Nanos,
+            10,
+        )
+        .unwrap();
+        drop(s);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,263 @@
+//! Zero-copy packet parsing: header views over `&[u8]` and the compact key filters match on.
+//!
+//! Invariants: no `unsafe`, no panics on any input (every length is checked once, in each view's
+//! `parse`), and a key only holds what the packet proves: a truncated or malformed header leaves
+//! the fields it would have provided as `None`.
+use std::net::IpAddr;
+
+pub mod ethernet;
+pub mod ipv4;
+pub mod ipv6;
+
+use ethernet::{EthernetView, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use ipv4::Ipv4View;
+use ipv6::Ipv6View;
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+pub const PROTO_SCTP: u8 = 132;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("truncated: need {need} bytes, have {have}")]
+    Truncated { need: usize, have: usize },
+    #[error("bad IP version {0}")]
+    BadVersion(u8),
+    #[error("bad header length {0}")]
+    BadHeaderLen(usize),
+    #[error("more than two VLAN tags")]
+    TooManyVlanTags,
+    #[error("IPv6 extension-header chain too long")]
+    TooManyExtensionHeaders,
+}
+
+#[inline]
+pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// IP addresses of a packet, kept as 128-bit integers (IPv4 in the low 32 bits) so that matching
+/// is two integer compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum L3 {
+    #[default]
+    None,
+    V4 {
+        src: u32,
+        dst: u32,
+    },
+    V6 {
+        src: u128,
+        dst: u128,
+    },
+}
+
+/// Everything filter_v1 can ask about a packet, parsed once per packet on the RX core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PacketKey {
+    pub l3: L3,
+    /// IPv4 protocol or IPv6 upper-layer next header (after extension headers).
+    pub protocol: Option<u8>,
+    /// TCP/UDP/SCTP ports; only in unfragmented packets and first fragments.
+    pub src_port: Option<u16>,
+    pub dst_port: Option<u16>,
+    pub vlan_tags: u8,
+}
+
+impl PacketKey {
+    pub fn src_addr(&self) -> Option<IpAddr> {
+        match self.l3 {
+            L3::None => None,
+            L3::V4 { src, .. } => Some(IpAddr::from(src.to_be_bytes())),
+            L3::V6 { src, .. } => Some(IpAddr::from(src.to_be_bytes())),
+        }
+    }
+
+    pub fn dst_addr(&self) -> Option<IpAddr> {
+        match self.l3 {
+            L3::None => None,
+            L3::V4 { dst, .. } => Some(IpAddr::from(dst.to_be_bytes())),
+            L3::V6 { dst, .. } => Some(IpAddr::from(dst.to_be_bytes())),
+        }
+    }
+}
+
+/// Parses an Ethernet frame into a `PacketKey`. Never fails: what cannot be proven is `None`.
+pub fn parse(frame: &[u8]) -> PacketKey {
+    let mut key = PacketKey::default();
+    let Ok(eth) = EthernetView::parse(frame) else {
+        return key;
+    };
+    key.vlan_tags = eth.vlan_tags();
+    match eth.ethertype() {
+        ETHERTYPE_IPV4 => {
+            let Ok(ip) = Ipv4View::parse(eth.payload()) else {
+                return key;
+            };
+            key.l3 = L3::V4 {
+                src: u32::from(ip.src()),
+                dst: u32::from(ip.dst()),
+            };
+            key.protocol = Some(ip.protocol());
+            if ip.frag_offset() == 0 {
+                set_ports(&mut key, ip.protocol(), ip.payload());
+            }
+        }
+        ETHERTYPE_IPV6 => {
+            let Ok(ip) = Ipv6View::parse(eth.payload()) else {
+                return key;
+            };
+            key.l3 = L3::V6 {
+                src: u128::from(ip.src()),
+                dst: u128::from(ip.dst()),
+            };
+            if let Ok(up) = ip.upper_layer() {
+                key.protocol = Some(up.protocol);
+                if let Some(payload) = up.payload {
+                    set_ports(&mut key, up.protocol, payload);
+                }
+            }
+        }
+        _ => {}
+    }
+    key
+}
+
+/// TCP, UDP and SCTP all start with source and destination port: 4 bytes prove both.
+fn set_ports(key: &mut PacketKey, protocol: u8, l4: &[u8]) {
+    if matches!(protocol, PROTO_TCP | PROTO_UDP | PROTO_SCTP) && l4.len() >= 4 {
+        key.src_port = Some(be16(l4, 0));
+        key.dst_port = Some(be16(l4, 2));
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testpkt {
+    //! Small frame builders shared by wire and filter tests.
+    pub fn eth(ethertype: u16, vlans: &[u16], l3: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+        for v in vlans {
+            f.extend_from_slice(&0x8100u16.to_be_bytes());
+            f.extend_from_slice(&v.to_be_bytes());
+        }
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(l3);
+        f
+    }
+
+    pub fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, frag_off: u16, l4: &[u8]) -> Vec<u8> {
+        let total = (20 + l4.len()) as u16;
+        let mut h = vec![0x45, 0];
+        h.extend_from_slice(&total.to_be_bytes());
+        h.extend_from_slice(&[0, 1]);
+        h.extend_from_slice(&frag_off.to_be_bytes());
+        h.extend_from_slice(&[64, proto, 0, 0]);
+        h.extend_from_slice(&src);
+        h.extend_from_slice(&dst);
+        h.extend_from_slice(l4);
+        h
+    }
+
+    pub fn ports(sport: u16, dport: u16) -> Vec<u8> {
+        let mut p = sport.to_be_bytes().to_vec();
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&[0; 16]);
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testpkt::*;
+    use super::*;
+
+    #[test]
+    fn tcp_over_vlan() {
+        let f = eth(
+            0x0800,
+            &[100],
+            &ipv4([1, 2, 3, 4], [5, 6, 7, 8], 6, 0, &ports(1234, 80)),
+        );
+        let k = parse(&f);
+        assert_eq!(k.src_addr(), Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(k.dst_addr(), Some("5.6.7.8".parse().unwrap()));
+        assert_eq!(
+            (k.protocol, k.src_port, k.dst_port, k.vlan_tags),
+            (Some(6), Some(1234), Some(80), 1)
+        );
+    }
+
+    #[test]
+    fn later_fragment_keeps_protocol_not_ports() {
+        let f = eth(
+            0x0800,
+            &[],
+            &ipv4([1, 2, 3, 4], [5, 6, 7, 8], 17, 185, &ports(1234, 53)),
+        );
+        let k = parse(&f);
+        assert_eq!((k.protocol, k.src_port, k.dst_port), (Some(17), None, None));
+    }
+
+    #[test]
+    fn icmp_has_no_ports() {
+        let f = eth(
+            0x0800,
+            &[],
+            &ipv4([1, 2, 3, 4], [5, 6, 7, 8], 1, 0, &[8, 0, 0, 0, 0, 1, 0, 1]),
+        );
+        let k = parse(&f);
+        assert_eq!((k.protocol, k.src_port), (Some(1), None));
+    }
+
+    #[test]
+    fn arp_has_nothing() {
+        let f = eth(0x0806, &[], &[0; 28]);
+        assert_eq!(parse(&f), PacketKey::default());
+    }
+
+    #[test]
+    fn truncation_never_panics_and_never_invents_ports() {
+        let f = eth(
+            0x0800,
+            &[100, 200],
+            &ipv4([1, 2, 3, 4], [5, 6, 7, 8], 6, 0, &ports(1234, 80)),
+        );
+        for n in 0..f.len() {
+            let k = parse(&f[..n]);
+            let ip_end = 14 + 8 + 20;
+            if n < ip_end {
+                assert_eq!(k.l3, L3::None, "len {n}");
+            }
+            if n < ip_end + 4 {
+                assert_eq!(k.src_port, None, "len {n}");
+            } else {
+                assert_eq!(k.dst_port, Some(80), "len {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        // A cheap deterministic fuzz: xorshift bytes of every length up to 200.
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for len in 0..200 {
+            for _ in 0..50 {
+                let mut b: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect();
+                if len > 14 {
+                    b[12] = [0x08, 0x86, 0x81][len % 3];
+                    b[13] = [0x00, 0xdd, 0x00][len % 3];
+                }
+                let _ = parse(&b);
+            }
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Writer threads: drain the RX rings, write each capture's records into its `PcapSink`, free
+//! the mbufs in bulk, rotate on idle ticks, and close captures on command (after draining, so a
+//! capture's file holds every record RX handed off before the close).
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::active::CaptureCounters;
+use crate::clock::realtime_ns;
+use crate::dpdk::{FreeBatch, ThreadRegistration};
+use crate::handoff::Ring;
+use crate::pcap::PcapSink;
+
+/// Records taken from one ring before looking at the next (fairness between RX cores).
+const DRAIN_BATCH: usize = 512;
+const IDLE_MIN: Duration = Duration::from_micros(50);
+const IDLE_MAX: Duration = Duration::from_millis(2);
+
+pub enum WriterCmd {
+    /// Start writing records of `slot` into `sink`.
+    Open {
+        slot: u16,
+        sink: PcapSink,
+        counters: Arc<CaptureCounters>,
+    },
+    /// Drain the rings, close the sink of `slot`, and report.
+    Close {
+        slot: u16,
+        reply: Sender<CloseReport>,
+    },
+    /// Drain the rings, close every sink, and exit.
+    Shutdown,
+}
+
+/// The outcome of a closed capture.
+#[derive(Debug)]
+pub struct CloseReport {
+    pub slot: u16,
+    /// Finished files in order, or the first error (its files are removed).
+    pub files: Result<Vec<PathBuf>, String>,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+struct SinkSlot {
+    sink: PcapSink,
+    counters: Arc<CaptureCounters>,
+    error: Option<String>,
+    written_unpublished: u64,
+}
+
+pub struct Writer {
+    pub name: String,
+    /// Consumer ends, one per RX core.
+    pub rings: Vec<Arc<Ring>>,
+    pub cmds: Receiver<WriterCmd>,
+}
+
+impl Writer {
+    pub fn run(self) {
+        // Registered threads get an lcore id and so per-thread mempool caches for the frees.
+        let _reg = match ThreadRegistration::register(&self.name) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!("{e}; mbufs will be freed without a mempool cache");
+                None
+            }
+        };
+        let mut sinks: Vec<Option<SinkSlot>> = Vec::new();
+        let mut free = FreeBatch::with_capacity(256);
+        let mut idle = IDLE_MIN;
+        loop {
+            let moved = self.drain_once(&mut sinks, &mut free);
+            if moved > 0 {
+                idle = IDLE_MIN;
+                match self.cmds.try_recv() {
+                    Ok(cmd) => {
+                        if !self.handle(cmd, &mut sinks, &mut free) {
+                            return;
+                        }
+                    }
+                    Err(_) => continue,
+                }
+                continue;
+            }
+            let now = realtime_ns();
+            for s in sinks.iter_mut().flatten() {
+                if s.error.is_none() {
+                    if let Err(e) = s.sink.tick(now) {
+                        s.error = Some(e.to_string());
+                    }
+                }
+            }
+            match self.cmds.recv_timeout(idle) {
+                Ok(cmd) => {
+                    if !self.handle(cmd, &mut sinks, &mut free) {
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => idle = (idle * 2).min(IDLE_MAX),
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.handle(WriterCmd::Shutdown, &mut sinks, &mut free);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Returns false when the thread should exit.
+    fn handle(
+        &self,
+        cmd: WriterCmd,
+        sinks: &mut Vec<Option<SinkSlot>>,
+        free: &mut FreeBatch,
+    ) -> bool {
+        match cmd {
+            WriterCmd::Open {
+                slot,
+                sink,
+                counters,
+            } => {
+                let i = usize::from(slot);
+                if sinks.len() <= i {
+                    sinks.resize_with(i + 1, || None);
+                }
+                sinks[i] = Some(SinkSlot {
+                    sink,
+                    counters,
+                    error: None,
+                    written_unpublished: 0,
+                });
+                true
+            }
+            WriterCmd::Close { slot, reply } => {
+                while self.drain_once(sinks, free) > 0 {}
+                let report = match sinks.get_mut(usize::from(slot)).and_then(Option::take) {
+                    Some(s) => close(slot, s),
+                    None => CloseReport {
+                        slot,
+                        files: Err(format!("capture slot {slot} is not open")),
+                        packets: 0,
+                        bytes: 0,
+                    },
+                };
+                let _ = reply.send(report);
+                true
+            }
+            WriterCmd::Shutdown => {
+                while self.drain_once(sinks, free) > 0 {}
+                for (slot, s) in sinks.iter_mut().enumerate() {
+                    if let Some(s) = s.take() {
+                        let r = close(slot as u16, s);
+                        if let Err(e) = r.files {
+                            tracing::error!("capture slot {slot} closed at shutdown: {e}");
+                        }
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// One pass over every ring; returns how many records were taken.
+    fn drain_once(&self, sinks: &mut [Option<SinkSlot>], free: &mut FreeBatch) -> usize {
+        let now = realtime_ns();
+        let mut moved = 0;
+        for ring in &self.rings {
+            for _ in 0..DRAIN_BATCH {
+                let Some(rec) = ring.pop() else { break };
+                moved += 1;
+                if let Some(Some(s)) = sinks.get_mut(usize::from(rec.slot)) {
+                    if s.error.is_none() {
+                        match s
+                            .sink
+                            .write(rec.ts_ns, rec.mbuf.pkt_len(), rec.mbuf.segments(), now)
+                        {
+                            Ok(()) => s.written_unpublished += 1,
+                            Err(e) => {
+                                s.error = Some(e.to_string());
+                                s.counters.dropped_writer_error.fetch_add(1, Relaxed);
+                            }
+                        }
+                    } else {
+                        s.counters.dropped_writer_error.fetch_add(1, Relaxed);
+                    }
+                }
+                free.push(rec.mbuf);
+            }
+        }
+        free.flush();
+        if moved > 0 {
+            for s in sinks.iter_mut().flatten() {
+                if s.written_unpublished > 0 {
+                    s.counters.written.fetch_add(s.written_unpublished, Relaxed);
+                    s.written_unpublished = 0;
+                }
+            }
+        }
+        moved
+    }
+}
+
+fn close(slot: u16, s: SinkSlot) -> CloseReport {
+    let (packets, bytes) = (s.sink.packets(), s.sink.bytes());
+    s.counters.written.fetch_add(s.written_unpublished, Relaxed);
+    let files = match s.error {
+        // Dropping the sink removes its partial file.
+        Some(e) => Err(e),
+        None => s.sink.finish().map_err(|e| e.to_string()),
+    };
+    CloseReport {
+        slot,
+        files,
+        packets,
+        bytes,
+    }
+}
