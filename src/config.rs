@@ -211,6 +211,20 @@ impl PortConfig {
     }
 }
 
+impl PortConfig {
+    /// The files a finite `net_pcap` port reads (its `rx_pcap=` arguments), else empty.
+    pub fn finite_files(&self) -> Vec<PathBuf> {
+        if !self.is_finite() {
+            return Vec::new();
+        }
+        let args = self.args.as_deref().unwrap_or("");
+        args.split(',')
+            .filter_map(|a| a.strip_prefix("rx_pcap="))
+            .map(PathBuf::from)
+            .collect()
+    }
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -529,5 +543,24 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.eal_args("p").iter().filter(|a| *a == "--vdev").count(), 1);
+    }
+}
+
+#[cfg(test)]
+mod shipped_configs {
+    use super::*;
+
+    #[test]
+    fn every_config_in_the_repo_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                Config::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 3);
     }
 }

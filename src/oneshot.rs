@@ -134,7 +134,17 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
         }
         v
     };
-    let finite = ports.iter().all(|p| p.is_finite());
+    // A capture from files only ends with them: count their packets to know when.
+    let finite = ports.iter().all(|p| p.is_finite()).then(|| {
+        let mut total = Some(0u64);
+        for f in ports.iter().flat_map(|p| p.finite_files()) {
+            total = match (total, crate::pcap::format::count_records(&f)) {
+                (Some(t), Ok(Some(n))) => Some(t + n),
+                _ => None,
+            };
+        }
+        total
+    });
 
     // The output first: an unwritable path fails before DPDK starts.
     let sink = PcapSink::create(
@@ -315,20 +325,21 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
     })
 }
 
-/// Blocks the main lcore until a stop condition holds.
+/// With no packet for this long, a finite source whose length is unknown has ended.
+const QUIET_END: Duration = Duration::from_millis(500);
+
+/// Blocks the main lcore until a stop condition holds. `finite` is `None` for live sources,
+/// `Some(Some(n))` for files holding `n` packets, `Some(None)` for files of unknown length.
 fn wait_for_end(
     stats: &crate::stats::StatsReader,
     budget: &Budget,
     duration: Option<Duration>,
-    finite: bool,
+    finite: Option<Option<u64>>,
     interrupted: &AtomicBool,
     started_at: Instant,
 ) -> StopReason {
-    let loops = |s: &crate::stats::StatsReader| -> Vec<u64> {
-        s.cores().iter().map(|c| c.loops.load(Relaxed)).collect()
-    };
     let mut last_rx = stats.totals().rx_packets;
-    let mut last_loops = loops(stats);
+    let mut last_change = Instant::now();
     loop {
         std::thread::sleep(TICK);
         if interrupted.load(Relaxed) {
@@ -340,22 +351,17 @@ fn wait_for_end(
         if duration.is_some_and(|d| started_at.elapsed() >= d) {
             return StopReason::Duration;
         }
-        if finite {
-            // A net_pcap file source returns an empty burst only at its end (the mempool is sized
-            // so RX never runs out of buffers): two full empty rounds on every core mean EOF.
-            let rx = stats.totals().rx_packets;
-            let now = loops(stats);
-            let all_polled_twice = now
-                .iter()
-                .zip(&last_loops)
-                .all(|(n, l)| n.saturating_sub(*l) >= 2);
-            if rx == last_rx && all_polled_twice {
-                return StopReason::EndOfInput;
-            }
-            if rx != last_rx || all_polled_twice {
-                last_rx = rx;
-                last_loops = now;
-            }
+        let Some(expected) = finite else { continue };
+        let rx = stats.totals().rx_packets;
+        if expected.is_some_and(|n| rx >= n) {
+            return StopReason::EndOfInput;
+        }
+        // Unknown length, or packets lost to an empty mempool (rx_nombuf): end when quiet.
+        if rx != last_rx {
+            last_rx = rx;
+            last_change = Instant::now();
+        } else if last_change.elapsed() >= QUIET_END {
+            return StopReason::EndOfInput;
         }
     }
 }

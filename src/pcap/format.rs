@@ -96,6 +96,39 @@ pub fn whole_records_len(data: &[u8]) -> usize {
     at
 }
 
+/// Counts the records of a classic pcap file (either byte order), reading only the headers.
+/// `Ok(None)` when the file is not a classic pcap (pcapng, say).
+pub fn count_records(path: &std::path::Path) -> std::io::Result<Option<u64>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(path)?);
+    let mut hdr = [0u8; FILE_HEADER_LEN];
+    if f.read_exact(&mut hdr).is_err() {
+        return Ok(None);
+    }
+    let le = match u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) {
+        MAGIC_MICROS | MAGIC_NANOS => true,
+        m if m.swap_bytes() == MAGIC_MICROS || m.swap_bytes() == MAGIC_NANOS => false,
+        _ => return Ok(None),
+    };
+    let mut n = 0;
+    let mut rec = [0u8; RECORD_HEADER_LEN];
+    loop {
+        match f.read_exact(&mut rec) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Some(n)),
+            Err(e) => return Err(e),
+        }
+        let b = [rec[8], rec[9], rec[10], rec[11]];
+        let caplen = if le {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        };
+        f.seek(SeekFrom::Current(i64::from(caplen)))?;
+        n += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +165,27 @@ mod tests {
         assert_eq!(u32::from_le_bytes(out[8..12].try_into().unwrap()), 4);
         assert_eq!(u32::from_le_bytes(out[12..16].try_into().unwrap()), 6);
         assert_eq!(out[16..], [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn counts_records_of_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.pcap");
+        let mut b = file_header(Precision::Micros, 100).to_vec();
+        for i in 0..5u8 {
+            encode_record(
+                &mut b,
+                Precision::Micros,
+                0,
+                u32::from(i),
+                u32::from(i),
+                std::iter::once(&[1u8; 5][..]),
+            );
+        }
+        std::fs::write(&p, &b).unwrap();
+        assert_eq!(count_records(&p).unwrap(), Some(5));
+        std::fs::write(&p, b"\x0a\x0d\x0d\x0a pcapng").unwrap();
+        assert_eq!(count_records(&p).unwrap(), None);
     }
 
     #[test]
