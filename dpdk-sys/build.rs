@@ -12,10 +12,8 @@ const HELP: &str = "install DPDK and its headers: `apt-get install dpdk dpdk-dev
      (or run scripts/setup); set PKG_CONFIG_PATH to the directory holding libdpdk.pc for a DPDK built from source";
 
 fn pkg_config(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("pkg-config")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run pkg-config ({e}); {HELP}"))?;
+    let out =
+        Command::new("pkg-config").args(args).output().map_err(|e| format!("cannot run pkg-config ({e}); {HELP}"))?;
     if !out.status.success() {
         return Err(format!(
             "pkg-config {} failed: {}; {HELP}",
@@ -39,18 +37,13 @@ fn main() {
 
     let version = pkg_config(&["--modversion", "libdpdk"]).unwrap_or_else(|e| fail(e));
     if pkg_config(&["--atleast-version", MIN_VERSION, "libdpdk"]).is_err() {
-        fail(format!(
-            "libdpdk {version} is too old: pcapd needs DPDK >= {MIN_VERSION}; {HELP}"
-        ));
+        fail(format!("libdpdk {version} is too old: pcapd needs DPDK >= {MIN_VERSION}; {HELP}"));
     }
-    let cflags: Vec<String> =
-        shell_words(&pkg_config(&["--cflags", "libdpdk"]).unwrap_or_else(|e| fail(e)));
-    let libs: Vec<String> =
-        shell_words(&pkg_config(&["--libs", "libdpdk"]).unwrap_or_else(|e| fail(e)));
+    let cflags: Vec<String> = shell_words(&pkg_config(&["--cflags", "libdpdk"]).unwrap_or_else(|e| fail(e)));
+    let libs: Vec<String> = shell_words(&pkg_config(&["--libs", "libdpdk"]).unwrap_or_else(|e| fail(e)));
 
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let manifest =
-        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let header = manifest.join("wrapper.h");
     let wrap_path = out.join("static_fns");
 
@@ -76,16 +69,11 @@ fn main() {
         .generate_comments(false)
         .generate()
         .unwrap_or_else(|e| fail(format!("bindgen failed on DPDK {version} headers: {e}; {HELP}")));
-    bindings
-        .write_to_file(out.join("bindings.rs"))
-        .unwrap_or_else(|e| fail(format!("cannot write bindings: {e}")));
+    bindings.write_to_file(out.join("bindings.rs")).unwrap_or_else(|e| fail(format!("cannot write bindings: {e}")));
 
     // The wrappers must come before the DPDK libraries on the link line: build them first.
     let mut cc = cc::Build::new();
-    cc.file(wrap_path.with_extension("c"))
-        .file(manifest.join("shim.c"))
-        .include(&manifest)
-        .warnings(false);
+    cc.file(wrap_path.with_extension("c")).file(manifest.join("shim.c")).include(&manifest).warnings(false);
     for f in &cflags {
         cc.flag(f);
     }

@@ -60,11 +60,7 @@ impl Budget {
         // Packets first.
         let mut got = 0;
         let _ = self.packets.fetch_update(Relaxed, Relaxed, |left| {
-            got = if left == u64::MAX {
-                want
-            } else {
-                want.min(left)
-            };
+            got = if left == u64::MAX { want } else { want.min(left) };
             (left != u64::MAX && got > 0).then(|| left - got)
         });
         if got < want {
@@ -154,11 +150,7 @@ mod tests {
         let b = Budget::new(Some(100), Some(250));
         assert_eq!(b.take(&[100, 100, 100, 10]), 2);
         assert!(b.is_exhausted());
-        assert_eq!(
-            b.packets.load(Relaxed),
-            98,
-            "ungranted packets are returned"
-        );
+        assert_eq!(b.packets.load(Relaxed), 98, "ungranted packets are returned");
         assert_eq!(b.take(&[50]), 1, "what is left may still be used");
         assert_eq!(b.take(&[1]), 0);
     }

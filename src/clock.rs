@@ -13,10 +13,7 @@ pub struct TscClock {
 }
 
 pub fn realtime_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 impl TscClock {
@@ -51,10 +48,7 @@ mod tests {
     fn converts_ticks_to_ns() {
         let c = TscClock::from_parts(1000, 5_000_000_000, 2_500_000_000);
         assert_eq!(c.ns_at(1000), 5_000_000_000);
-        assert!(
-            c.ns_at(1000 + 2_500_000_000).abs_diff(6_000_000_000) <= 1,
-            "fixed point loses < 1 ns a second"
-        );
+        assert!(c.ns_at(1000 + 2_500_000_000).abs_diff(6_000_000_000) <= 1, "fixed point loses < 1 ns a second");
         // one hour later, within 1 µs
         let hour = c.ns_at(1000 + 3600 * 2_500_000_000) as i64 - 5_000_000_000 - 3_600_000_000_000;
         assert!(hour.abs() < 1000, "{hour}");

@@ -44,12 +44,7 @@ pub struct DpdkConfig {
 
 impl Default for DpdkConfig {
     fn default() -> Self {
-        DpdkConfig {
-            eal_args: Vec::new(),
-            rx_cores: default_rx_cores(),
-            idle_backoff: true,
-            mbufs: 0,
-        }
+        DpdkConfig { eal_args: Vec::new(), rx_cores: default_rx_cores(), idle_backoff: true, mbufs: 0 }
     }
 }
 
@@ -118,9 +113,7 @@ pub struct DataConfig {
 
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig {
-            dir: default_data_dir(),
-        }
+        DataConfig { dir: default_data_dir() }
     }
 }
 
@@ -149,10 +142,7 @@ fn default_data_dir() -> PathBuf {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{field}: {reason}")]
@@ -160,10 +150,7 @@ pub enum ConfigError {
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.into(),
-        reason: reason.into(),
-    }
+    ConfigError::Invalid { field: field.into(), reason: reason.into() }
 }
 
 /// EAL options pcapd sets itself from the config.
@@ -187,11 +174,8 @@ pub fn device_kind(device: &str) -> Option<DeviceKind> {
     if pci {
         return Some(DeviceKind::Pci);
     }
-    let vdev = device.starts_with("net_")
-        && device.len() > 4
-        && device
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let vdev =
+        device.starts_with("net_") && device.len() > 4 && device.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     vdev.then_some(DeviceKind::Vdev)
 }
 
@@ -205,9 +189,7 @@ impl PortConfig {
         let args = self.args.as_deref().unwrap_or("");
         self.device.starts_with("net_pcap")
             && args.split(',').any(|a| a.starts_with("rx_pcap="))
-            && !args
-                .split(',')
-                .any(|a| a == "infinite_rx=1" || a.starts_with("rx_iface"))
+            && !args.split(',').any(|a| a == "infinite_rx=1" || a.starts_with("rx_iface"))
     }
 }
 
@@ -218,19 +200,13 @@ impl PortConfig {
             return Vec::new();
         }
         let args = self.args.as_deref().unwrap_or("");
-        args.split(',')
-            .filter_map(|a| a.strip_prefix("rx_pcap="))
-            .map(PathBuf::from)
-            .collect()
+        args.split(',').filter_map(|a| a.strip_prefix("rx_pcap=")).map(PathBuf::from).collect()
     }
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.into(),
             message: e.to_string().trim_end().replace('\n', " "),
@@ -251,7 +227,10 @@ impl Config {
                 None => {
                     return Err(invalid(
                         f("device"),
-                        format!("{:?} is neither a PCI address (0000:3b:00.0) nor a vdev name (net_pcap0, net_ring0, …)", p.device),
+                        format!(
+                            "{:?} is neither a PCI address (0000:3b:00.0) nor a vdev name (net_pcap0, net_ring0, …)",
+                            p.device
+                        ),
                     ))
                 }
                 Some(DeviceKind::Pci) if p.args.is_some() => {
@@ -260,16 +239,10 @@ impl Config {
                 _ => {}
             }
             if !names.insert(p.device.as_str()) {
-                return Err(invalid(
-                    f("device"),
-                    format!("{:?} is listed twice", p.device),
-                ));
+                return Err(invalid(f("device"), format!("{:?} is listed twice", p.device)));
             }
             if p.rx_queues == 0 || p.rx_queues > 64 {
-                return Err(invalid(
-                    f("rx_queues"),
-                    format!("{} is out of range (1 to 64)", p.rx_queues),
-                ));
+                return Err(invalid(f("rx_queues"), format!("{} is out of range (1 to 64)", p.rx_queues)));
             }
             if !p.rx_descriptors.is_power_of_two() || p.rx_descriptors < 64 {
                 return Err(invalid(
@@ -289,7 +262,10 @@ impl Config {
                 return Err(invalid("dpdk.rx_cores", format!("CPU {c} is listed twice")));
             }
             if !allowed.contains(&c) {
-                return Err(invalid("dpdk.rx_cores", format!("CPU {c} does not exist or is not available to this process (available: {allowed:?})")));
+                return Err(invalid(
+                    "dpdk.rx_cores",
+                    format!("CPU {c} does not exist or is not available to this process (available: {allowed:?})"),
+                ));
             }
         }
         if main_cpu(&d.rx_cores).is_none() {
@@ -298,32 +274,19 @@ impl Config {
                 "every CPU is an RX core; leave one for the main lcore, writers and the API",
             ));
         }
-        if let Some(a) = d
-            .eal_args
-            .iter()
-            .find(|a| RESERVED_EAL.contains(&a.as_str()) || a.starts_with("--lcores="))
-        {
-            return Err(invalid(
-                "dpdk.eal_args",
-                format!("{a:?} is set by pcapd from dpdk.rx_cores; remove it"),
-            ));
+        if let Some(a) = d.eal_args.iter().find(|a| RESERVED_EAL.contains(&a.as_str()) || a.starts_with("--lcores=")) {
+            return Err(invalid("dpdk.eal_args", format!("{a:?} is set by pcapd from dpdk.rx_cores; remove it")));
         }
         let total_queues: usize = self.ports.iter().map(|p| usize::from(p.rx_queues)).sum();
         if d.rx_cores.len() > total_queues {
             return Err(invalid(
                 "dpdk.rx_cores",
-                format!(
-                    "{} RX cores but only {total_queues} RX queues: every core needs a queue",
-                    d.rx_cores.len()
-                ),
+                format!("{} RX cores but only {total_queues} RX queues: every core needs a queue", d.rx_cores.len()),
             ));
         }
         let w = &self.writer;
         if w.threads == 0 || w.threads > 64 {
-            return Err(invalid(
-                "writer.threads",
-                format!("{} is out of range (1 to 64)", w.threads),
-            ));
+            return Err(invalid("writer.threads", format!("{} is out of range (1 to 64)", w.threads)));
         }
         if !w.ring_size.is_power_of_two() || w.ring_size < 64 || w.ring_size > 1 << 20 {
             return Err(invalid(
@@ -337,10 +300,7 @@ impl Config {
             ("rotate_packets", w.rotate_packets),
         ] {
             if v == Some(0) {
-                return Err(invalid(
-                    format!("writer.{k}"),
-                    "must be at least 1 (leave it out to disable)",
-                ));
+                return Err(invalid(format!("writer.{k}"), "must be at least 1 (leave it out to disable)"));
             }
         }
         Ok(())
@@ -365,18 +325,8 @@ impl Config {
         let main = self.main_lcore();
         let mut lcores = vec![main.to_string()];
         lcores.extend(self.dpdk.rx_cores.iter().map(u32::to_string));
-        args.extend([
-            "-l".to_string(),
-            lcores.join(","),
-            "--main-lcore".to_string(),
-            main.to_string(),
-        ]);
-        let has = |opt: &str| {
-            self.dpdk
-                .eal_args
-                .iter()
-                .any(|a| a == opt || a.starts_with(&format!("{opt}=")))
-        };
+        args.extend(["-l".to_string(), lcores.join(","), "--main-lcore".to_string(), main.to_string()]);
+        let has = |opt: &str| self.dpdk.eal_args.iter().any(|a| a == opt || a.starts_with(&format!("{opt}=")));
         let mut any_pci = false;
         for p in &self.ports {
             match device_kind(&p.device) {
@@ -385,10 +335,10 @@ impl Config {
                     args.extend(["-a".to_string(), p.device.clone()]);
                 }
                 _ => {
-                    let given = self.dpdk.eal_args.windows(2).any(|w| {
-                        w[0] == "--vdev"
-                            && (w[1] == p.device || w[1].starts_with(&format!("{},", p.device)))
-                    });
+                    let given =
+                        self.dpdk.eal_args.windows(2).any(|w| {
+                            w[0] == "--vdev" && (w[1] == p.device || w[1].starts_with(&format!("{},", p.device)))
+                        });
                     if !given {
                         let spec = match &p.args {
                             Some(a) if !a.is_empty() => format!("{},{a}", p.device),
@@ -399,13 +349,7 @@ impl Config {
                 }
             }
         }
-        if !any_pci
-            && !has("--no-pci")
-            && !has("-a")
-            && !has("--allow")
-            && !has("-b")
-            && !has("--block")
-        {
+        if !any_pci && !has("--no-pci") && !has("-a") && !has("--allow") && !has("-b") && !has("--block") {
             args.push("--no-pci".to_string());
         }
         if !has("--file-prefix") {
@@ -422,11 +366,7 @@ impl Config {
         if self.dpdk.mbufs > 0 {
             return self.dpdk.mbufs;
         }
-        let desc: usize = self
-            .ports
-            .iter()
-            .map(|p| usize::from(p.rx_queues) * usize::from(p.rx_descriptors))
-            .sum();
+        let desc: usize = self.ports.iter().map(|p| usize::from(p.rx_queues) * usize::from(p.rx_descriptors)).sum();
         let rings = self.dpdk.rx_cores.len() * self.writer.threads * self.writer.ring_size;
         let caches = (self.dpdk.rx_cores.len() + self.writer.threads + 1) * 512;
         let need = desc + rings + caches + 4096;
@@ -439,10 +379,7 @@ impl Config {
 pub fn allowed_cpus() -> Vec<u32> {
     match core_affinity::get_core_ids() {
         Some(ids) if !ids.is_empty() => ids.into_iter().map(|c| c.id as u32).collect(),
-        _ => (0..std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1) as u32)
-            .collect(),
+        _ => (0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32).collect(),
     }
 }
 
@@ -450,12 +387,7 @@ pub fn allowed_cpus() -> Vec<u32> {
 pub fn free_hugepages() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| {
-            m.lines().find_map(|l| {
-                l.strip_prefix("HugePages_Free:")
-                    .and_then(|v| v.trim().parse().ok())
-            })
-        })
+        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("HugePages_Free:").and_then(|v| v.trim().parse().ok())))
         .unwrap_or(0)
 }
 
@@ -468,10 +400,8 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<Config, ConfigError> {
-        let c: Config = toml::from_str(s).map_err(|e| ConfigError::Parse {
-            path: "t".into(),
-            message: e.to_string(),
-        })?;
+        let c: Config =
+            toml::from_str(s).map_err(|e| ConfigError::Parse { path: "t".into(), message: e.to_string() })?;
         c.validate()?;
         Ok(c)
     }
@@ -496,18 +426,12 @@ mod tests {
         assert!(err(&format!("{MIN}bogus=1\n")).contains("unknown field `bogus`"));
         assert!(err("[dpdk]\nrx_cores=[1]\n").starts_with("port:"));
         assert!(err(&MIN.replace("net_null0", "eth0")).starts_with("port[0].device:"));
-        assert!(
-            err(&MIN.replace("[1]", "[999]")).starts_with("dpdk.rx_cores: CPU 999 does not exist")
-        );
+        assert!(err(&MIN.replace("[1]", "[999]")).starts_with("dpdk.rx_cores: CPU 999 does not exist"));
         assert!(err(&MIN.replace("[1]", "[1,1]")).contains("listed twice"));
         assert!(err(&format!("{MIN}rx_descriptors=100\n")).starts_with("port[0].rx_descriptors"));
         assert!(err(&format!("{MIN}[writer]\nrotate_bytes=0\n")).starts_with("writer.rotate_bytes"));
-        assert!(err(&format!("{MIN}[writer]\ntimestamp_precision=\"ms\"\n"))
-            .contains("unknown variant"));
-        assert!(
-            err(&MIN.replace("rx_cores=[1]", "rx_cores=[1]\neal_args=[\"-l\",\"0\"]"))
-                .starts_with("dpdk.eal_args")
-        );
+        assert!(err(&format!("{MIN}[writer]\ntimestamp_precision=\"ms\"\n")).contains("unknown variant"));
+        assert!(err(&MIN.replace("rx_cores=[1]", "rx_cores=[1]\neal_args=[\"-l\",\"0\"]")).starts_with("dpdk.eal_args"));
     }
 
     #[test]
@@ -537,11 +461,8 @@ mod tests {
 
     #[test]
     fn explicit_vdev_in_eal_args_is_not_repeated() {
-        let c = parse(&MIN.replace(
-            "rx_cores=[1]",
-            "rx_cores=[1]\neal_args=[\"--vdev\",\"net_null0,size=64\"]",
-        ))
-        .unwrap();
+        let c =
+            parse(&MIN.replace("rx_cores=[1]", "rx_cores=[1]\neal_args=[\"--vdev\",\"net_null0,size=64\"]")).unwrap();
         assert_eq!(c.eal_args("p").iter().filter(|a| *a == "--vdev").count(), 1);
     }
 }

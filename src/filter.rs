@@ -35,19 +35,14 @@ pub struct FilterError {
 }
 
 fn err(field: &str, reason: impl Into<String>) -> FilterError {
-    FilterError {
-        field: format!("filter_v1.{field}"),
-        reason: reason.into(),
-    }
+    FilterError { field: format!("filter_v1.{field}"), reason: reason.into() }
 }
 
 impl FilterV1 {
     /// Parses a JSON text (as given on the command line).
     pub fn from_json_str(s: &str) -> Result<FilterV1, FilterError> {
-        let v: Value = serde_json::from_str(s).map_err(|e| FilterError {
-            field: "filter_v1".into(),
-            reason: format!("invalid JSON: {e}"),
-        })?;
+        let v: Value = serde_json::from_str(s)
+            .map_err(|e| FilterError { field: "filter_v1".into(), reason: format!("invalid JSON: {e}") })?;
         FilterV1::from_json(&v)
     }
 
@@ -108,25 +103,12 @@ fn address(field: &str, v: &Value) -> Result<Option<IpAddr>, FilterError> {
     let s = match v {
         Value::Null => return Ok(None),
         Value::String(s) => s,
-        other => {
-            return Err(err(
-                field,
-                format!(
-                    "must be an IPv4 or IPv6 address string, got {}",
-                    type_name(other)
-                ),
-            ))
-        }
+        other => return Err(err(field, format!("must be an IPv4 or IPv6 address string, got {}", type_name(other)))),
     };
-    let ip: IpAddr = s
-        .parse()
-        .map_err(|_| err(field, format!("{s:?} is not an IPv4 or IPv6 address")))?;
+    let ip: IpAddr = s.parse().map_err(|_| err(field, format!("{s:?} is not an IPv4 or IPv6 address")))?;
     if let IpAddr::V6(v6) = ip {
         if v6.to_ipv4_mapped().is_some() {
-            return Err(err(
-                field,
-                format!("{s:?} is an IPv4-mapped IPv6 address; give the IPv4 address instead"),
-            ));
+            return Err(err(field, format!("{s:?} is an IPv4-mapped IPv6 address; give the IPv4 address instead")));
         }
     }
     Ok(Some(ip))
@@ -137,23 +119,11 @@ fn integer(field: &str, v: &Value, max: u64) -> Result<Option<u64>, FilterError>
     let n = match v {
         Value::Null => return Ok(None),
         Value::Number(n) => n,
-        other => {
-            return Err(err(
-                field,
-                format!(
-                    "must be an integer between 0 and {max}, got {}",
-                    type_name(other)
-                ),
-            ))
-        }
+        other => return Err(err(field, format!("must be an integer between 0 and {max}, got {}", type_name(other)))),
     };
     let out_of_range = || err(field, format!("{n} is out of range (0 to {max})"));
     if let Some(u) = n.as_u64() {
-        return if u <= max {
-            Ok(Some(u))
-        } else {
-            Err(out_of_range())
-        };
+        return if u <= max { Ok(Some(u)) } else { Err(out_of_range()) };
     }
     if n.as_i64().is_some() {
         return Err(out_of_range());
@@ -247,17 +217,11 @@ mod tests {
 
     #[test]
     fn each_field_and_combinations() {
-        let tcp = parse(&eth(
-            0x0800,
-            &[],
-            &ipv4([1, 2, 3, 4], [5, 6, 7, 8], 6, 0, &ports(1234, 80)),
-        ));
+        let tcp = parse(&eth(0x0800, &[], &ipv4([1, 2, 3, 4], [5, 6, 7, 8], 6, 0, &ports(1234, 80))));
         assert!(m(json!({"source_address": "1.2.3.4"})).matches(&tcp));
         assert!(!m(json!({"source_address": "5.6.7.8"})).matches(&tcp));
         assert!(m(json!({"destination_address": "5.6.7.8"})).matches(&tcp));
-        assert!(
-            m(json!({"source_port": 1234, "destination_port": 80.0, "protocol": 6})).matches(&tcp)
-        );
+        assert!(m(json!({"source_port": 1234, "destination_port": 80.0, "protocol": 6})).matches(&tcp));
         assert!(!m(json!({"source_port": 1234, "destination_port": 81})).matches(&tcp));
         assert!(!m(json!({"protocol": 17})).matches(&tcp));
         assert!(!m(json!({"source_address": "::1"})).matches(&tcp));
@@ -266,25 +230,16 @@ mod tests {
     #[test]
     fn ipv6_addresses_compare_as_integers() {
         let k = PacketKey {
-            l3: L3::V6 {
-                src: 1,
-                dst: u128::from("2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap()),
-            },
+            l3: L3::V6 { src: 1, dst: u128::from("2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap()) },
             ..Default::default()
         };
-        assert!(
-            m(json!({"source_address": "::1", "destination_address": "2001:db8:0::2"})).matches(&k)
-        );
+        assert!(m(json!({"source_address": "::1", "destination_address": "2001:db8:0::2"})).matches(&k));
         assert!(!m(json!({"source_address": "0.0.0.1"})).matches(&k));
     }
 
     #[test]
     fn port_filter_never_matches_a_packet_without_ports() {
-        let frag = parse(&eth(
-            0x0800,
-            &[],
-            &ipv4([1, 2, 3, 4], [5, 6, 7, 8], 6, 185, &ports(1234, 80)),
-        ));
+        let frag = parse(&eth(0x0800, &[], &ipv4([1, 2, 3, 4], [5, 6, 7, 8], 6, 185, &ports(1234, 80))));
         assert!(!m(json!({"destination_port": 80})).matches(&frag));
         assert!(m(json!({"protocol": 6})).matches(&frag));
         assert!(!m(json!({"protocol": 0})).matches(&parse(&[0; 14])));
@@ -292,46 +247,22 @@ mod tests {
 
     #[test]
     fn bad_input_names_the_field() {
-        assert_eq!(
-            field_err(json!({"source_port": 65536})).field,
-            "filter_v1.source_port"
-        );
-        assert!(field_err(json!({"source_port": 80.5}))
-            .reason
-            .contains("whole number"));
-        assert!(field_err(json!({"source_port": "80"}))
-            .reason
-            .contains("got a string"));
-        assert!(field_err(json!({"destination_port": -1}))
-            .reason
-            .contains("out of range"));
-        assert_eq!(
-            field_err(json!({"protocol": 256})).field,
-            "filter_v1.protocol"
-        );
-        assert!(field_err(json!({"source_address": "1.2.3"}))
-            .reason
-            .contains("not an IPv4"));
-        assert!(field_err(json!({"source_address": "::ffff:1.2.3.4"}))
-            .reason
-            .contains("IPv4-mapped"));
-        assert!(field_err(json!({"source_address": 16909060}))
-            .reason
-            .contains("got a number"));
+        assert_eq!(field_err(json!({"source_port": 65536})).field, "filter_v1.source_port");
+        assert!(field_err(json!({"source_port": 80.5})).reason.contains("whole number"));
+        assert!(field_err(json!({"source_port": "80"})).reason.contains("got a string"));
+        assert!(field_err(json!({"destination_port": -1})).reason.contains("out of range"));
+        assert_eq!(field_err(json!({"protocol": 256})).field, "filter_v1.protocol");
+        assert!(field_err(json!({"source_address": "1.2.3"})).reason.contains("not an IPv4"));
+        assert!(field_err(json!({"source_address": "::ffff:1.2.3.4"})).reason.contains("IPv4-mapped"));
+        assert!(field_err(json!({"source_address": 16909060})).reason.contains("got a number"));
         assert_eq!(field_err(json!({"src": "1.2.3.4"})).field, "filter_v1.src");
         assert_eq!(field_err(json!([1])).field, "filter_v1");
-        assert!(FilterV1::from_json_str("{not json")
-            .unwrap_err()
-            .reason
-            .contains("invalid JSON"));
+        assert!(FilterV1::from_json_str("{not json").unwrap_err().reason.contains("invalid JSON"));
     }
 
     #[test]
     fn echo_omits_absent_fields() {
         let f = FilterV1::from_json(&json!({"protocol": 6.0, "source_address": "::1"})).unwrap();
-        assert_eq!(
-            serde_json::to_value(&f).unwrap(),
-            json!({"source_address": "::1", "protocol": 6})
-        );
+        assert_eq!(serde_json::to_value(&f).unwrap(), json!({"source_address": "::1", "protocol": 6}));
     }
 }

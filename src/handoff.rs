@@ -22,13 +22,8 @@ pub struct Rings {
 
 impl Rings {
     pub fn new(rx_cores: usize, writers: usize, capacity: usize) -> Self {
-        let by_core = (0..rx_cores)
-            .map(|_| {
-                (0..writers)
-                    .map(|_| Arc::new(ArrayQueue::new(capacity)))
-                    .collect()
-            })
-            .collect();
+        let by_core =
+            (0..rx_cores).map(|_| (0..writers).map(|_| Arc::new(ArrayQueue::new(capacity))).collect()).collect();
         Rings { by_core }
     }
 
@@ -39,9 +34,6 @@ impl Rings {
 
     /// The consumer ends for writer `w` (one per RX core).
     pub fn for_writer(&self, w: usize) -> Vec<Arc<Ring>> {
-        self.by_core
-            .iter()
-            .map(|rings| Arc::clone(&rings[w]))
-            .collect()
+        self.by_core.iter().map(|rings| Arc::clone(&rings[w])).collect()
     }
 }

@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Capture packets from DPDK ports into PCAP files, then print a summary.
-    Capture(CaptureArgs),
+    Capture(Box<CaptureArgs>),
     /// Validate a config file; prints the first error with its field path.
     CheckConfig {
         /// The TOML config file.
@@ -89,10 +89,7 @@ fn usage(msg: impl Into<String>) -> Fail {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PCAPD_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PCAPD_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -104,7 +101,7 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(usage(e.to_string())),
         },
-        Cmd::Capture(args) => capture(args),
+        Cmd::Capture(args) => capture(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -121,12 +118,7 @@ fn capture(a: CaptureArgs) -> Result<(), Fail> {
         None => Config::default(),
     };
     if !a.vdevs.is_empty() || !a.pcis.is_empty() {
-        cfg.ports = a
-            .vdevs
-            .iter()
-            .map(|v| port_from_vdev(v))
-            .chain(a.pcis.iter().map(|p| port(p, None, 1)))
-            .collect();
+        cfg.ports = a.vdevs.iter().map(|v| port_from_vdev(v)).chain(a.pcis.iter().map(|p| port(p, None, 1))).collect();
     }
     if a.config.is_none() {
         cfg.dpdk.eal_args = default_eal_args();
@@ -138,11 +130,7 @@ fn capture(a: CaptureArgs) -> Result<(), Fail> {
     if let Some(list) = &a.rx_cores {
         cfg.dpdk.rx_cores = list
             .split(',')
-            .map(|c| {
-                c.trim()
-                    .parse::<u32>()
-                    .map_err(|_| usage(format!("--rx-cores: {c:?} is not a CPU number")))
-            })
+            .map(|c| c.trim().parse::<u32>().map_err(|_| usage(format!("--rx-cores: {c:?} is not a CPU number"))))
             .collect::<Result<_, _>>()?;
     }
     cfg.writer.rotate_bytes = a.rotate_bytes.or(cfg.writer.rotate_bytes);
@@ -152,16 +140,11 @@ fn capture(a: CaptureArgs) -> Result<(), Fail> {
         cfg.writer.timestamp_precision = pcapd::pcap::Precision::Micros;
     }
     if cfg.ports.is_empty() {
-        return Err(usage(
-            "no device to capture from: give --vdev SPEC, --pci ADDR or a --config with [[port]]",
-        ));
+        return Err(usage("no device to capture from: give --vdev SPEC, --pci ADDR or a --config with [[port]]"));
     }
     cfg.validate().map_err(|e| usage(e.to_string()))?;
     if !(1..=262_144).contains(&a.snaplen) {
-        return Err(usage(format!(
-            "-s {}: the snaplen must be between 1 and 262144",
-            a.snaplen
-        )));
+        return Err(usage(format!("-s {}: the snaplen must be between 1 and 262144", a.snaplen)));
     }
     let filter = match &a.filter {
         Some(f) => FilterV1::from_json_str(f).map_err(|e| usage(format!("--filter: {e}")))?,
@@ -169,9 +152,7 @@ fn capture(a: CaptureArgs) -> Result<(), Fail> {
     };
     let duration = match a.duration {
         Some(d) if !(d > 0.0 && d.is_finite()) => {
-            return Err(usage(format!(
-                "--duration {d}: must be a positive number of seconds"
-            )))
+            return Err(usage(format!("--duration {d}: must be a positive number of seconds")))
         }
         Some(d) => Some(Duration::from_secs_f64(d)),
         None => None,
@@ -194,13 +175,7 @@ fn capture(a: CaptureArgs) -> Result<(), Fail> {
 }
 
 fn port(device: &str, args: Option<String>, rx_queues: u16) -> PortConfig {
-    PortConfig {
-        device: device.to_string(),
-        args,
-        rx_queues,
-        rx_descriptors: 1024,
-        promiscuous: true,
-    }
+    PortConfig { device: device.to_string(), args, rx_queues, rx_descriptors: 1024, promiscuous: true }
 }
 
 /// `net_pcap0,rx_pcap=a,rx_pcap=b` → device `net_pcap0` with two RX queues (one per file).
@@ -209,20 +184,15 @@ fn port_from_vdev(spec: &str) -> PortConfig {
         Some((d, a)) => (d, Some(a.to_string())),
         None => (spec, None),
     };
-    let files = args.as_deref().map_or(0, |a| {
-        a.split(',')
-            .filter(|x| x.starts_with("rx_pcap=") || x.starts_with("rx_iface="))
-            .count()
-    });
+    let files = args
+        .as_deref()
+        .map_or(0, |a| a.split(',').filter(|x| x.starts_with("rx_pcap=") || x.starts_with("rx_iface=")).count());
     port(device, args, files.max(1) as u16)
 }
 
 /// Without a config: hugepages when the system has free ones, else `--no-huge`.
 fn default_eal_args() -> Vec<String> {
-    let args: &[&str] = if config::free_hugepages() > 0 {
-        &["--in-memory"]
-    } else {
-        &["--no-huge", "-m", "512", "--no-shconf"]
-    };
+    let args: &[&str] =
+        if config::free_hugepages() > 0 { &["--in-memory"] } else { &["--no-huge", "-m", "512", "--no-shconf"] };
     args.iter().map(|s| s.to_string()).collect()
 }

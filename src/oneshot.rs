@@ -80,11 +80,7 @@ pub struct Summary {
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = self.elapsed.as_secs_f64();
-        let pps = if secs > 0.0 {
-            self.received as f64 / secs
-        } else {
-            0.0
-        };
+        let pps = if secs > 0.0 { self.received as f64 / secs } else { 0.0 };
         let reason = match self.reason {
             StopReason::Limit => "limit reached",
             StopReason::Duration => "duration elapsed",
@@ -125,12 +121,7 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
     } else {
         let mut v = Vec::new();
         for d in &req.devices {
-            v.push(
-                cfg.ports
-                    .iter()
-                    .find(|p| &p.device == d)
-                    .ok_or_else(|| CaptureError::UnknownDevice(d.clone()))?,
-            );
+            v.push(cfg.ports.iter().find(|p| &p.device == d).ok_or_else(|| CaptureError::UnknownDevice(d.clone()))?);
         }
         v
     };
@@ -147,12 +138,7 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
     });
 
     // The output first: an unwritable path fails before DPDK starts.
-    let sink = PcapSink::create(
-        &req.output,
-        cfg.rotate_policy(),
-        cfg.writer.timestamp_precision,
-        req.snaplen,
-    )?;
+    let sink = PcapSink::create(&req.output, cfg.rotate_policy(), cfg.writer.timestamp_precision, req.snaplen)?;
 
     let interrupted = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -160,28 +146,13 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
     }
 
     let eal = Eal::init(&cfg.eal_args(&format!("pcapd-{}", std::process::id())))?;
-    let pool = Arc::new(Mempool::new(
-        "pcapd_rx",
-        cfg.mempool_size(),
-        256,
-        dpdk::MBUF_DEFAULT_BUF_SIZE,
-        -1,
-    )?);
+    let pool = Arc::new(Mempool::new("pcapd_rx", cfg.mempool_size(), 256, dpdk::MBUF_DEFAULT_BUF_SIZE, -1)?);
     let mut started = Vec::new();
     let mut queues: Vec<RxQueue> = Vec::new();
     for p in &ports {
-        let setup = PortSetup {
-            rx_queues: p.rx_queues,
-            rx_descriptors: p.rx_descriptors,
-            promiscuous: p.promiscuous,
-        };
+        let setup = PortSetup { rx_queues: p.rx_queues, rx_descriptors: p.rx_descriptors, promiscuous: p.promiscuous };
         let (port, qs) = Port::start(&p.device, &setup, Arc::clone(&pool))?;
-        tracing::info!(
-            "{} ({}) started with {} RX queue(s)",
-            port.name(),
-            port.driver(),
-            qs.len()
-        );
+        tracing::info!("{} ({}) started with {} RX queue(s)", port.name(), port.driver(), qs.len());
         started.push(port);
         queues.extend(qs);
     }
@@ -208,13 +179,14 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
     let rings = Rings::new(rx_cores.len(), cfg.writer.threads, cfg.writer.ring_size);
     let mut writer_tx = Vec::new();
     let mut writer_threads = Vec::new();
+    let mut sink = Some(sink);
     for w in 0..cfg.writer.threads {
         let (tx, rx) = channel::unbounded();
-        let writer = Writer {
-            name: format!("pcapd-writer{w}"),
-            rings: rings.for_writer(w),
-            cmds: rx,
-        };
+        if let Some(sink) = sink.take() {
+            // Queued before writer 0 starts, so its file is open before any record can arrive.
+            let _ = tx.send(WriterCmd::Open { slot: 0, sink: Box::new(sink), counters: Arc::clone(&counters) });
+        }
+        let writer = Writer { name: format!("pcapd-writer{w}"), rings: rings.for_writer(w), cmds: rx };
         let h = std::thread::Builder::new()
             .name(writer.name.clone())
             .spawn(move || writer.run())
@@ -222,11 +194,6 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
         writer_tx.push(tx);
         writer_threads.push(h);
     }
-    let _ = writer_tx[0].send(WriterCmd::Open {
-        slot: 0,
-        sink,
-        counters: Arc::clone(&counters),
-    });
 
     let clock = TscClock::new(eal.tsc_hz());
     let stop = Arc::new(AtomicBool::new(false));
@@ -256,14 +223,7 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
     let reason = if launch_err.is_some() {
         StopReason::Signal
     } else {
-        wait_for_end(
-            &stats,
-            &budget,
-            req.duration,
-            finite,
-            &interrupted,
-            started_at,
-        )
+        wait_for_end(&stats, &budget, req.duration, finite, &interrupted, started_at)
     };
     stop.store(true, Relaxed);
     let mut rx_failure = None;
@@ -275,10 +235,7 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
     let elapsed = started_at.elapsed();
 
     let (reply_tx, reply_rx) = channel::bounded(1);
-    let _ = writer_tx[0].send(WriterCmd::Close {
-        slot: 0,
-        reply: reply_tx,
-    });
+    let _ = writer_tx[0].send(WriterCmd::Close { slot: 0, reply: reply_tx });
     let report = reply_rx.recv().ok();
     for tx in &writer_tx {
         let _ = tx.send(WriterCmd::Shutdown);
@@ -286,16 +243,13 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
     for h in writer_threads {
         let _ = h.join();
     }
-    let nic = started
-        .iter()
-        .map(Port::stats)
-        .fold(EthStats::default(), |a, s| EthStats {
-            ipackets: a.ipackets + s.ipackets,
-            ibytes: a.ibytes + s.ibytes,
-            imissed: a.imissed + s.imissed,
-            ierrors: a.ierrors + s.ierrors,
-            rx_nombuf: a.rx_nombuf + s.rx_nombuf,
-        });
+    let nic = started.iter().map(Port::stats).fold(EthStats::default(), |a, s| EthStats {
+        ipackets: a.ipackets + s.ipackets,
+        ibytes: a.ibytes + s.ibytes,
+        imissed: a.imissed + s.imissed,
+        ierrors: a.ierrors + s.ierrors,
+        rx_nombuf: a.rx_nombuf + s.rx_nombuf,
+    });
     drop(started);
     drop(active);
     drop(pool);
@@ -307,8 +261,7 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
     if let Some(msg) = rx_failure {
         return Err(CaptureError::RxPanic(msg));
     }
-    let report =
-        report.ok_or_else(|| CaptureError::Write("the writer thread exited early".into()))?;
+    let report = report.ok_or_else(|| CaptureError::Write("the writer thread exited early".into()))?;
     let files = report.files.map_err(CaptureError::Write)?;
     let totals = stats.totals();
     Ok(Summary {

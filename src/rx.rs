@@ -97,25 +97,16 @@ impl RxWorker {
                         if takes[ci] & bit == 0 {
                             continue;
                         }
-                        let mbuf = if ci == last {
-                            own.take()
-                        } else {
-                            own.as_ref().map(Mbuf::share)
-                        };
+                        let mbuf = if ci == last { own.take() } else { own.as_ref().map(Mbuf::share) };
                         let Some(mbuf) = mbuf else { break };
-                        if let Err(rec) = self.rings[cap.writer].push(Record {
-                            slot: cap.slot,
-                            ts_ns,
-                            mbuf,
-                        }) {
+                        if let Err(rec) = self.rings[cap.writer].push(Record { slot: cap.slot, ts_ns, mbuf }) {
                             cap.counters.dropped_ring_full.fetch_add(1, Relaxed);
                             free.push(rec.mbuf);
                         }
                     }
                 }
                 free.flush();
-                self.stats
-                    .record_burst(n as u64, bytes, u64::from(any.count_ones()), ts_ns);
+                self.stats.record_burst(n as u64, bytes, u64::from(any.count_ones()), ts_ns);
             }
             self.stats.record_loop();
             if received > 0 || !self.idle_backoff {

@@ -62,36 +62,22 @@ impl StatsReader {
     }
 
     pub fn totals(&self) -> CoreTotals {
-        self.0
-            .iter()
-            .fold(CoreTotals::default(), |t, c| CoreTotals {
-                rx_packets: t.rx_packets + c.rx_packets.load(Relaxed),
-                rx_bytes: t.rx_bytes + c.rx_bytes.load(Relaxed),
-                matched: t.matched + c.matched.load(Relaxed),
-            })
+        self.0.iter().fold(CoreTotals::default(), |t, c| CoreTotals {
+            rx_packets: t.rx_packets + c.rx_packets.load(Relaxed),
+            rx_bytes: t.rx_bytes + c.rx_bytes.load(Relaxed),
+            matched: t.matched + c.matched.load(Relaxed),
+        })
     }
 
     /// The latest `last_rx_ns` over all cores (0 if nothing was received yet).
     pub fn last_rx_ns(&self) -> u64 {
-        self.0
-            .iter()
-            .map(|c| c.last_rx_ns.load(Relaxed))
-            .max()
-            .unwrap_or(0)
+        self.0.iter().map(|c| c.last_rx_ns.load(Relaxed)).max().unwrap_or(0)
     }
 }
 
 pub fn per_core_stats(cores: usize) -> (Vec<StatsWriter>, StatsReader) {
     let all: Arc<[CoreStats]> = (0..cores).map(|_| CoreStats::default()).collect();
-    (
-        (0..cores)
-            .map(|idx| StatsWriter {
-                all: Arc::clone(&all),
-                idx,
-            })
-            .collect(),
-        StatsReader(all),
-    )
+    ((0..cores).map(|idx| StatsWriter { all: Arc::clone(&all), idx }).collect(), StatsReader(all))
 }
 
 #[cfg(test)]
@@ -104,14 +90,7 @@ mod tests {
         w[0].record_burst(3, 300, 1, 10);
         w[1].record_burst(2, 100, 2, 20);
         w[0].record_burst(1, 60, 0, 30);
-        assert_eq!(
-            r.totals(),
-            CoreTotals {
-                rx_packets: 6,
-                rx_bytes: 460,
-                matched: 3
-            }
-        );
+        assert_eq!(r.totals(), CoreTotals { rx_packets: 6, rx_bytes: 460, matched: 3 });
         assert_eq!(r.last_rx_ns(), 30);
         assert_eq!(std::mem::align_of::<CoreStats>(), 128);
     }

@@ -21,16 +21,9 @@ const IDLE_MAX: Duration = Duration::from_millis(2);
 
 pub enum WriterCmd {
     /// Start writing records of `slot` into `sink`.
-    Open {
-        slot: u16,
-        sink: PcapSink,
-        counters: Arc<CaptureCounters>,
-    },
+    Open { slot: u16, sink: Box<PcapSink>, counters: Arc<CaptureCounters> },
     /// Drain the rings, close the sink of `slot`, and report.
-    Close {
-        slot: u16,
-        reply: Sender<CloseReport>,
-    },
+    Close { slot: u16, reply: Sender<CloseReport> },
     /// Drain the rings, close every sink, and exit.
     Shutdown,
 }
@@ -73,17 +66,14 @@ impl Writer {
         let mut free = FreeBatch::with_capacity(256);
         let mut idle = IDLE_MIN;
         loop {
-            let moved = self.drain_once(&mut sinks, &mut free);
-            if moved > 0 {
-                idle = IDLE_MIN;
-                match self.cmds.try_recv() {
-                    Ok(cmd) => {
-                        if !self.handle(cmd, &mut sinks, &mut free) {
-                            return;
-                        }
-                    }
-                    Err(_) => continue,
+            // Commands first: an `Open` must be in place before that capture's records are drained.
+            while let Ok(cmd) = self.cmds.try_recv() {
+                if !self.handle(cmd, &mut sinks, &mut free) {
+                    return;
                 }
+            }
+            if self.drain_once(&mut sinks, &mut free) > 0 {
+                idle = IDLE_MIN;
                 continue;
             }
             let now = realtime_ns();
@@ -110,28 +100,14 @@ impl Writer {
     }
 
     /// Returns false when the thread should exit.
-    fn handle(
-        &self,
-        cmd: WriterCmd,
-        sinks: &mut Vec<Option<SinkSlot>>,
-        free: &mut FreeBatch,
-    ) -> bool {
+    fn handle(&self, cmd: WriterCmd, sinks: &mut Vec<Option<SinkSlot>>, free: &mut FreeBatch) -> bool {
         match cmd {
-            WriterCmd::Open {
-                slot,
-                sink,
-                counters,
-            } => {
+            WriterCmd::Open { slot, sink, counters } => {
                 let i = usize::from(slot);
                 if sinks.len() <= i {
                     sinks.resize_with(i + 1, || None);
                 }
-                sinks[i] = Some(SinkSlot {
-                    sink,
-                    counters,
-                    error: None,
-                    written_unpublished: 0,
-                });
+                sinks[i] = Some(SinkSlot { sink: *sink, counters, error: None, written_unpublished: 0 });
                 true
             }
             WriterCmd::Close { slot, reply } => {
@@ -171,12 +147,16 @@ impl Writer {
             for _ in 0..DRAIN_BATCH {
                 let Some(rec) = ring.pop() else { break };
                 moved += 1;
-                if let Some(Some(s)) = sinks.get_mut(usize::from(rec.slot)) {
+                let Some(Some(s)) = sinks.get_mut(usize::from(rec.slot)) else {
+                    // The control side opens a sink before publishing its capture to RX cores
+                    // and closes it only after they stopped producing for it: a bug if reached.
+                    tracing::error!("{}: record for capture slot {} without an open file", self.name, rec.slot);
+                    free.push(rec.mbuf);
+                    continue;
+                };
+                {
                     if s.error.is_none() {
-                        match s
-                            .sink
-                            .write(rec.ts_ns, rec.mbuf.pkt_len(), rec.mbuf.segments(), now)
-                        {
+                        match s.sink.write(rec.ts_ns, rec.mbuf.pkt_len(), rec.mbuf.segments(), now) {
                             Ok(()) => s.written_unpublished += 1,
                             Err(e) => {
                                 s.error = Some(e.to_string());
@@ -211,10 +191,5 @@ fn close(slot: u16, s: SinkSlot) -> CloseReport {
         Some(e) => Err(e),
         None => s.sink.finish().map_err(|e| e.to_string()),
     };
-    CloseReport {
-        slot,
-        files,
-        packets,
-        bytes,
-    }
+    CloseReport { slot, files, packets, bytes }
 }

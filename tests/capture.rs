@@ -23,20 +23,10 @@ fn match_all_yields_the_input_byte_for_byte_in_order() {
     assert_eq!(r.summary("written"), want.len() as u64);
     assert!(r.stderr.contains("stopped: end of input"), "{}", r.stderr);
     // tshark reads it too, as a nanosecond Ethernet pcap.
-    let info = std::process::Command::new("capinfos")
-        .arg("-M")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let info = std::process::Command::new("capinfos").arg("-M").arg(&out).output().unwrap();
     let info = String::from_utf8_lossy(&info.stdout);
-    assert!(
-        info.contains("nanoseconds") && info.contains("Ethernet"),
-        "{info}"
-    );
-    assert!(
-        info.contains(&format!("Number of packets:   {}", want.len())),
-        "{info}"
-    );
+    assert!(info.contains("nanoseconds") && info.contains("Ethernet"), "{info}");
+    assert!(info.contains(&format!("Number of packets:   {}", want.len())), "{info}");
 }
 
 /// filter_v1 → the same selection as an independent oracle.
@@ -59,64 +49,33 @@ fn vlan_wrapped(e: &str) -> String {
 #[test]
 fn filter_v1_selects_what_tcpdump_and_tshark_select() {
     use Oracle::*;
-    let ports = |p: &str, dir: &str| {
-        format!("tcp.{dir}port == {p} || udp.{dir}port == {p} || sctp.{dir}port == {p}")
-    };
+    let ports = |p: &str, dir: &str| format!("tcp.{dir}port == {p} || udp.{dir}port == {p} || sctp.{dir}port == {p}");
     let dst80: &'static str = Box::leak(ports("80", "dst").into_boxed_str());
     let src1234: &'static str = Box::leak(ports("1234", "src").into_boxed_str());
     let dst53: &'static str = Box::leak(ports("53", "dst").into_boxed_str());
-    let vlan443: &'static str = Box::leak(
-        format!(
-            "ip.src == 1.2.3.4 && ({}) && count(vlan) <= 2",
-            ports("443", "dst")
-        )
-        .into_boxed_str(),
-    );
+    let vlan443: &'static str =
+        Box::leak(format!("ip.src == 1.2.3.4 && ({}) && count(vlan) <= 2", ports("443", "dst")).into_boxed_str());
     let cases: Vec<(&str, Oracle)> = vec![
-        (
-            r#"{"source_address":"1.2.3.4"}"#,
-            Tcpdump("ip src host 1.2.3.4"),
-        ),
-        (
-            r#"{"destination_address":"5.6.7.8"}"#,
-            Tcpdump("ip dst host 5.6.7.8"),
-        ),
-        (
-            r#"{"source_address":"2001:db8::1"}"#,
-            Tcpdump("ip6 src host 2001:db8::1"),
-        ),
+        (r#"{"source_address":"1.2.3.4"}"#, Tcpdump("ip src host 1.2.3.4")),
+        (r#"{"destination_address":"5.6.7.8"}"#, Tcpdump("ip dst host 5.6.7.8")),
+        (r#"{"source_address":"2001:db8::1"}"#, Tcpdump("ip6 src host 2001:db8::1")),
         (
             r#"{"destination_address":"2001:db8::2","protocol":58}"#,
             Tcpdump("ip6 dst host 2001:db8::2 and ip6 protochain 58"),
         ),
-        (
-            r#"{"protocol":17}"#,
-            Tcpdump("ip proto 17 or ip6 protochain 17"),
-        ),
-        (
-            r#"{"protocol":132}"#,
-            Tcpdump("ip proto 132 or ip6 protochain 132"),
-        ),
+        (r#"{"protocol":17}"#, Tcpdump("ip proto 17 or ip6 protochain 17")),
+        (r#"{"protocol":132}"#, Tcpdump("ip proto 132 or ip6 protochain 132")),
         (r#"{"protocol":1}"#, Tcpdump("ip proto 1")),
         (
             r#"{"source_address":"1.2.3.4","destination_address":"9.9.9.9","protocol":17}"#,
             Tcpdump("ip src host 1.2.3.4 and ip dst host 9.9.9.9 and ip proto 17"),
         ),
-        (
-            r#"{"source_address":"9.9.9.9"}"#,
-            Tcpdump("ip src host 9.9.9.9"),
-        ),
+        (r#"{"source_address":"9.9.9.9"}"#, Tcpdump("ip src host 9.9.9.9")),
         (r#"{"destination_port":80}"#, Tshark(dst80)),
         (r#"{"source_port":1234}"#, Tshark(src1234)),
         (r#"{"destination_port":53.0}"#, Tshark(dst53)),
-        (
-            r#"{"protocol":6,"destination_port":80}"#,
-            Tshark("tcp.dstport == 80"),
-        ),
-        (
-            r#"{"source_address":"1.2.3.4","destination_port":443}"#,
-            Tshark(vlan443),
-        ),
+        (r#"{"protocol":6,"destination_port":80}"#, Tshark("tcp.dstport == 80")),
+        (r#"{"source_address":"1.2.3.4","destination_port":443}"#, Tshark(vlan443)),
     ];
     let input = fixture("frames.pcap");
     let dir = tempfile::tempdir().unwrap();
@@ -124,14 +83,7 @@ fn filter_v1_selects_what_tcpdump_and_tshark_select() {
     let mut nonempty = 0;
     for (filter, oracle) in &cases {
         let out = dir.path().join("f.pcap");
-        let r = capture(&[
-            "--vdev",
-            &vdev_pcap(&[&input]),
-            "--filter",
-            filter,
-            "-w",
-            out.to_str().unwrap(),
-        ]);
+        let r = capture(&["--vdev", &vdev_pcap(&[&input]), "--filter", filter, "-w", out.to_str().unwrap()]);
         r.ok();
         let got = datas(&read_pcap(&out));
         let want = datas(&match oracle {
@@ -151,10 +103,7 @@ fn filter_v1_selects_what_tcpdump_and_tshark_select() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
-    assert!(
-        nonempty >= cases.len() - 1,
-        "the cases must select something"
-    );
+    assert!(nonempty >= cases.len() - 1, "the cases must select something");
 }
 
 #[test]
@@ -163,14 +112,7 @@ fn packet_limit_is_exact() {
     let out = dir.path().join("c.pcap");
     let input = fixture("frames.pcap");
     for n in [1usize, 10, 33] {
-        let r = capture(&[
-            "--vdev",
-            &vdev_pcap(&[&input]),
-            "-c",
-            &n.to_string(),
-            "-w",
-            out.to_str().unwrap(),
-        ]);
+        let r = capture(&["--vdev", &vdev_pcap(&[&input]), "-c", &n.to_string(), "-w", out.to_str().unwrap()]);
         r.ok();
         assert_eq!(datas(&read_pcap(&out)), datas(&all_frames()[..n]), "-c {n}");
         assert!(r.stderr.contains("stopped: limit reached"), "{}", r.stderr);
@@ -189,11 +131,7 @@ fn packet_limit_is_exact() {
     r.ok();
     let got = read_pcap(&out);
     assert_eq!(got.len(), 500);
-    let tcp = tcpdump(
-        &out,
-        &vlan_wrapped("ip proto 6 or ip6 protochain 6"),
-        dir.path(),
-    );
+    let tcp = tcpdump(&out, &vlan_wrapped("ip proto 6 or ip6 protochain 6"), dir.path());
     assert_eq!(tcp.len(), 500, "every packet is TCP");
 }
 
@@ -204,21 +142,10 @@ fn byte_limit_is_exact() {
     let input = fixture("frames.pcap");
     let all = all_frames();
     let limit: usize = all[..20].iter().map(|p| p.data.len()).sum::<usize>() + 5;
-    let r = capture(&[
-        "--vdev",
-        &vdev_pcap(&[&input]),
-        "--bytes",
-        &limit.to_string(),
-        "-w",
-        out.to_str().unwrap(),
-    ]);
+    let r = capture(&["--vdev", &vdev_pcap(&[&input]), "--bytes", &limit.to_string(), "-w", out.to_str().unwrap()]);
     r.ok();
     let got = read_pcap(&out);
-    assert_eq!(
-        datas(&got),
-        datas(&all[..20]),
-        "stops before the first packet that does not fit"
-    );
+    assert_eq!(datas(&got), datas(&all[..20]), "stops before the first packet that does not fit");
     assert!(r.stderr.contains("stopped: limit reached"));
 }
 
@@ -240,32 +167,16 @@ fn duration_stops_an_endless_source() {
     ]);
     r.ok();
     assert!(started.elapsed().as_secs_f64() >= 1.5);
-    assert!(
-        r.stderr.contains("stopped: duration elapsed"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("stopped: duration elapsed"), "{}", r.stderr);
     let got = read_pcap(&out);
-    assert!(
-        got.len() > 1000,
-        "an endless replay gives many packets, got {}",
-        got.len()
-    );
+    assert!(got.len() > 1000, "an endless replay gives many packets, got {}", got.len());
     // On a 2-core machine the writer may fall behind an endless replay: what it could not take
     // is dropped and counted, never lost silently.
     assert_eq!(got.len() as u64, r.summary("written"));
-    assert_eq!(
-        r.summary("matched"),
-        r.summary("written") + r.summary("dropped")
-    );
+    assert_eq!(r.summary("matched"), r.summary("written") + r.summary("dropped"));
     // Timestamps are wall-clock ns inside the run and never go backwards on one queue.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    assert!(got
-        .iter()
-        .all(|p| p.ts_ns <= now && p.ts_ns + 60_000_000_000 > now));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    assert!(got.iter().all(|p| p.ts_ns <= now && p.ts_ns + 60_000_000_000 > now));
     assert!(got.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns));
 }
 
@@ -274,16 +185,7 @@ fn snaplen_truncates_and_keeps_the_original_length() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("s.pcap");
     let input = fixture("frames.pcap");
-    capture(&[
-        "--vdev",
-        &vdev_pcap(&[&input]),
-        "-s",
-        "64",
-        "--micro",
-        "-w",
-        out.to_str().unwrap(),
-    ])
-    .ok();
+    capture(&["--vdev", &vdev_pcap(&[&input]), "-s", "64", "--micro", "-w", out.to_str().unwrap()]).ok();
     let got = read_pcap(&out);
     // Oracle: editcap truncating the input to the same snaplen.
     let oracle = dir.path().join("o.pcap");
@@ -297,16 +199,9 @@ fn snaplen_truncates_and_keeps_the_original_length() {
     let want = read_pcap(&oracle);
     assert_eq!(datas(&got), datas(&want));
     let all = all_frames();
-    assert!(got
-        .iter()
-        .zip(&all)
-        .all(|(g, a)| g.orig_len as usize == a.data.len()));
+    assert!(got.iter().zip(&all).all(|(g, a)| g.orig_len as usize == a.data.len()));
     assert!(got.iter().any(|g| g.orig_len == 9000 && g.data.len() == 64));
-    let info = std::process::Command::new("capinfos")
-        .arg("-M")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let info = std::process::Command::new("capinfos").arg("-M").arg(&out).output().unwrap();
     assert!(String::from_utf8_lossy(&info.stdout).contains("microseconds"));
 }
 
@@ -321,15 +216,7 @@ fn rotation_by_packets_and_bytes_splits_the_whole() {
     let all = all_frames();
     // By packets: 10 per file.
     let out = dir.path().join("p.pcap");
-    capture(&[
-        "--vdev",
-        &vdev_pcap(&[&input]),
-        "--rotate-packets",
-        "10",
-        "-w",
-        out.to_str().unwrap(),
-    ])
-    .ok();
+    capture(&["--vdev", &vdev_pcap(&[&input]), "--rotate-packets", "10", "-w", out.to_str().unwrap()]).ok();
     let files = files_ending(dir.path(), ".pcap");
     assert_eq!(files.len(), all.len().div_ceil(10));
     assert!(files[0].ends_with("p_00000.pcap"));
@@ -352,24 +239,12 @@ fn rotation_by_packets_and_bytes_splits_the_whole() {
     // By bytes: no file over 12000 bytes except one holding a single bigger record.
     let bdir = tempfile::tempdir().unwrap();
     let out = bdir.path().join("b.pcap");
-    capture(&[
-        "--vdev",
-        &vdev_pcap(&[&input]),
-        "--rotate-bytes",
-        "12000",
-        "-w",
-        out.to_str().unwrap(),
-    ])
-    .ok();
+    capture(&["--vdev", &vdev_pcap(&[&input]), "--rotate-bytes", "12000", "-w", out.to_str().unwrap()]).ok();
     let files = files_ending(bdir.path(), ".pcap");
     assert!(files.len() >= 4, "{files:?}");
     for f in &files {
         let len = std::fs::metadata(f).unwrap().len();
-        assert!(
-            len <= 12000 || read_pcap(f).len() == 1,
-            "{}: {len} bytes",
-            f.display()
-        );
+        assert!(len <= 12000 || read_pcap(f).len() == 1, "{}: {len} bytes", f.display());
     }
     assert_eq!(datas(&concat(&files)), datas(&all));
     assert!(files_ending(bdir.path(), ".partial").is_empty());
@@ -411,12 +286,7 @@ fn two_rx_queues_on_one_core_lose_and_duplicate_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("q.pcap");
     let (even, odd) = (fixture("frames_even.pcap"), fixture("frames_odd.pcap"));
-    let r = capture(&[
-        "--vdev",
-        &vdev_pcap(&[&even, &odd]),
-        "-w",
-        out.to_str().unwrap(),
-    ]);
+    let r = capture(&["--vdev", &vdev_pcap(&[&even, &odd]), "-w", out.to_str().unwrap()]);
     r.ok();
     let mut got = datas(&read_pcap(&out));
     let mut want = datas(&all_frames());
@@ -426,27 +296,12 @@ fn two_rx_queues_on_one_core_lose_and_duplicate_nothing() {
 }
 
 fn assert_clean_failure(r: &Run, culprit: &str, dir: &Path) {
-    assert!(
-        (1..=2).contains(&r.code),
-        "exit code {} for {culprit}:\n{}",
-        r.code,
-        r.stderr
-    );
+    assert!((1..=2).contains(&r.code), "exit code {} for {culprit}:\n{}", r.code, r.stderr);
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     let last = r.stderr.lines().last().unwrap_or("");
-    assert!(
-        last.starts_with("pcapd: ") && last.contains(culprit),
-        "error line {last:?} does not name {culprit:?}"
-    );
-    let left: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(
-        left.iter()
-            .all(|n| !n.to_string_lossy().contains(".partial")),
-        "{left:?}"
-    );
+    assert!(last.starts_with("pcapd: ") && last.contains(culprit), "error line {last:?} does not name {culprit:?}");
+    let left: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.iter().all(|n| !n.to_string_lossy().contains(".partial")), "{left:?}");
 }
 
 #[test]
@@ -458,11 +313,7 @@ fn bad_input_is_one_clear_line_and_leaves_nothing() {
     let v = vdev_pcap(&[&input]);
 
     let cfg = dir.path().join("bad.toml");
-    std::fs::write(
-        &cfg,
-        "[dpdk]\nrx_cores = [1]\nbogus_key = 1\n[[port]]\ndevice = \"net_null0\"\n",
-    )
-    .unwrap();
+    std::fs::write(&cfg, "[dpdk]\nrx_cores = [1]\nbogus_key = 1\n[[port]]\ndevice = \"net_null0\"\n").unwrap();
     let r = capture(&["--config", cfg.to_str().unwrap(), "-w", o]);
     assert_clean_failure(&r, "bogus_key", dir.path());
     let chk = pcapd().arg("check-config").arg(&cfg).output().unwrap();
@@ -475,18 +326,31 @@ fn bad_input_is_one_clear_line_and_leaves_nothing() {
     assert_clean_failure(&r, "net_pcap9", dir.path());
     let r = capture(&["--vdev", &v, "--rx-cores", "64", "-w", o]);
     assert_clean_failure(&r, "dpdk.rx_cores", dir.path());
-    let r = capture(&[
-        "--vdev",
-        &v,
-        "--filter",
-        r#"{"source_port": 80.5}"#,
-        "-w",
-        o,
-    ]);
+    let r = capture(&["--vdev", &v, "--filter", r#"{"source_port": 80.5}"#, "-w", o]);
     assert_clean_failure(&r, "filter_v1.source_port", dir.path());
     let r = capture(&["--vdev", &v, "--filter", "{not json", "-w", o]);
     assert_clean_failure(&r, "invalid JSON", dir.path());
     let r = capture(&["--vdev", &v, "-w", "/nonexistent/dir/x.pcap"]);
     assert_clean_failure(&r, "/nonexistent/dir/x.pcap", dir.path());
     assert!(!out.exists());
+}
+
+/// Regression: the writer drained records before it had processed the command opening their
+/// file and freed them silently (hundreds of packets lost at the start of a fast capture).
+#[test]
+fn first_packets_of_a_fast_source_reach_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = small_frames(dir.path());
+    let file = read_pcap(&input);
+    let out = dir.path().join("fast.pcap");
+    for _ in 0..3 {
+        let r = capture(&["--vdev", &format!("{},infinite_rx=1", vdev_pcap(&[&input])), "-c", "2000", "-w", out.to_str().unwrap()]);
+        r.ok();
+        assert_eq!(r.summary("matched"), 2000);
+        assert_eq!(r.summary("written"), 2000);
+        let got = datas(&read_pcap(&out));
+        let want: Vec<Vec<u8>> = file.iter().cycle().take(2000).map(|p| p.data.clone()).collect();
+        assert_eq!(got.len(), 2000);
+        assert!(got == want, "the replay, in order, from its first packet");
+    }
 }

@@ -31,22 +31,16 @@ impl Eal {
         }
         // rte_eal_init may permute argv; it gets its own array of pointers into `owned`.
         let mut argv: Vec<*mut c_char> = owned.iter().map(|c| c.as_ptr().cast_mut()).collect();
-        let argc = i32::try_from(argv.len())
-            .map_err(|_| DpdkError::BadArg("too many arguments".into()))?;
+        let argc = i32::try_from(argv.len()).map_err(|_| DpdkError::BadArg("too many arguments".into()))?;
         // SAFETY: argv holds argc valid NUL-terminated strings that outlive the call; EAL only
         // reorders the pointer array, never writes through the pointers.
         let rc = unsafe { sys::rte_eal_init(argc, argv.as_mut_ptr()) };
         if rc < 0 {
-            return Err(DpdkError::EalInit {
-                errno: Errno::last(),
-                args: args.join(" "),
-            });
+            return Err(DpdkError::EalInit { errno: Errno::last(), args: args.join(" ") });
         }
         // SAFETY: the EAL is initialised (checked above).
         let main = unsafe { sys::rte_get_main_lcore() };
-        Ok(Eal {
-            main_lcore: LcoreId(main),
-        })
+        Ok(Eal { main_lcore: LcoreId(main) })
     }
 
     pub fn main_lcore(&self) -> LcoreId {

@@ -20,16 +20,13 @@ impl fmt::Display for Errno {
         let code = self.0.abs();
         // DPDK's own codes (E_RTE_*) start at 1001; the OS has no text for them.
         if code > 1000 {
-            // SAFETY: rte_strerror returns a pointer to a static or thread-local string.
-            let text = unsafe { std::ffi::CStr::from_ptr(sys::rte_strerror(code)) };
+            // SAFETY: rte_strerror takes any int and returns a non-null C string.
+            let ptr = unsafe { sys::rte_strerror(code) };
+            // SAFETY: `ptr` points to a static or thread-local NUL-terminated string.
+            let text = unsafe { std::ffi::CStr::from_ptr(ptr) };
             write!(f, "{} (errno {})", text.to_string_lossy(), self.0)
         } else {
-            write!(
-                f,
-                "{} (errno {})",
-                std::io::Error::from_raw_os_error(code),
-                self.0
-            )
+            write!(f, "{} (errno {})", std::io::Error::from_raw_os_error(code), self.0)
         }
     }
 }
@@ -46,30 +43,12 @@ pub enum DpdkError {
     #[error("no DPDK port matches {0:?}; check the PCI address / vdev name (and that the device was probed)")]
     PortNotFound(String),
     #[error("port {port} ({name}): {op} failed: {errno}")]
-    PortSetup {
-        port: u16,
-        name: String,
-        op: &'static str,
-        errno: Errno,
-    },
-    #[error(
-        "port {port} ({name}): the device supports {max} RX queues, the config asks for {wanted}"
-    )]
-    TooManyQueues {
-        port: u16,
-        name: String,
-        max: u16,
-        wanted: u16,
-    },
+    PortSetup { port: u16, name: String, op: &'static str, errno: Errno },
+    #[error("port {port} ({name}): the device supports {max} RX queues, the config asks for {wanted}")]
+    TooManyQueues { port: u16, name: String, max: u16, wanted: u16 },
     #[error("cannot create mempool {name:?} of {mbufs} mbufs: {errno}")]
-    Mempool {
-        name: String,
-        mbufs: u32,
-        errno: Errno,
-    },
-    #[error(
-        "lcore {lcore} is not enabled in the EAL (rx_cores must be CPUs this process may use)"
-    )]
+    Mempool { name: String, mbufs: u32, errno: Errno },
+    #[error("lcore {lcore} is not enabled in the EAL (rx_cores must be CPUs this process may use)")]
     LcoreNotEnabled { lcore: u32 },
     #[error("cannot launch work on lcore {lcore}: {errno}")]
     Launch { lcore: u32, errno: Errno },
@@ -83,12 +62,7 @@ impl DpdkError {
         if rc >= 0 {
             Ok(())
         } else {
-            Err(DpdkError::PortSetup {
-                port,
-                name: name.to_string(),
-                op,
-                errno: Errno(rc),
-            })
+            Err(DpdkError::PortSetup { port, name: name.to_string(), op, errno: Errno(rc) })
         }
     }
 }

@@ -55,19 +55,13 @@ pub fn launch(lcore: LcoreId, job: impl FnOnce() + Send + 'static) -> Result<Lco
         return Err(DpdkError::LcoreNotEnabled { lcore: lcore.0 });
     }
     let panic = Arc::new(Mutex::new(None));
-    let arg = Box::into_raw(Box::new(Launch {
-        job: Box::new(job),
-        panic: Arc::clone(&panic),
-    }));
+    let arg = Box::into_raw(Box::new(Launch { job: Box::new(job), panic: Arc::clone(&panic) }));
     // SAFETY: the trampoline takes back ownership of `arg` exactly once when it runs.
     let rc = unsafe { sys::rte_eal_remote_launch(Some(trampoline), arg.cast(), lcore.0) };
     if rc != 0 {
         // SAFETY: the launch failed, so the trampoline will never run: reclaim the box.
         drop(unsafe { Box::from_raw(arg) });
-        return Err(DpdkError::Launch {
-            lcore: lcore.0,
-            errno: Errno(rc),
-        });
+        return Err(DpdkError::Launch { lcore: lcore.0, errno: Errno(rc) });
     }
     Ok(LcoreJob { lcore, panic })
 }
@@ -100,14 +94,9 @@ impl ThreadRegistration {
         // SAFETY: called on the thread being registered, after EAL init.
         let rc = unsafe { sys::rte_thread_register() };
         if rc != 0 {
-            return Err(DpdkError::ThreadRegister {
-                thread: thread.to_string(),
-                errno: Errno::last(),
-            });
+            return Err(DpdkError::ThreadRegister { thread: thread.to_string(), errno: Errno::last() });
         }
-        Ok(ThreadRegistration {
-            _not_send: std::marker::PhantomData,
-        })
+        Ok(ThreadRegistration { _not_send: std::marker::PhantomData })
     }
 }
 

@@ -23,10 +23,8 @@ impl Mbuf {
     pub(crate) unsafe fn from_raw(raw: *mut sys::rte_mbuf) -> Self {
         debug_assert!(!raw.is_null());
         // SAFETY: non-null per this function's contract.
-        Mbuf {
-            raw: unsafe { NonNull::new_unchecked(raw) },
-            _owns: PhantomData,
-        }
+        let raw = unsafe { NonNull::new_unchecked(raw) };
+        Mbuf { raw, _owns: PhantomData }
     }
 
     #[inline]
@@ -49,9 +47,7 @@ impl Mbuf {
 
     /// Every segment's bytes, in order.
     pub fn segments(&self) -> Segments<'_> {
-        Segments {
-            next: Some(self.head()),
-        }
+        Segments { next: Some(self.head()) }
     }
 
     /// Another owned reference to the same packet (refcount + 1): for a packet that several
@@ -84,14 +80,11 @@ impl Drop for Mbuf {
 
 #[inline]
 fn segment_bytes(m: &sys::rte_mbuf) -> &[u8] {
-    // SAFETY: for a valid mbuf, `buf_addr + data_off` is the start of `data_len` initialised bytes
-    // inside the buffer, alive while the mbuf is referenced (the lifetime ties to `m`).
-    unsafe {
-        std::slice::from_raw_parts(
-            m.buf_addr.cast::<u8>().add(usize::from(m.data_off)),
-            usize::from(m.data_len),
-        )
-    }
+    // SAFETY: for a valid mbuf, `buf_addr + data_off` stays inside the data buffer.
+    let start = unsafe { m.buf_addr.cast::<u8>().add(usize::from(m.data_off)) };
+    // SAFETY: `start` is followed by `data_len` initialised bytes, alive while the mbuf is
+    // referenced (the returned lifetime is tied to `m`).
+    unsafe { std::slice::from_raw_parts(start, usize::from(m.data_len)) }
 }
 
 /// Iterator over the segments of a chained mbuf.
@@ -118,9 +111,7 @@ pub struct FreeBatch {
 
 impl FreeBatch {
     pub fn with_capacity(n: usize) -> Self {
-        FreeBatch {
-            raw: Vec::with_capacity(n.max(1)),
-        }
+        FreeBatch { raw: Vec::with_capacity(n.max(1)) }
     }
 
     #[inline]

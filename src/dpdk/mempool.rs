@@ -20,27 +20,16 @@ unsafe impl Sync for Mempool {}
 
 impl Mempool {
     /// Creates a pool of `mbufs` buffers of `data_room` bytes (headroom included) on `socket`.
-    pub fn new(
-        name: &str,
-        mbufs: u32,
-        cache: u32,
-        data_room: u16,
-        socket: i32,
-    ) -> Result<Mempool, DpdkError> {
+    pub fn new(name: &str, mbufs: u32, cache: u32, data_room: u16, socket: i32) -> Result<Mempool, DpdkError> {
         let cname = CString::new(name).map_err(|_| DpdkError::BadArg(name.to_string()))?;
         // SAFETY: cname is a valid C string for the duration of the call; DPDK copies it.
-        let raw = unsafe {
-            sys::rte_pktmbuf_pool_create(cname.as_ptr(), mbufs, cache, 0, data_room, socket)
-        };
+        let raw = unsafe { sys::rte_pktmbuf_pool_create(cname.as_ptr(), mbufs, cache, 0, data_room, socket) };
         let raw = NonNull::new(raw).ok_or_else(|| DpdkError::Mempool {
             name: name.to_string(),
             mbufs,
             errno: Errno::last(),
         })?;
-        Ok(Mempool {
-            raw,
-            name: name.to_string(),
-        })
+        Ok(Mempool { raw, name: name.to_string() })
     }
 
     pub fn name(&self) -> &str {

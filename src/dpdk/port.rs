@@ -72,11 +72,7 @@ impl Port {
     }
 
     /// Configures `setup.rx_queues` RX queues on `pool`, starts the port and returns its queues.
-    pub fn start(
-        name: &str,
-        setup: &PortSetup,
-        pool: Arc<Mempool>,
-    ) -> Result<(Port, Vec<RxQueue>), DpdkError> {
+    pub fn start(name: &str, setup: &PortSetup, pool: Arc<Mempool>) -> Result<(Port, Vec<RxQueue>), DpdkError> {
         let id = Port::find(name)?;
         let p = id.0;
         let mut info = sys::rte_eth_dev_info::default();
@@ -87,9 +83,7 @@ impl Port {
             String::from("?")
         } else {
             // SAFETY: driver_name points to the driver's static name string.
-            unsafe { CStr::from_ptr(info.driver_name) }
-                .to_string_lossy()
-                .into_owned()
+            unsafe { CStr::from_ptr(info.driver_name) }.to_string_lossy().into_owned()
         };
         if setup.rx_queues == 0 || setup.rx_queues > info.max_rx_queues {
             return Err(DpdkError::TooManyQueues {
@@ -114,9 +108,7 @@ impl Port {
         for q in 0..setup.rx_queues {
             // SAFETY: the port is configured with rx_queues queues; a null rxconf selects the
             // driver's defaults; the pool outlives the port (PortInner holds it).
-            let rc = unsafe {
-                sys::rte_eth_rx_queue_setup(p, q, nb_rx, socket, std::ptr::null(), pool.as_ptr())
-            };
+            let rc = unsafe { sys::rte_eth_rx_queue_setup(p, q, nb_rx, socket, std::ptr::null(), pool.as_ptr()) };
             DpdkError::check_port(p, name, "rte_eth_rx_queue_setup", rc)?;
         }
         if setup.promiscuous {
@@ -126,18 +118,9 @@ impl Port {
         // SAFETY: the port is configured and every queue is set up.
         let rc = unsafe { sys::rte_eth_dev_start(p) };
         DpdkError::check_port(p, name, "rte_eth_dev_start", rc)?;
-        let inner = Arc::new(PortInner {
-            id,
-            name: name.to_string(),
-            driver,
-            _pool: pool,
-        });
+        let inner = Arc::new(PortInner { id, name: name.to_string(), driver, _pool: pool });
         let queues = (0..setup.rx_queues)
-            .map(|q| RxQueue {
-                port: Arc::clone(&inner),
-                queue: QueueId(q),
-                _not_sync: PhantomData,
-            })
+            .map(|q| RxQueue { port: Arc::clone(&inner), queue: QueueId(q), _not_sync: PhantomData })
             .collect();
         Ok((Port { inner }, queues))
     }
@@ -194,9 +177,7 @@ impl RxQueue {
         let mut raw = [std::ptr::null_mut::<sys::rte_mbuf>(); BURST];
         // SAFETY: `raw` holds BURST slots; `&mut self` proves we are this queue's only poller
         // and the port is started for as long as this queue exists (it holds the port).
-        let n = unsafe {
-            sys::rte_eth_rx_burst(self.port.id.0, self.queue.0, raw.as_mut_ptr(), BURST as u16)
-        };
+        let n = unsafe { sys::rte_eth_rx_burst(self.port.id.0, self.queue.0, raw.as_mut_ptr(), BURST as u16) };
         let n = usize::from(n).min(BURST);
         // SAFETY: the PMD filled the first `n` slots with owned, non-null mbufs.
         out.extend(raw[..n].iter().map(|&m| unsafe { Mbuf::from_raw(m) }));

@@ -36,12 +36,7 @@ pub fn file_header(precision: Precision, snaplen: u32) -> [u8; FILE_HEADER_LEN] 
 
 /// The header of one record: `ts_ns` since the epoch, `caplen` bytes stored of `orig_len`.
 #[inline]
-pub fn record_header(
-    precision: Precision,
-    ts_ns: u64,
-    caplen: u32,
-    orig_len: u32,
-) -> [u8; RECORD_HEADER_LEN] {
+pub fn record_header(precision: Precision, ts_ns: u64, caplen: u32, orig_len: u32) -> [u8; RECORD_HEADER_LEN] {
     let secs = (ts_ns / 1_000_000_000) as u32;
     let frac = match precision {
         Precision::Nanos => (ts_ns % 1_000_000_000) as u32,
@@ -85,8 +80,7 @@ pub fn encode_record<'a>(
 pub fn whole_records_len(data: &[u8]) -> usize {
     let mut at = 0;
     while data.len() - at >= RECORD_HEADER_LEN {
-        let caplen =
-            u32::from_le_bytes([data[at + 8], data[at + 9], data[at + 10], data[at + 11]]) as usize;
+        let caplen = u32::from_le_bytes([data[at + 8], data[at + 9], data[at + 10], data[at + 11]]) as usize;
         let end = at + RECORD_HEADER_LEN + caplen;
         if end > data.len() {
             break;
@@ -119,11 +113,7 @@ pub fn count_records(path: &std::path::Path) -> std::io::Result<Option<u64>> {
             Err(e) => return Err(e),
         }
         let b = [rec[8], rec[9], rec[10], rec[11]];
-        let caplen = if le {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        };
+        let caplen = if le { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) };
         f.seek(SeekFrom::Current(i64::from(caplen)))?;
         n += 1;
     }
@@ -138,29 +128,16 @@ mod tests {
         let h = file_header(Precision::Nanos, 262144);
         assert_eq!(h[..4], [0x4d, 0x3c, 0xb2, 0xa1]);
         assert_eq!(u32::from_le_bytes(h[16..20].try_into().unwrap()), 262144);
-        assert_eq!(
-            file_header(Precision::Micros, 1)[..4],
-            [0xd4, 0xc3, 0xb2, 0xa1]
-        );
+        assert_eq!(file_header(Precision::Micros, 1)[..4], [0xd4, 0xc3, 0xb2, 0xa1]);
     }
 
     #[test]
     fn records_truncate_across_segments_and_keep_orig_len() {
         let mut out = Vec::new();
         let segs: [&[u8]; 2] = [&[1, 2, 3], &[4, 5, 6]];
-        encode_record(
-            &mut out,
-            Precision::Micros,
-            1_700_000_000_123_456_789,
-            6,
-            4,
-            segs.into_iter(),
-        );
+        encode_record(&mut out, Precision::Micros, 1_700_000_000_123_456_789, 6, 4, segs.into_iter());
         assert_eq!(out.len(), 20);
-        assert_eq!(
-            u32::from_le_bytes(out[0..4].try_into().unwrap()),
-            1_700_000_000
-        );
+        assert_eq!(u32::from_le_bytes(out[0..4].try_into().unwrap()), 1_700_000_000);
         assert_eq!(u32::from_le_bytes(out[4..8].try_into().unwrap()), 123_456);
         assert_eq!(u32::from_le_bytes(out[8..12].try_into().unwrap()), 4);
         assert_eq!(u32::from_le_bytes(out[12..16].try_into().unwrap()), 6);
@@ -173,14 +150,7 @@ mod tests {
         let p = dir.path().join("c.pcap");
         let mut b = file_header(Precision::Micros, 100).to_vec();
         for i in 0..5u8 {
-            encode_record(
-                &mut b,
-                Precision::Micros,
-                0,
-                u32::from(i),
-                u32::from(i),
-                std::iter::once(&[1u8; 5][..]),
-            );
+            encode_record(&mut b, Precision::Micros, 0, u32::from(i), u32::from(i), std::iter::once(&[1u8; 5][..]));
         }
         std::fs::write(&p, &b).unwrap();
         assert_eq!(count_records(&p).unwrap(), Some(5));
@@ -192,14 +162,7 @@ mod tests {
     fn whole_records_prefix() {
         let mut out = Vec::new();
         for _ in 0..3 {
-            encode_record(
-                &mut out,
-                Precision::Nanos,
-                0,
-                10,
-                10,
-                std::iter::once(&[7u8; 10][..]),
-            );
+            encode_record(&mut out, Precision::Nanos, 0, 10, 10, std::iter::once(&[7u8; 10][..]));
         }
         assert_eq!(whole_records_len(&out), 78);
         for cut in 0..78 {

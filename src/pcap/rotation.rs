@@ -27,12 +27,7 @@ pub struct FileState {
 /// Should the current file be closed before writing a record of `next_record_bytes` (or, with
 /// `None`, on an idle tick)? A file always takes at least one record, so a record bigger than
 /// `max_bytes` still lands in a file of its own rather than looping.
-pub fn should_rotate(
-    p: &RotatePolicy,
-    f: &FileState,
-    next_record_bytes: Option<u64>,
-    now_ns: u64,
-) -> bool {
+pub fn should_rotate(p: &RotatePolicy, f: &FileState, next_record_bytes: Option<u64>, now_ns: u64) -> bool {
     if f.packets == 0 {
         return false;
     }
@@ -64,63 +59,33 @@ mod tests {
     const S: u64 = 1_000_000_000;
 
     fn state(bytes: u64, packets: u64, first: u64) -> FileState {
-        FileState {
-            bytes,
-            packets,
-            first_record_ns: first,
-        }
+        FileState { bytes, packets, first_record_ns: first }
     }
 
     #[test]
     fn off_never_rotates() {
         let p = RotatePolicy::default();
         assert!(!p.is_enabled());
-        assert!(!should_rotate(
-            &p,
-            &state(u64::MAX / 2, u64::MAX / 2, 0),
-            Some(1 << 20),
-            u64::MAX
-        ));
+        assert!(!should_rotate(&p, &state(u64::MAX / 2, u64::MAX / 2, 0), Some(1 << 20), u64::MAX));
     }
 
     #[test]
     fn packets_bytes_and_seconds() {
-        let p = RotatePolicy {
-            max_packets: Some(10),
-            ..Default::default()
-        };
+        let p = RotatePolicy { max_packets: Some(10), ..Default::default() };
         assert!(!should_rotate(&p, &state(100, 9, 0), Some(10), 0));
         assert!(should_rotate(&p, &state(100, 10, 0), Some(10), 0));
-        let p = RotatePolicy {
-            max_bytes: Some(1000),
-            ..Default::default()
-        };
+        let p = RotatePolicy { max_bytes: Some(1000), ..Default::default() };
         assert!(!should_rotate(&p, &state(900, 5, 0), Some(100), 0));
         assert!(should_rotate(&p, &state(900, 5, 0), Some(101), 0));
-        let p = RotatePolicy {
-            max_seconds: Some(2),
-            ..Default::default()
-        };
-        assert!(!should_rotate(
-            &p,
-            &state(900, 5, 10 * S),
-            Some(1),
-            12 * S - 1
-        ));
+        let p = RotatePolicy { max_seconds: Some(2), ..Default::default() };
+        assert!(!should_rotate(&p, &state(900, 5, 10 * S), Some(1), 12 * S - 1));
         assert!(should_rotate(&p, &state(900, 5, 10 * S), Some(1), 12 * S));
-        assert!(
-            should_rotate(&p, &state(900, 5, 10 * S), None, 12 * S),
-            "idle tick closes old files"
-        );
+        assert!(should_rotate(&p, &state(900, 5, 10 * S), None, 12 * S), "idle tick closes old files");
     }
 
     #[test]
     fn empty_file_always_takes_a_record() {
-        let p = RotatePolicy {
-            max_bytes: Some(10),
-            max_packets: Some(1),
-            max_seconds: Some(0),
-        };
+        let p = RotatePolicy { max_bytes: Some(10), max_packets: Some(1), max_seconds: Some(0) };
         assert!(!should_rotate(&p, &state(24, 0, 0), Some(9000), u64::MAX));
     }
 }

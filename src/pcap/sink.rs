@@ -16,11 +16,7 @@ const WRITE_BUFFER: usize = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("{path}: {op}: {source}")]
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        source: io::Error,
-    },
+    Io { path: PathBuf, op: &'static str, source: io::Error },
     #[error("output path {0:?} has no file name")]
     NoFileName(PathBuf),
 }
@@ -36,25 +32,14 @@ pub struct OutputPath {
 
 impl OutputPath {
     pub fn new(path: &Path, numbered: bool) -> Result<Self, SinkError> {
-        let stem = path
-            .file_stem()
-            .ok_or_else(|| SinkError::NoFileName(path.to_path_buf()))?
-            .to_string_lossy()
-            .into_owned();
-        let ext = path
-            .extension()
-            .map(|e| format!(".{}", e.to_string_lossy()))
-            .unwrap_or_default();
+        let stem =
+            path.file_stem().ok_or_else(|| SinkError::NoFileName(path.to_path_buf()))?.to_string_lossy().into_owned();
+        let ext = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        Ok(OutputPath {
-            dir,
-            stem,
-            ext,
-            numbered,
-        })
+        Ok(OutputPath { dir, stem, ext, numbered })
     }
 
     pub fn file(&self, seq: u32) -> PathBuf {
@@ -67,10 +52,7 @@ impl OutputPath {
 
     pub fn partial(&self, seq: u32) -> PathBuf {
         let f = self.file(seq);
-        let name = f
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         self.dir.join(format!(".{name}.partial"))
     }
 }
@@ -98,12 +80,7 @@ pub struct PcapSink {
 
 impl PcapSink {
     /// Creates the sink and its first file at once, so an unwritable path fails before capture.
-    pub fn create(
-        path: &Path,
-        policy: RotatePolicy,
-        precision: Precision,
-        snaplen: u32,
-    ) -> Result<Self, SinkError> {
+    pub fn create(path: &Path, policy: RotatePolicy, precision: Precision, snaplen: u32) -> Result<Self, SinkError> {
         let out = OutputPath::new(path, policy.is_enabled())?;
         let mut sink = PcapSink {
             out,
@@ -136,11 +113,7 @@ impl PcapSink {
     }
 
     fn io(&self, seq: u32, op: &'static str) -> impl FnOnce(io::Error) -> SinkError + '_ {
-        move |source| SinkError::Io {
-            path: self.out.file(seq),
-            op,
-            source,
-        }
+        move |source| SinkError::Io { path: self.out.file(seq), op, source }
     }
 
     fn open(&mut self) -> Result<(), SinkError> {
@@ -151,23 +124,12 @@ impl PcapSink {
             .create(true)
             .truncate(true)
             .open(&partial)
-            .map_err(|source| SinkError::Io {
-                path: self.out.file(seq),
-                op: "create",
-                source,
-            })?;
+            .map_err(|source| SinkError::Io { path: self.out.file(seq), op: "create", source })?;
         self.next_seq += 1;
-        self.buf
-            .extend_from_slice(&format::file_header(self.precision, self.snaplen));
+        self.buf.extend_from_slice(&format::file_header(self.precision, self.snaplen));
         self.bytes += FILE_HEADER_LEN as u64;
-        self.current = Some(OpenFile {
-            file,
-            seq,
-            state: FileState {
-                bytes: FILE_HEADER_LEN as u64,
-                ..Default::default()
-            },
-        });
+        self.current =
+            Some(OpenFile { file, seq, state: FileState { bytes: FILE_HEADER_LEN as u64, ..Default::default() } });
         Ok(())
     }
 
@@ -175,13 +137,11 @@ impl PcapSink {
         if let Some(cur) = self.current.as_mut() {
             if !self.buf.is_empty() {
                 let seq = cur.seq;
-                cur.file
-                    .write_all(&self.buf)
-                    .map_err(|source| SinkError::Io {
-                        path: self.out.file(seq),
-                        op: "write",
-                        source,
-                    })?;
+                cur.file.write_all(&self.buf).map_err(|source| SinkError::Io {
+                    path: self.out.file(seq),
+                    op: "write",
+                    source,
+                })?;
             }
         }
         self.buf.clear();
@@ -223,14 +183,7 @@ impl PcapSink {
         if self.buf.len() + rec_len as usize > WRITE_BUFFER {
             self.flush_buf()?;
         }
-        format::encode_record(
-            &mut self.buf,
-            self.precision,
-            ts_ns,
-            orig_len,
-            caplen,
-            segments,
-        );
+        format::encode_record(&mut self.buf, self.precision, ts_ns, orig_len, caplen, segments);
         if let Some(cur) = self.current.as_mut() {
             if cur.state.packets == 0 {
                 cur.state.first_record_ns = now_ns;
@@ -281,10 +234,7 @@ mod tests {
     fn names() {
         let o = OutputPath::new(Path::new("/tmp/x/out.pcap"), true).unwrap();
         assert_eq!(o.file(3), PathBuf::from("/tmp/x/out_00003.pcap"));
-        assert_eq!(
-            o.partial(3),
-            PathBuf::from("/tmp/x/.out_00003.pcap.partial")
-        );
+        assert_eq!(o.partial(3), PathBuf::from("/tmp/x/.out_00003.pcap.partial"));
         let o = OutputPath::new(Path::new("out"), false).unwrap();
         assert_eq!(o.file(0), PathBuf::from("./out"));
     }
@@ -292,61 +242,34 @@ mod tests {
     #[test]
     fn rotates_by_packets_and_files_hold_everything() {
         let dir = tempfile::tempdir().unwrap();
-        let p = RotatePolicy {
-            max_packets: Some(3),
-            ..Default::default()
-        };
+        let p = RotatePolicy { max_packets: Some(3), ..Default::default() };
         let mut s = PcapSink::create(&dir.path().join("c.pcap"), p, Precision::Nanos, 100).unwrap();
         for i in 0..7u8 {
             let data = pkt(i, 150);
-            s.write(u64::from(i) * 1000, 150, std::iter::once(&data[..]), 0)
-                .unwrap();
+            s.write(u64::from(i) * 1000, 150, std::iter::once(&data[..]), 0).unwrap();
         }
         let files = s.finish().unwrap();
         assert_eq!(files.len(), 3);
-        let sizes: Vec<u64> = files
-            .iter()
-            .map(|f| fs::metadata(f).unwrap().len())
-            .collect();
+        let sizes: Vec<u64> = files.iter().map(|f| fs::metadata(f).unwrap().len()).collect();
         assert_eq!(sizes, vec![24 + 3 * 116, 24 + 3 * 116, 24 + 116]);
         let leftovers: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".partial")
-            })
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".partial"))
             .collect();
         assert!(leftovers.is_empty());
     }
 
     #[test]
     fn unwritable_path_fails_at_create() {
-        let e = PcapSink::create(
-            Path::new("/nonexistent/dir/c.pcap"),
-            RotatePolicy::default(),
-            Precision::Nanos,
-            10,
-        );
+        let e = PcapSink::create(Path::new("/nonexistent/dir/c.pcap"), RotatePolicy::default(), Precision::Nanos, 10);
         let msg = e.err().unwrap().to_string();
-        assert!(
-            msg.contains("/nonexistent/dir/c.pcap") && msg.contains("create"),
-            "{msg}"
-        );
+        assert!(msg.contains("/nonexistent/dir/c.pcap") && msg.contains("create"), "{msg}");
     }
 
     #[test]
     fn dropped_sink_leaves_no_partial() {
         let dir = tempfile::tempdir().unwrap();
-        let s = PcapSink::create(
-            &dir.path().join("c.pcap"),
-            RotatePolicy::default(),
-            Precision::Nanos,
-            10,
-        )
-        .unwrap();
+        let s = PcapSink::create(&dir.path().join("c.pcap"), RotatePolicy::default(), Precision::Nanos, 10).unwrap();
         drop(s);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }

@@ -31,10 +31,7 @@ pub struct EthernetView<'a> {
 impl<'a> EthernetView<'a> {
     pub fn parse(buf: &'a [u8]) -> Result<Self, WireError> {
         if buf.len() < off::HEADER_LEN {
-            return Err(WireError::Truncated {
-                need: off::HEADER_LEN,
-                have: buf.len(),
-            });
+            return Err(WireError::Truncated { need: off::HEADER_LEN, have: buf.len() });
         }
         let mut ethertype = be16(buf, off::ETHERTYPE);
         let mut at = off::HEADER_LEN;
@@ -45,21 +42,14 @@ impl<'a> EthernetView<'a> {
             }
             let need = at + off::TAG_LEN;
             if buf.len() < need {
-                return Err(WireError::Truncated {
-                    need,
-                    have: buf.len(),
-                });
+                return Err(WireError::Truncated { need, have: buf.len() });
             }
             // The tag is TCI (2 bytes) then the next ethertype.
             ethertype = be16(buf, at + 2);
             at = need;
             tags += 1;
         }
-        Ok(EthernetView {
-            ethertype,
-            vlan_tags: tags,
-            payload: &buf[at..],
-        })
+        Ok(EthernetView { ethertype, vlan_tags: tags, payload: &buf[at..] })
     }
 
     /// The ethertype after any VLAN tags.
@@ -93,11 +83,7 @@ mod tests {
 
     #[test]
     fn untagged_single_and_double_tags() {
-        for tags in [
-            &[][..],
-            &[ETHERTYPE_VLAN],
-            &[ETHERTYPE_QINQ, ETHERTYPE_VLAN],
-        ] {
+        for tags in [&[][..], &[ETHERTYPE_VLAN], &[ETHERTYPE_QINQ, ETHERTYPE_VLAN]] {
             let f = frame(tags, ETHERTYPE_IPV4);
             let v = EthernetView::parse(&f).unwrap();
             assert_eq!(v.ethertype(), ETHERTYPE_IPV4);
@@ -108,27 +94,15 @@ mod tests {
 
     #[test]
     fn third_tag_is_refused() {
-        let f = frame(
-            &[ETHERTYPE_QINQ, ETHERTYPE_VLAN, ETHERTYPE_VLAN],
-            ETHERTYPE_IPV4,
-        );
-        assert_eq!(
-            EthernetView::parse(&f).unwrap_err(),
-            WireError::TooManyVlanTags
-        );
+        let f = frame(&[ETHERTYPE_QINQ, ETHERTYPE_VLAN, ETHERTYPE_VLAN], ETHERTYPE_IPV4);
+        assert_eq!(EthernetView::parse(&f).unwrap_err(), WireError::TooManyVlanTags);
     }
 
     #[test]
     fn every_truncation_is_an_error() {
         let f = frame(&[ETHERTYPE_QINQ, ETHERTYPE_VLAN], ETHERTYPE_IPV6);
         for n in 0..22 {
-            assert!(
-                matches!(
-                    EthernetView::parse(&f[..n]),
-                    Err(WireError::Truncated { .. })
-                ),
-                "len {n}"
-            );
+            assert!(matches!(EthernetView::parse(&f[..n]), Err(WireError::Truncated { .. })), "len {n}");
         }
         assert!(EthernetView::parse(&f[..22]).is_ok());
     }

@@ -23,10 +23,7 @@ impl<'a> Ipv4View<'a> {
     pub fn parse(buf: &'a [u8]) -> Result<Self, WireError> {
         let have = buf.len();
         if have < off::MIN_LEN {
-            return Err(WireError::Truncated {
-                need: off::MIN_LEN,
-                have,
-            });
+            return Err(WireError::Truncated { need: off::MIN_LEN, have });
         }
         let (ver, ihl) = (buf[off::VER_IHL] >> 4, buf[off::VER_IHL] & 0x0f);
         if ver != 4 {
@@ -72,11 +69,7 @@ impl<'a> Ipv4View<'a> {
     pub fn payload(&self) -> &'a [u8] {
         let hlen = self.header_len();
         let total = usize::from(self.total_len());
-        let end = if total >= hlen {
-            total.min(self.buf.len())
-        } else {
-            self.buf.len()
-        };
+        let end = if total >= hlen { total.min(self.buf.len()) } else { self.buf.len() };
         &self.buf[hlen..end]
     }
 }
@@ -91,9 +84,7 @@ mod tests {
 
     /// 20-byte header + 4 bytes of options (IHL 6) + 8-byte UDP.
     fn fixture() -> Vec<u8> {
-        let mut h = vec![
-            0x46, 0, 0, 32, 0, 1, 0x20, 0x00, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
-        ];
+        let mut h = vec![0x46, 0, 0, 32, 0, 1, 0x20, 0x00, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
         h.extend_from_slice(&[1, 1, 1, 0]); // NOP NOP NOP EOL
         h.extend_from_slice(&[0x04, 0xd2, 0x00, 0x35, 0, 8, 0, 0]);
         h
@@ -122,22 +113,13 @@ mod tests {
     fn every_truncation_and_bad_ihl() {
         let b = fixture();
         for n in 0..24 {
-            assert!(
-                matches!(Ipv4View::parse(&b[..n]), Err(WireError::Truncated { .. })),
-                "len {n}"
-            );
+            assert!(matches!(Ipv4View::parse(&b[..n]), Err(WireError::Truncated { .. })), "len {n}");
         }
         let mut bad = b.clone();
         bad[0] = 0x4f; // IHL 15 = 60 bytes
-        assert_eq!(
-            Ipv4View::parse(&bad).unwrap_err(),
-            WireError::Truncated { need: 60, have: 32 }
-        );
+        assert_eq!(Ipv4View::parse(&bad).unwrap_err(), WireError::Truncated { need: 60, have: 32 });
         bad[0] = 0x44;
-        assert_eq!(
-            Ipv4View::parse(&bad).unwrap_err(),
-            WireError::BadHeaderLen(16)
-        );
+        assert_eq!(Ipv4View::parse(&bad).unwrap_err(), WireError::BadHeaderLen(16));
         bad[0] = 0x65;
         assert_eq!(Ipv4View::parse(&bad).unwrap_err(), WireError::BadVersion(6));
     }

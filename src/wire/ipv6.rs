@@ -38,10 +38,7 @@ pub struct UpperLayer<'a> {
 impl<'a> Ipv6View<'a> {
     pub fn parse(buf: &'a [u8]) -> Result<Self, WireError> {
         if buf.len() < off::HEADER_LEN {
-            return Err(WireError::Truncated {
-                need: off::HEADER_LEN,
-                have: buf.len(),
-            });
+            return Err(WireError::Truncated { need: off::HEADER_LEN, have: buf.len() });
         }
         let ver = buf[0] >> 4;
         if ver != 6 {
@@ -83,19 +80,13 @@ impl<'a> Ipv6View<'a> {
             let len = match nh {
                 NH_HOP_BY_HOP | NH_ROUTING | NH_DEST_OPTS => {
                     if rest.len() < 2 {
-                        return Err(WireError::Truncated {
-                            need: 2,
-                            have: rest.len(),
-                        });
+                        return Err(WireError::Truncated { need: 2, have: rest.len() });
                     }
                     (usize::from(rest[1]) + 1) * 8
                 }
                 NH_FRAGMENT => {
                     if rest.len() < 8 {
-                        return Err(WireError::Truncated {
-                            need: 8,
-                            have: rest.len(),
-                        });
+                        return Err(WireError::Truncated { need: 8, have: rest.len() });
                     }
                     if be16(rest, 2) >> 3 != 0 {
                         first_fragment = false;
@@ -104,26 +95,17 @@ impl<'a> Ipv6View<'a> {
                 }
                 NH_AUTH => {
                     if rest.len() < 2 {
-                        return Err(WireError::Truncated {
-                            need: 2,
-                            have: rest.len(),
-                        });
+                        return Err(WireError::Truncated { need: 2, have: rest.len() });
                     }
                     (usize::from(rest[1]) + 2) * 4
                 }
                 _ => {
                     let payload = first_fragment.then_some(rest);
-                    return Ok(UpperLayer {
-                        protocol: nh,
-                        payload,
-                    });
+                    return Ok(UpperLayer { protocol: nh, payload });
                 }
             };
             if rest.len() < len {
-                return Err(WireError::Truncated {
-                    need: len,
-                    have: rest.len(),
-                });
+                return Err(WireError::Truncated { need: len, have: rest.len() });
             }
             nh = rest[0];
             rest = &rest[len..];
@@ -160,13 +142,7 @@ mod tests {
         let v = Ipv6View::parse(&b).unwrap();
         assert_eq!(v.src(), "2001:db8::1".parse::<Ipv6Addr>().unwrap());
         assert_eq!(v.dst(), "2001:db8::2".parse::<Ipv6Addr>().unwrap());
-        assert_eq!(
-            v.upper_layer().unwrap(),
-            UpperLayer {
-                protocol: 17,
-                payload: Some(&UDP[..])
-            }
-        );
+        assert_eq!(v.upper_layer().unwrap(), UpperLayer { protocol: 17, payload: Some(&UDP[..]) });
     }
 
     #[test]
@@ -180,13 +156,7 @@ mod tests {
         p.extend_from_slice(&UDP);
         let b = header(NH_HOP_BY_HOP, &p);
         let up = Ipv6View::parse(&b).unwrap().upper_layer().unwrap();
-        assert_eq!(
-            up,
-            UpperLayer {
-                protocol: 17,
-                payload: Some(&UDP[..])
-            }
-        );
+        assert_eq!(up, UpperLayer { protocol: 17, payload: Some(&UDP[..]) });
     }
 
     #[test]
@@ -195,13 +165,7 @@ mod tests {
         p.extend_from_slice(&UDP);
         let b = header(NH_FRAGMENT, &p);
         let up = Ipv6View::parse(&b).unwrap().upper_layer().unwrap();
-        assert_eq!(
-            up,
-            UpperLayer {
-                protocol: 6,
-                payload: None
-            }
-        );
+        assert_eq!(up, UpperLayer { protocol: 6, payload: None });
     }
 
     #[test]
@@ -216,23 +180,13 @@ mod tests {
             };
             assert!(v.upper_layer().is_err(), "len {n}");
         }
-        assert_eq!(
-            Ipv6View::parse(&full)
-                .unwrap()
-                .upper_layer()
-                .unwrap()
-                .protocol,
-            17
-        );
+        assert_eq!(Ipv6View::parse(&full).unwrap().upper_layer().unwrap().protocol, 17);
     }
 
     #[test]
     fn endless_chain_stops() {
         let p = [NH_DEST_OPTS, 0, 0, 0, 0, 0, 0, 0].repeat(20);
         let b = header(NH_DEST_OPTS, &p);
-        assert_eq!(
-            Ipv6View::parse(&b).unwrap().upper_layer().unwrap_err(),
-            WireError::TooManyExtensionHeaders
-        );
+        assert_eq!(Ipv6View::parse(&b).unwrap().upper_layer().unwrap_err(), WireError::TooManyExtensionHeaders);
     }
 }

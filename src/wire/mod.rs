@@ -96,10 +96,7 @@ pub fn parse(frame: &[u8]) -> PacketKey {
             let Ok(ip) = Ipv4View::parse(eth.payload()) else {
                 return key;
             };
-            key.l3 = L3::V4 {
-                src: u32::from(ip.src()),
-                dst: u32::from(ip.dst()),
-            };
+            key.l3 = L3::V4 { src: u32::from(ip.src()), dst: u32::from(ip.dst()) };
             key.protocol = Some(ip.protocol());
             if ip.frag_offset() == 0 {
                 set_ports(&mut key, ip.protocol(), ip.payload());
@@ -109,10 +106,7 @@ pub fn parse(frame: &[u8]) -> PacketKey {
             let Ok(ip) = Ipv6View::parse(eth.payload()) else {
                 return key;
             };
-            key.l3 = L3::V6 {
-                src: u128::from(ip.src()),
-                dst: u128::from(ip.dst()),
-            };
+            key.l3 = L3::V6 { src: u128::from(ip.src()), dst: u128::from(ip.dst()) };
             if let Ok(up) = ip.upper_layer() {
                 key.protocol = Some(up.protocol);
                 if let Some(payload) = up.payload {
@@ -175,38 +169,23 @@ mod tests {
 
     #[test]
     fn tcp_over_vlan() {
-        let f = eth(
-            0x0800,
-            &[100],
-            &ipv4([1, 2, 3, 4], [5, 6, 7, 8], 6, 0, &ports(1234, 80)),
-        );
+        let f = eth(0x0800, &[100], &ipv4([1, 2, 3, 4], [5, 6, 7, 8], 6, 0, &ports(1234, 80)));
         let k = parse(&f);
         assert_eq!(k.src_addr(), Some("1.2.3.4".parse().unwrap()));
         assert_eq!(k.dst_addr(), Some("5.6.7.8".parse().unwrap()));
-        assert_eq!(
-            (k.protocol, k.src_port, k.dst_port, k.vlan_tags),
-            (Some(6), Some(1234), Some(80), 1)
-        );
+        assert_eq!((k.protocol, k.src_port, k.dst_port, k.vlan_tags), (Some(6), Some(1234), Some(80), 1));
     }
 
     #[test]
     fn later_fragment_keeps_protocol_not_ports() {
-        let f = eth(
-            0x0800,
-            &[],
-            &ipv4([1, 2, 3, 4], [5, 6, 7, 8], 17, 185, &ports(1234, 53)),
-        );
+        let f = eth(0x0800, &[], &ipv4([1, 2, 3, 4], [5, 6, 7, 8], 17, 185, &ports(1234, 53)));
         let k = parse(&f);
         assert_eq!((k.protocol, k.src_port, k.dst_port), (Some(17), None, None));
     }
 
     #[test]
     fn icmp_has_no_ports() {
-        let f = eth(
-            0x0800,
-            &[],
-            &ipv4([1, 2, 3, 4], [5, 6, 7, 8], 1, 0, &[8, 0, 0, 0, 0, 1, 0, 1]),
-        );
+        let f = eth(0x0800, &[], &ipv4([1, 2, 3, 4], [5, 6, 7, 8], 1, 0, &[8, 0, 0, 0, 0, 1, 0, 1]));
         let k = parse(&f);
         assert_eq!((k.protocol, k.src_port), (Some(1), None));
     }
@@ -219,11 +198,7 @@ mod tests {
 
     #[test]
     fn truncation_never_panics_and_never_invents_ports() {
-        let f = eth(
-            0x0800,
-            &[100, 200],
-            &ipv4([1, 2, 3, 4], [5, 6, 7, 8], 6, 0, &ports(1234, 80)),
-        );
+        let f = eth(0x0800, &[100, 200], &ipv4([1, 2, 3, 4], [5, 6, 7, 8], 6, 0, &ports(1234, 80)));
         for n in 0..f.len() {
             let k = parse(&f[..n]);
             let ip_end = 14 + 8 + 20;

@@ -55,43 +55,16 @@ pub fn read_pcap(path: &Path) -> Vec<Pkt> {
             u32::from_be_bytes(a)
         }
     };
-    assert_eq!(
-        u32at(20),
-        1,
-        "{}: link type is not Ethernet",
-        path.display()
-    );
+    assert_eq!(u32at(20), 1, "{}: link type is not Ethernet", path.display());
     let mut at = 24;
     let mut out = Vec::new();
     while at < b.len() {
-        assert!(
-            b.len() - at >= 16,
-            "{}: short record header at {at}",
-            path.display()
-        );
-        let (sec, frac, caplen, orig_len) = (
-            u32at(at),
-            u32at(at + 4),
-            u32at(at + 8) as usize,
-            u32at(at + 12),
-        );
-        assert!(
-            b.len() - at - 16 >= caplen,
-            "{}: short record at {at}",
-            path.display()
-        );
-        assert!(
-            caplen as u32 <= orig_len,
-            "{}: caplen > orig_len at {at}",
-            path.display()
-        );
-        let ts_ns =
-            u128::from(sec) * 1_000_000_000 + u128::from(frac) * if nanos { 1 } else { 1000 };
-        out.push(Pkt {
-            data: b[at + 16..at + 16 + caplen].to_vec(),
-            orig_len,
-            ts_ns,
-        });
+        assert!(b.len() - at >= 16, "{}: short record header at {at}", path.display());
+        let (sec, frac, caplen, orig_len) = (u32at(at), u32at(at + 4), u32at(at + 8) as usize, u32at(at + 12));
+        assert!(b.len() - at - 16 >= caplen, "{}: short record at {at}", path.display());
+        assert!(caplen as u32 <= orig_len, "{}: caplen > orig_len at {at}", path.display());
+        let ts_ns = u128::from(sec) * 1_000_000_000 + u128::from(frac) * if nanos { 1 } else { 1000 };
+        out.push(Pkt { data: b[at + 16..at + 16 + caplen].to_vec(), orig_len, ts_ns });
         at += 16 + caplen;
     }
     out
@@ -101,14 +74,7 @@ pub fn read_pcap(path: &Path) -> Vec<Pkt> {
 /// multi-segment (jumbo) frames.
 pub fn small_frames(dir: &Path) -> PathBuf {
     let out = dir.join("small-frames.cap");
-    run_ok(
-        Command::new("tcpdump")
-            .arg("-r")
-            .arg(fixture("frames.pcap"))
-            .arg("-w")
-            .arg(&out)
-            .arg("less 2000"),
-    );
+    run_ok(Command::new("tcpdump").arg("-r").arg(fixture("frames.pcap")).arg("-w").arg(&out).arg("less 2000"));
     out
 }
 
@@ -118,25 +84,14 @@ pub fn datas(p: &[Pkt]) -> Vec<Vec<u8>> {
 
 fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     out
 }
 
 /// `tcpdump -r input -w out EXPR`: the packets a BPF expression selects.
 pub fn tcpdump(input: &Path, expr: &str, dir: &Path) -> Vec<Pkt> {
     let out = dir.join("tcpdump-oracle.pcap");
-    run_ok(
-        Command::new("tcpdump")
-            .arg("-r")
-            .arg(input)
-            .arg("-w")
-            .arg(&out)
-            .arg(expr),
-    );
+    run_ok(Command::new("tcpdump").arg("-r").arg(input).arg("-w").arg(&out).arg(expr));
     read_pcap(&out)
 }
 
@@ -145,14 +100,7 @@ pub fn tshark(input: &Path, display_filter: &str, dir: &Path) -> Vec<Pkt> {
     let out = dir.join("tshark-oracle.pcap");
     run_ok(
         Command::new("tshark")
-            .args([
-                "-o",
-                "ip.defragment:FALSE",
-                "-o",
-                "ipv6.defragment:FALSE",
-                "-F",
-                "pcap",
-            ])
+            .args(["-o", "ip.defragment:FALSE", "-o", "ipv6.defragment:FALSE", "-F", "pcap"])
             .arg("-r")
             .arg(input)
             .arg("-Y")
@@ -179,10 +127,7 @@ impl Run {
     /// A count from the summary, e.g. `field("written")`.
     pub fn summary(&self, what: &str) -> u64 {
         for line in self.stderr.lines() {
-            let words: Vec<&str> = line
-                .split([' ', ',', '('])
-                .filter(|w| !w.is_empty())
-                .collect();
+            let words: Vec<&str> = line.split([' ', ',', '(']).filter(|w| !w.is_empty()).collect();
             for w in words.windows(2) {
                 if w[1] == what {
                     if let Ok(n) = w[0].parse() {
@@ -197,11 +142,7 @@ impl Run {
 
 pub fn capture(args: &[&str]) -> Run {
     let _g = dpdk_lock();
-    let out = pcapd()
-        .arg("capture")
-        .args(args)
-        .output()
-        .expect("run pcapd");
+    let out = pcapd().arg("capture").args(args).output().expect("run pcapd");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
