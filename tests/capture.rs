@@ -344,7 +344,14 @@ fn first_packets_of_a_fast_source_reach_the_file() {
     let file = read_pcap(&input);
     let out = dir.path().join("fast.pcap");
     for _ in 0..3 {
-        let r = capture(&["--vdev", &format!("{},infinite_rx=1", vdev_pcap(&[&input])), "-c", "2000", "-w", out.to_str().unwrap()]);
+        let r = capture(&[
+            "--vdev",
+            &format!("{},infinite_rx=1", vdev_pcap(&[&input])),
+            "-c",
+            "2000",
+            "-w",
+            out.to_str().unwrap(),
+        ]);
         r.ok();
         assert_eq!(r.summary("matched"), 2000);
         assert_eq!(r.summary("written"), 2000);
