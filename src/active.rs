@@ -114,6 +114,19 @@ pub struct ActiveCapture {
 #[derive(Debug, Default)]
 pub struct ActiveSet {
     pub captures: Vec<ActiveCapture>,
+    /// False when every capture matches everything: RX then skips parsing.
+    pub needs_parse: bool,
+}
+
+impl ActiveSet {
+    /// At most 64 captures run at once (RX keeps one bitmask per capture per burst).
+    pub const MAX_CAPTURES: usize = 64;
+
+    pub fn new(captures: Vec<ActiveCapture>) -> Self {
+        debug_assert!(captures.len() <= Self::MAX_CAPTURES);
+        let needs_parse = captures.iter().any(|c| !c.matcher.matches_all());
+        ActiveSet { captures, needs_parse }
+    }
 }
 
 /// The published pointer. Clone the `Arc` into every RX core.

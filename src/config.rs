@@ -194,13 +194,19 @@ impl PortConfig {
 }
 
 impl PortConfig {
-    /// The files a finite `net_pcap` port reads (its `rx_pcap=` arguments), else empty.
-    pub fn finite_files(&self) -> Vec<PathBuf> {
-        if !self.is_finite() {
+    /// The files a `net_pcap` port reads (its `rx_pcap=` arguments).
+    pub fn pcap_files(&self) -> Vec<PathBuf> {
+        if !self.device.starts_with("net_pcap") {
             return Vec::new();
         }
         let args = self.args.as_deref().unwrap_or("");
         args.split(',').filter_map(|a| a.strip_prefix("rx_pcap=")).map(PathBuf::from).collect()
+    }
+
+    /// `infinite_rx=1`: net_pcap keeps a copy of every packet of its files in mbufs of the pool.
+    pub fn replays_from_memory(&self) -> bool {
+        self.device.starts_with("net_pcap")
+            && self.args.as_deref().unwrap_or("").split(',').any(|a| a == "infinite_rx=1")
     }
 }
 
@@ -361,15 +367,16 @@ impl Config {
         args
     }
 
-    /// Mbufs needed so that RX never starves while rings and descriptors hold buffers.
-    pub fn mempool_size(&self) -> u32 {
+    /// Mbufs needed so that RX never starves while rings and descriptors hold buffers;
+    /// `held_by_pmds` more for what drivers keep (net_pcap `infinite_rx` copies of its files).
+    pub fn mempool_size(&self, held_by_pmds: u64) -> u32 {
         if self.dpdk.mbufs > 0 {
             return self.dpdk.mbufs;
         }
         let desc: usize = self.ports.iter().map(|p| usize::from(p.rx_queues) * usize::from(p.rx_descriptors)).sum();
         let rings = self.dpdk.rx_cores.len() * self.writer.threads * self.writer.ring_size;
         let caches = (self.dpdk.rx_cores.len() + self.writer.threads + 1) * 512;
-        let need = desc + rings + caches + 4096;
+        let need = desc + rings + caches + 4096 + held_by_pmds as usize;
         // Mempools are most efficient at 2^n - 1 elements.
         (need.next_power_of_two() - 1).min(u32::MAX as usize) as u32
     }

@@ -128,7 +128,7 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
     // A capture from files only ends with them: count their packets to know when.
     let finite = ports.iter().all(|p| p.is_finite()).then(|| {
         let mut total = Some(0u64);
-        for f in ports.iter().flat_map(|p| p.finite_files()) {
+        for f in ports.iter().flat_map(|p| p.pcap_files()) {
             total = match (total, crate::pcap::format::count_records(&f)) {
                 (Some(t), Ok(Some(n))) => Some(t + n),
                 _ => None,
@@ -146,7 +146,13 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
     }
 
     let eal = Eal::init(&cfg.eal_args(&format!("pcapd-{}", std::process::id())))?;
-    let pool = Arc::new(Mempool::new("pcapd_rx", cfg.mempool_size(), 256, dpdk::MBUF_DEFAULT_BUF_SIZE, -1)?);
+    let replayed: u64 = ports
+        .iter()
+        .filter(|p| p.replays_from_memory())
+        .flat_map(|p| p.pcap_files())
+        .filter_map(|f| crate::pcap::format::count_records(&f).ok().flatten())
+        .sum();
+    let pool = Arc::new(Mempool::new("pcapd_rx", cfg.mempool_size(replayed), 256, dpdk::MBUF_DEFAULT_BUF_SIZE, -1)?);
     let mut started = Vec::new();
     let mut queues: Vec<RxQueue> = Vec::new();
     for p in &ports {
@@ -165,16 +171,14 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
 
     let counters = Arc::new(CaptureCounters::default());
     let budget = Arc::new(Budget::new(req.packet_limit, req.byte_limit));
-    let active = active::shared(ActiveSet {
-        captures: vec![ActiveCapture {
-            slot: 0,
-            writer: 0,
-            matcher: req.filter.compile(),
-            snaplen: req.snaplen,
-            budget: Arc::clone(&budget),
-            counters: Arc::clone(&counters),
-        }],
-    });
+    let active = active::shared(ActiveSet::new(vec![ActiveCapture {
+        slot: 0,
+        writer: 0,
+        matcher: req.filter.compile(),
+        snaplen: req.snaplen,
+        budget: Arc::clone(&budget),
+        counters: Arc::clone(&counters),
+    }]));
 
     let rings = Rings::new(rx_cores.len(), cfg.writer.threads, cfg.writer.ring_size);
     let mut writer_tx = Vec::new();

@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::active::SharedActiveSet;
+use crate::active::{ActiveSet, SharedActiveSet};
 use crate::clock::TscClock;
 use crate::dpdk::{FreeBatch, Mbuf, RxQueue, BURST};
 use crate::handoff::{Record, Ring};
 use crate::stats::StatsWriter;
-use crate::wire::{self, PacketKey};
+use crate::wire;
 
 /// Empty polls before yielding, and before sleeping.
 const SPIN_POLLS: u32 = 256;
@@ -29,84 +29,32 @@ pub struct RxWorker {
     pub idle_backoff: bool,
 }
 
+/// Per-burst scratch space, allocated once per core.
+struct Scratch {
+    /// Per capture: bitmask of the burst's packets it matched, then of those it takes.
+    takes: Vec<u32>,
+    caplens: [u32; BURST],
+    free: FreeBatch,
+}
+
 impl RxWorker {
     pub fn run(mut self) {
         let mut burst: Vec<Mbuf> = Vec::with_capacity(BURST);
-        let mut keys = [PacketKey::default(); BURST];
-        let mut caplens = [0u32; BURST];
-        // Per capture: bitmask of the burst's packets it takes.
-        let mut takes: Vec<u32> = Vec::with_capacity(64);
-        let mut free = FreeBatch::with_capacity(BURST * 2);
+        let mut sc =
+            Scratch { takes: Vec::with_capacity(64), caplens: [0; BURST], free: FreeBatch::with_capacity(BURST * 2) };
         let mut empty_polls: u32 = 0;
         while !self.stop.load(Relaxed) {
             let set = self.active.load();
             let mut received = 0;
-            for q in &mut self.queues {
-                let n = q.poll(&mut burst);
+            for qi in 0..self.queues.len() {
+                let n = self.queues[qi].poll(&mut burst);
                 if n == 0 {
                     continue;
                 }
                 received += n;
                 let ts_ns = self.clock.now_ns();
-                let mut bytes = 0u64;
-                for (i, m) in burst.iter().enumerate() {
-                    keys[i] = wire::parse(m.first_segment());
-                    bytes += u64::from(m.pkt_len());
-                }
-                takes.clear();
-                let mut any: u32 = 0;
-                for cap in &set.captures {
-                    let mut cand: u32 = 0;
-                    let mut ncand = 0;
-                    for (i, k) in keys[..n].iter().enumerate() {
-                        if cap.matcher.matches(k) {
-                            cand |= 1 << i;
-                            caplens[ncand] = burst[i].pkt_len().min(cap.snaplen);
-                            ncand += 1;
-                        }
-                    }
-                    let mut granted = 0;
-                    if ncand > 0 && !cap.budget.is_exhausted() {
-                        granted = cap.budget.take(&caplens[..ncand]);
-                    }
-                    // Keep the first `granted` candidates.
-                    let mut mask = 0u32;
-                    let mut left = granted;
-                    while left > 0 {
-                        let bit = cand & cand.wrapping_neg();
-                        mask |= bit;
-                        cand &= !bit;
-                        left -= 1;
-                    }
-                    if granted > 0 {
-                        cap.counters.matched.fetch_add(granted as u64, Relaxed);
-                    }
-                    takes.push(mask);
-                    any |= mask;
-                }
-                for (i, m) in burst.drain(..).enumerate() {
-                    let bit = 1u32 << i;
-                    if any & bit == 0 {
-                        free.push(m);
-                        continue;
-                    }
-                    // Every taker but the last gets a shared reference; the last gets `m`.
-                    let last = takes.iter().rposition(|t| t & bit != 0).unwrap_or(0);
-                    let mut own = Some(m);
-                    for (ci, cap) in set.captures.iter().enumerate().take(last + 1) {
-                        if takes[ci] & bit == 0 {
-                            continue;
-                        }
-                        let mbuf = if ci == last { own.take() } else { own.as_ref().map(Mbuf::share) };
-                        let Some(mbuf) = mbuf else { break };
-                        if let Err(rec) = self.rings[cap.writer].push(Record { slot: cap.slot, ts_ns, mbuf }) {
-                            cap.counters.dropped_ring_full.fetch_add(1, Relaxed);
-                            free.push(rec.mbuf);
-                        }
-                    }
-                }
-                free.flush();
-                self.stats.record_burst(n as u64, bytes, u64::from(any.count_ones()), ts_ns);
+                let (bytes, taken) = self.process_burst(&set, &mut burst, ts_ns, &mut sc);
+                self.stats.record_burst(n as u64, bytes, taken, ts_ns);
             }
             self.stats.record_loop();
             if received > 0 || !self.idle_backoff {
@@ -122,5 +70,81 @@ impl RxWorker {
                 std::thread::sleep(IDLE_SLEEP);
             }
         }
+    }
+
+    /// Matches, budgets and hands off one burst (emptying it). Returns (bytes, packets taken).
+    #[inline]
+    fn process_burst(&self, set: &ActiveSet, burst: &mut Vec<Mbuf>, ts_ns: u64, sc: &mut Scratch) -> (u64, u64) {
+        let mut bytes = 0u64;
+        sc.takes.clear();
+        sc.takes.resize(set.captures.len(), 0);
+        if set.needs_parse {
+            for (i, m) in burst.iter().enumerate() {
+                bytes += u64::from(m.pkt_len());
+                let key = wire::parse(m.first_segment());
+                for (take, cap) in sc.takes.iter_mut().zip(&set.captures) {
+                    *take |= u32::from(cap.matcher.matches(&key)) << i;
+                }
+            }
+        } else {
+            // Only match-all captures: no need to look inside the packets.
+            bytes = burst.iter().map(|m| u64::from(m.pkt_len())).sum();
+            let all = if burst.len() == BURST { u32::MAX } else { (1u32 << burst.len()) - 1 };
+            sc.takes.iter_mut().for_each(|t| *t = all);
+        }
+        // Budgets: each capture keeps the first candidates its packet and byte limits allow.
+        let mut any: u32 = 0;
+        for (take, cap) in sc.takes.iter_mut().zip(&set.captures) {
+            let cand = *take;
+            if cand == 0 {
+                continue;
+            }
+            if cap.budget.is_exhausted() {
+                *take = 0;
+                continue;
+            }
+            let mut ncand = 0;
+            let mut bits = cand;
+            while bits != 0 {
+                let i = bits.trailing_zeros() as usize;
+                sc.caplens[ncand] = burst[i].pkt_len().min(cap.snaplen);
+                ncand += 1;
+                bits &= bits - 1;
+            }
+            let granted = if ncand > 0 { cap.budget.take(&sc.caplens[..ncand]) } else { 0 };
+            let mut mask = cand;
+            for _ in granted..ncand {
+                // Drop the highest remaining candidates: the first `granted` stay.
+                mask &= !(1u32 << (31 - mask.leading_zeros()));
+            }
+            if granted > 0 {
+                cap.counters.matched.fetch_add(granted as u64, Relaxed);
+            }
+            *take = mask;
+            any |= mask;
+        }
+        for (i, m) in burst.drain(..).enumerate() {
+            let bit = 1u32 << i;
+            if any & bit == 0 {
+                sc.free.push(m);
+                continue;
+            }
+            // Every taker but the last gets a shared reference; the last gets `m`.
+            let last = sc.takes.iter().rposition(|t| t & bit != 0).unwrap_or(0);
+            let mut own = Some(m);
+            for (ci, cap) in set.captures.iter().enumerate().take(last + 1) {
+                if sc.takes[ci] & bit == 0 {
+                    continue;
+                }
+                let mbuf = if ci == last { own.take() } else { own.as_ref().map(Mbuf::share) };
+                let Some(mbuf) = mbuf else { break };
+                if let Err(rec) = self.rings[cap.writer].push(Record { slot: cap.slot, ts_ns, mbuf }) {
+                    cap.counters.dropped_ring_full.fetch_add(1, Relaxed);
+                    sc.free.push(rec.mbuf);
+                }
+            }
+        }
+        sc.free.flush();
+        (bytes, u64::from(any.count_ones()))
     }
 }

@@ -16,6 +16,7 @@ pub const ETHERTYPE_QINQ_OLD: u16 = 0x9100;
 /// Most VLAN tags pcapd looks through; a third tag leaves the packet unparsed above L2.
 pub const MAX_VLAN_TAGS: usize = 2;
 
+#[inline]
 fn is_vlan_tpid(t: u16) -> bool {
     matches!(t, ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD)
 }
@@ -29,6 +30,7 @@ pub struct EthernetView<'a> {
 }
 
 impl<'a> EthernetView<'a> {
+    #[inline]
     pub fn parse(buf: &'a [u8]) -> Result<Self, WireError> {
         if buf.len() < off::HEADER_LEN {
             return Err(WireError::Truncated { need: off::HEADER_LEN, have: buf.len() });
@@ -53,14 +55,17 @@ impl<'a> EthernetView<'a> {
     }
 
     /// The ethertype after any VLAN tags.
+    #[inline]
     pub fn ethertype(&self) -> u16 {
         self.ethertype
     }
 
+    #[inline]
     pub fn vlan_tags(&self) -> u8 {
         self.vlan_tags
     }
 
+    #[inline]
     pub fn payload(&self) -> &'a [u8] {
         self.payload
     }

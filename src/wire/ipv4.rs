@@ -20,6 +20,7 @@ pub struct Ipv4View<'a> {
 }
 
 impl<'a> Ipv4View<'a> {
+    #[inline]
     pub fn parse(buf: &'a [u8]) -> Result<Self, WireError> {
         let have = buf.len();
         if have < off::MIN_LEN {
@@ -39,33 +40,40 @@ impl<'a> Ipv4View<'a> {
         Ok(Ipv4View { buf })
     }
 
+    #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.buf[off::VER_IHL] & 0x0f) * 4
     }
 
+    #[inline]
     pub fn total_len(&self) -> u16 {
         be16(self.buf, off::TOTAL_LEN)
     }
 
     /// Fragment offset in 8-byte units; non-zero for every fragment but the first.
+    #[inline]
     pub fn frag_offset(&self) -> u16 {
         be16(self.buf, off::FLAGS_FRAG) & 0x1fff
     }
 
+    #[inline]
     pub fn protocol(&self) -> u8 {
         self.buf[off::PROTO]
     }
 
+    #[inline]
     pub fn src(&self) -> Ipv4Addr {
         addr(self.buf, off::SRC)
     }
 
+    #[inline]
     pub fn dst(&self) -> Ipv4Addr {
         addr(self.buf, off::DST)
     }
 
     /// The payload: bounded by `total_len` (Ethernet padding excluded) when it is consistent,
     /// else everything captured after the header.
+    #[inline]
     pub fn payload(&self) -> &'a [u8] {
         let hlen = self.header_len();
         let total = usize::from(self.total_len());
@@ -74,6 +82,7 @@ impl<'a> Ipv4View<'a> {
     }
 }
 
+#[inline]
 fn addr(b: &[u8], at: usize) -> Ipv4Addr {
     Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
 }

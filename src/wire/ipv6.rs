@@ -36,6 +36,7 @@ pub struct UpperLayer<'a> {
 }
 
 impl<'a> Ipv6View<'a> {
+    #[inline]
     pub fn parse(buf: &'a [u8]) -> Result<Self, WireError> {
         if buf.len() < off::HEADER_LEN {
             return Err(WireError::Truncated { need: off::HEADER_LEN, have: buf.len() });
@@ -47,14 +48,17 @@ impl<'a> Ipv6View<'a> {
         Ok(Ipv6View { buf })
     }
 
+    #[inline]
     pub fn src(&self) -> Ipv6Addr {
         addr(self.buf, off::SRC)
     }
 
+    #[inline]
     pub fn dst(&self) -> Ipv6Addr {
         addr(self.buf, off::DST)
     }
 
+    #[inline]
     pub fn next_header(&self) -> u8 {
         self.buf[off::NEXT_HEADER]
     }
@@ -72,6 +76,7 @@ impl<'a> Ipv6View<'a> {
     }
 
     /// Walks hop-by-hop, routing, fragment, destination-options and AH headers.
+    #[inline]
     pub fn upper_layer(&self) -> Result<UpperLayer<'a>, WireError> {
         let mut nh = self.next_header();
         let mut rest = self.after_header();
@@ -114,6 +119,7 @@ impl<'a> Ipv6View<'a> {
     }
 }
 
+#[inline]
 fn addr(b: &[u8], at: usize) -> Ipv6Addr {
     let mut a = [0u8; 16];
     a.copy_from_slice(&b[at..at + 16]);

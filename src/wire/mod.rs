@@ -85,6 +85,7 @@ impl PacketKey {
 }
 
 /// Parses an Ethernet frame into a `PacketKey`. Never fails: what cannot be proven is `None`.
+#[inline]
 pub fn parse(frame: &[u8]) -> PacketKey {
     let mut key = PacketKey::default();
     let Ok(eth) = EthernetView::parse(frame) else {
@@ -120,6 +121,7 @@ pub fn parse(frame: &[u8]) -> PacketKey {
 }
 
 /// TCP, UDP and SCTP all start with source and destination port: 4 bytes prove both.
+#[inline]
 fn set_ports(key: &mut PacketKey, protocol: u8, l4: &[u8]) {
     if matches!(protocol, PROTO_TCP | PROTO_UDP | PROTO_SCTP) && l4.len() >= 4 {
         key.src_port = Some(be16(l4, 0));
