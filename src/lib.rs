@@ -6,12 +6,14 @@
 pub mod active;
 pub mod clock;
 pub mod config;
+pub mod dataplane;
 pub mod dpdk;
 pub mod filter;
 pub mod handoff;
 pub mod oneshot;
 pub mod pcap;
 pub mod rx;
+pub mod samples;
 pub mod stats;
 pub mod wire;
 pub mod writer;

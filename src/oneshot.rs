@@ -11,16 +11,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel;
 
-use crate::active::{self, ActiveCapture, ActiveSet, Budget, CaptureCounters};
-use crate::clock::TscClock;
+use crate::active::{ActiveCapture, ActiveSet, Budget, CaptureCounters};
 use crate::config::Config;
-use crate::dpdk::{self, DpdkError, Eal, EthStats, LcoreId, Mempool, Port, PortSetup, RxQueue};
+use crate::dataplane::{DataPlane, DataPlaneError};
+use crate::dpdk::EthStats;
 use crate::filter::FilterV1;
-use crate::handoff::Rings;
 use crate::pcap::{PcapSink, SinkError};
-use crate::rx::RxWorker;
-use crate::stats::per_core_stats;
-use crate::writer::{Writer, WriterCmd};
+use crate::writer::WriterCmd;
 
 /// What to capture.
 #[derive(Debug, Clone)]
@@ -38,7 +35,7 @@ pub struct CaptureRequest {
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     #[error(transparent)]
-    Dpdk(#[from] DpdkError),
+    DataPlane(#[from] DataPlaneError),
     #[error(transparent)]
     Output(#[from] SinkError),
     #[error("-i {0}: no configured port has this device name")]
@@ -47,8 +44,6 @@ pub enum CaptureError {
     RxPanic(String),
     #[error("writing the capture failed: {0}")]
     Write(String),
-    #[error("cannot start a writer thread: {0}")]
-    Thread(std::io::Error),
     #[error("cannot install the SIGINT/SIGTERM handler: {0}")]
     Signal(std::io::Error),
 }
@@ -145,129 +140,36 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
         signal_hook::flag::register(sig, Arc::clone(&interrupted)).map_err(CaptureError::Signal)?;
     }
 
-    let eal = Eal::init(&cfg.eal_args(&format!("pcapd-{}", std::process::id())))?;
-    let replayed: u64 = ports
-        .iter()
-        .filter(|p| p.replays_from_memory())
-        .flat_map(|p| p.pcap_files())
-        .filter_map(|f| crate::pcap::format::count_records(&f).ok().flatten())
-        .sum();
-    let pool = Arc::new(Mempool::new("pcapd_rx", cfg.mempool_size(replayed), 256, dpdk::MBUF_DEFAULT_BUF_SIZE, -1)?);
-    let mut started = Vec::new();
-    let mut queues: Vec<RxQueue> = Vec::new();
-    for p in &ports {
-        let setup = PortSetup { rx_queues: p.rx_queues, rx_descriptors: p.rx_descriptors, promiscuous: p.promiscuous };
-        let (port, qs) = Port::start(&p.device, &setup, Arc::clone(&pool))?;
-        tracing::info!("{} ({}) started with {} RX queue(s)", port.name(), port.driver(), qs.len());
-        started.push(port);
-        queues.extend(qs);
-    }
-
-    let rx_cores = &cfg.dpdk.rx_cores;
-    let mut per_core: Vec<Vec<RxQueue>> = (0..rx_cores.len()).map(|_| Vec::new()).collect();
-    for (i, q) in queues.into_iter().enumerate() {
-        per_core[i % rx_cores.len()].push(q);
-    }
-
     let counters = Arc::new(CaptureCounters::default());
     let budget = Arc::new(Budget::new(req.packet_limit, req.byte_limit));
-    let active = active::shared(ActiveSet::new(vec![ActiveCapture {
+    let active = ActiveSet::new(vec![ActiveCapture {
         slot: 0,
         writer: 0,
         matcher: req.filter.compile(),
         snaplen: req.snaplen,
         budget: Arc::clone(&budget),
         counters: Arc::clone(&counters),
-    }]));
-
-    let rings = Rings::new(rx_cores.len(), cfg.writer.threads, cfg.writer.ring_size);
-    let mut writer_tx = Vec::new();
-    let mut writer_threads = Vec::new();
-    let mut sink = Some(sink);
-    for w in 0..cfg.writer.threads {
-        let (tx, rx) = channel::unbounded();
-        if let Some(sink) = sink.take() {
-            // Queued before writer 0 starts, so its file is open before any record can arrive.
-            let _ = tx.send(WriterCmd::Open { slot: 0, sink: Box::new(sink), counters: Arc::clone(&counters) });
-        }
-        let writer = Writer { name: format!("pcapd-writer{w}"), rings: rings.for_writer(w), cmds: rx };
-        let h = std::thread::Builder::new()
-            .name(writer.name.clone())
-            .spawn(move || writer.run())
-            .map_err(CaptureError::Thread)?;
-        writer_tx.push(tx);
-        writer_threads.push(h);
-    }
-
-    let clock = TscClock::new(eal.tsc_hz());
-    let stop = Arc::new(AtomicBool::new(false));
-    let (stats_w, stats) = per_core_stats(rx_cores.len());
+    }]);
+    // The file is opened in writer 0 before it starts, so before any record can arrive.
+    let open = WriterCmd::Open { slot: 0, sink: Box::new(sink), counters: Arc::clone(&counters) };
     let started_at = Instant::now();
-    let mut jobs = Vec::new();
-    let mut launch_err = None;
-    for ((core, qs), sw) in rx_cores.iter().zip(per_core).zip(stats_w) {
-        let worker = RxWorker {
-            queues: qs,
-            active: Arc::clone(&active),
-            rings: rings.for_core(jobs.len()),
-            stats: sw,
-            clock,
-            stop: Arc::clone(&stop),
-            idle_backoff: cfg.dpdk.idle_backoff,
-        };
-        match dpdk::launch(LcoreId(*core), move || worker.run()) {
-            Ok(j) => jobs.push(j),
-            Err(e) => {
-                launch_err = Some(e);
-                break;
-            }
-        }
-    }
+    let mut dp = DataPlane::start(cfg, &ports, active, vec![(0, open)], None)?;
 
-    let reason = if launch_err.is_some() {
-        StopReason::Signal
-    } else {
-        wait_for_end(&stats, &budget, req.duration, finite, &interrupted, started_at)
-    };
-    stop.store(true, Relaxed);
-    let mut rx_failure = None;
-    for j in jobs {
-        if let Err(msg) = j.wait() {
-            rx_failure.get_or_insert(msg);
-        }
-    }
+    let reason = wait_for_end(&dp.stats, &budget, req.duration, finite, &interrupted, started_at);
+    let rx_failure = dp.stop_rx().err();
     let elapsed = started_at.elapsed();
-
     let (reply_tx, reply_rx) = channel::bounded(1);
-    let _ = writer_tx[0].send(WriterCmd::Close { slot: 0, reply: reply_tx });
+    let _ = dp.writer(0).send(WriterCmd::Close { slot: 0, reply: reply_tx });
     let report = reply_rx.recv().ok();
-    for tx in &writer_tx {
-        let _ = tx.send(WriterCmd::Shutdown);
-    }
-    for h in writer_threads {
-        let _ = h.join();
-    }
-    let nic = started.iter().map(Port::stats).fold(EthStats::default(), |a, s| EthStats {
-        ipackets: a.ipackets + s.ipackets,
-        ibytes: a.ibytes + s.ibytes,
-        imissed: a.imissed + s.imissed,
-        ierrors: a.ierrors + s.ierrors,
-        rx_nombuf: a.rx_nombuf + s.rx_nombuf,
-    });
-    drop(started);
-    drop(active);
-    drop(pool);
-    drop(eal);
+    let nic = dp.nic_totals();
+    let totals = dp.stats.totals();
+    drop(dp);
 
-    if let Some(e) = launch_err {
-        return Err(e.into());
-    }
     if let Some(msg) = rx_failure {
         return Err(CaptureError::RxPanic(msg));
     }
     let report = report.ok_or_else(|| CaptureError::Write("the writer thread exited early".into()))?;
     let files = report.files.map_err(CaptureError::Write)?;
-    let totals = stats.totals();
     Ok(Summary {
         received: totals.rx_packets,
         matched: counters.matched.load(Relaxed),

@@ -9,6 +9,7 @@ use crate::active::{ActiveSet, SharedActiveSet};
 use crate::clock::TscClock;
 use crate::dpdk::{FreeBatch, Mbuf, RxQueue, BURST};
 use crate::handoff::{Record, Ring};
+use crate::samples::Sampler;
 use crate::stats::StatsWriter;
 use crate::wire;
 
@@ -27,6 +28,8 @@ pub struct RxWorker {
     pub clock: TscClock,
     pub stop: Arc<AtomicBool>,
     pub idle_backoff: bool,
+    /// Continuous 1-in-N sampling into the sample store (the appliance), or none (one-shot).
+    pub sampler: Option<Sampler>,
 }
 
 /// Per-burst scratch space, allocated once per core.
@@ -53,6 +56,9 @@ impl RxWorker {
                 }
                 received += n;
                 let ts_ns = self.clock.now_ns();
+                if let Some(s) = self.sampler.as_mut() {
+                    s.burst(n, ts_ns, |i| (burst[i].first_segment(), burst[i].pkt_len()));
+                }
                 let (bytes, taken) = self.process_burst(&set, &mut burst, ts_ns, &mut sc);
                 self.stats.record_burst(n as u64, bytes, taken, ts_ns);
             }
