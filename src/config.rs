@@ -20,6 +20,226 @@ pub struct Config {
     pub writer: WriterConfig,
     #[serde(default)]
     pub data: DataConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub node: NodeConfig,
+    #[serde(default)]
+    pub samples: SamplesConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Accounts served by the admin API (`[[account]]`), each with its credentials.
+    #[serde(default, rename = "account")]
+    pub accounts: Vec<AccountConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address of the admin API (Cloudflare's `/client/v4` routes, /metrics, /healthz, /readyz).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Largest request body accepted (bytes); larger bodies get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { listen: default_listen(), max_body_bytes: default_max_body() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This appliance's name (part of uploaded object names).
+    #[serde(default = "default_node_name")]
+    pub name: String,
+    /// Colos (`colo_name` of full captures) this appliance captures for.
+    #[serde(default)]
+    pub colos: Vec<String>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig { name: default_node_name(), colos: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplesConfig {
+    /// Keep 1 packet in this many (per RX core).
+    #[serde(default = "default_one_in")]
+    pub one_in: u32,
+    /// At most this many samples per second in total (shared evenly by the RX cores).
+    #[serde(default = "default_max_per_second")]
+    pub max_per_second: u64,
+    /// Bytes kept of each sampled packet (Cloudflare's simple captures keep 160).
+    #[serde(default = "default_sample_snaplen")]
+    pub snaplen: u32,
+    /// Length of one segment file (seconds).
+    #[serde(default = "default_segment_seconds")]
+    pub segment_seconds: u64,
+    /// Samples are kept this long (the look-back of simple captures; 24 h by default)...
+    #[serde(default = "default_retention")]
+    pub retention_seconds: u64,
+    /// ...or until the store holds this many bytes, whichever comes first (oldest go first).
+    #[serde(default = "default_sample_bytes")]
+    pub max_bytes: u64,
+    /// Samples each RX core may queue for the store before dropping.
+    #[serde(default = "default_sample_ring")]
+    pub ring_size: usize,
+}
+
+impl Default for SamplesConfig {
+    fn default() -> Self {
+        SamplesConfig {
+            one_in: default_one_in(),
+            max_per_second: default_max_per_second(),
+            snaplen: default_sample_snaplen(),
+            segment_seconds: default_segment_seconds(),
+            retention_seconds: default_retention(),
+            max_bytes: default_sample_bytes(),
+            ring_size: default_sample_ring(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Seconds an account waits between two simple capture requests (Cloudflare: one a minute).
+    #[serde(default = "default_simple_interval")]
+    pub simple_interval_seconds: u64,
+    /// Largest `time_limit` of a full capture (300 by default, at most 86400).
+    #[serde(default = "default_full_time_limit_max")]
+    pub full_time_limit_max: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            simple_interval_seconds: default_simple_interval(),
+            full_time_limit_max: default_full_time_limit_max(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// The account id: 32 lowercase hex characters.
+    pub id: String,
+    /// A name for people (shown by the web page).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Who may use this account (`[[account.credential]]`).
+    #[serde(default, rename = "credential")]
+    pub credentials: Vec<CredentialConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    /// An API token (`Authorization: Bearer ...`), or the environment variable holding it.
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// An email + API key pair (`X-Auth-Email` / `X-Auth-Key`); the key may come from `key_env`.
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// `"read"` (GET) or `"write"` (everything).
+    pub permission: Permission,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    Read,
+    Write,
+}
+
+/// A credential with its secret resolved from the config or the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    Token(String),
+    EmailKey { email: String, key: String },
+}
+
+impl CredentialConfig {
+    /// Resolves the secret; the error names the missing piece (`field` is this entry's path).
+    pub fn secret(&self, field: &str) -> Result<Secret, ConfigError> {
+        let env = |var: &str, f: &str| {
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| invalid(format!("{field}.{f}"), format!("environment variable {var} is not set")))
+        };
+        let token = match (&self.token, &self.token_env) {
+            (Some(_), Some(_)) => return Err(invalid(field, "give token or token_env, not both")),
+            (Some(t), None) => Some(t.clone()),
+            (None, Some(v)) => Some(env(v, "token_env")?),
+            (None, None) => None,
+        };
+        let key = match (&self.key, &self.key_env) {
+            (Some(_), Some(_)) => return Err(invalid(field, "give key or key_env, not both")),
+            (Some(k), None) => Some(k.clone()),
+            (None, Some(v)) => Some(env(v, "key_env")?),
+            (None, None) => None,
+        };
+        match (token, &self.email, key) {
+            (Some(t), None, None) if !t.is_empty() => Ok(Secret::Token(t)),
+            (None, Some(e), Some(k)) if !e.is_empty() && !k.is_empty() => {
+                Ok(Secret::EmailKey { email: e.clone(), key: k })
+            }
+            (Some(_), _, _) => Err(invalid(field, "a credential is either a token or an email + key, not both")),
+            _ => Err(invalid(field, "needs a non-empty token (or token_env), or an email with a key (or key_env)")),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_string()
+}
+fn default_max_body() -> usize {
+    64 * 1024
+}
+fn default_node_name() -> String {
+    "pcapd".to_string()
+}
+fn default_one_in() -> u32 {
+    100
+}
+fn default_max_per_second() -> u64 {
+    10_000
+}
+fn default_sample_snaplen() -> u32 {
+    160
+}
+fn default_segment_seconds() -> u64 {
+    60
+}
+fn default_retention() -> u64 {
+    86_400
+}
+fn default_sample_bytes() -> u64 {
+    1 << 30
+}
+fn default_sample_ring() -> usize {
+    8192
+}
+fn default_simple_interval() -> u64 {
+    60
+}
+fn default_full_time_limit_max() -> u64 {
+    300
 }
 
 #[derive(Debug, Clone, Deserialize)]

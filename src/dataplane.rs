@@ -158,6 +158,11 @@ impl DataPlane {
         self.writer_tx.len()
     }
 
+    /// Handles on the ports (for NIC counters elsewhere).
+    pub fn ports(&self) -> Vec<Port> {
+        self.ports.clone()
+    }
+
     /// NIC counters per port (name, stats).
     pub fn nic_stats(&self) -> Vec<(String, EthStats)> {
         self.ports.iter().map(|p| (p.name().to_string(), p.stats())).collect()

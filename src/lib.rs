@@ -4,16 +4,21 @@
 //! budgets) → `handoff` rings → `writer` threads → `pcap` files. `oneshot` wires them together
 //! for `pcapd capture`; `config` is the strict TOML front door.
 pub mod active;
+pub mod api;
+pub mod app;
+pub mod captures;
 pub mod clock;
 pub mod config;
 pub mod dataplane;
 pub mod dpdk;
 pub mod filter;
 pub mod handoff;
+pub mod metrics;
 pub mod oneshot;
 pub mod pcap;
 pub mod rx;
 pub mod samples;
 pub mod stats;
+pub mod store;
 pub mod wire;
 pub mod writer;

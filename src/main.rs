@@ -1,4 +1,5 @@
-//! The `pcapd` command line: `capture` (one-shot, like tcpdump -w) and `check-config`.
+//! The `pcapd` command line: `run` (the appliance), `capture` (one-shot, like tcpdump -w) and
+//! `check-config`.
 //! Errors are flattened here into one line on stderr; exit code 2 for bad input, 1 for failures.
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +20,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the appliance: data plane, sample store and the admin API.
+    Run {
+        /// The TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Capture packets from DPDK ports into PCAP files, then print a summary.
     Capture(Box<CaptureArgs>),
     /// Validate a config file; prints the first error with its field path.
@@ -102,6 +109,10 @@ fn main() -> ExitCode {
             Err(e) => Err(usage(e.to_string())),
         },
         Cmd::Capture(args) => capture(*args),
+        Cmd::Run { config } => match Config::load(&config) {
+            Ok(cfg) => pcapd::app::run(cfg).map_err(|e| Fail(1, e.to_string())),
+            Err(e) => Err(usage(e.to_string())),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -170,7 +170,23 @@ impl PcapSink {
         segments: impl Iterator<Item = &'a [u8]>,
         now_ns: u64,
     ) -> Result<(), SinkError> {
-        let caplen = orig_len.min(self.snaplen);
+        self.write_record(ts_ns, orig_len, orig_len.min(self.snaplen), segments, now_ns)
+    }
+
+    /// Appends a packet that was already truncated to `data` (its original length `orig_len`).
+    pub fn write_truncated(&mut self, ts_ns: u64, orig_len: u32, data: &[u8], now_ns: u64) -> Result<(), SinkError> {
+        let caplen = (data.len() as u32).min(self.snaplen).min(orig_len);
+        self.write_record(ts_ns, orig_len, caplen, std::iter::once(data), now_ns)
+    }
+
+    fn write_record<'a>(
+        &mut self,
+        ts_ns: u64,
+        orig_len: u32,
+        caplen: u32,
+        segments: impl Iterator<Item = &'a [u8]>,
+        now_ns: u64,
+    ) -> Result<(), SinkError> {
         let rec_len = (RECORD_HEADER_LEN + caplen as usize) as u64;
         if let Some(cur) = &self.current {
             if should_rotate(&self.policy, &cur.state, Some(rec_len), now_ns) {

@@ -157,7 +157,7 @@ mod tests {
     #[test]
     fn per_second_cap() {
         let (mut s, ring) = sampler(1, 5);
-        let p = vec![1u8; 64];
+        let p = [1u8; 64];
         s.burst(32, 1_000_000_000, |_| (&p[..], 64));
         s.burst(32, 1_500_000_000, |_| (&p[..], 64));
         assert_eq!(ring.len(), 5);

@@ -1,0 +1,89 @@
+//! The admin API: Cloudflare's `/client/v4/accounts/{account_id}/pcaps` routes, `/metrics`,
+//! `/healthz`, `/readyz`. axum on hyper; every response is Cloudflare's envelope, including
+//! 404 (unknown route), 405 (wrong method) and 413 (body too large).
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+
+pub mod auth;
+pub mod envelope;
+mod pcaps;
+
+use crate::captures::manager::Manager;
+use crate::metrics::{self, ApiMetrics, DataPlaneView};
+use auth::Auth;
+use envelope::{code, ApiError};
+
+/// Everything handlers need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub manager: Arc<Manager>,
+    pub auth: Arc<Auth>,
+    pub metrics: Arc<ApiMetrics>,
+    pub dataplane: Option<DataPlaneView>,
+    pub ready: Arc<AtomicBool>,
+    pub full_time_limit_max: u64,
+}
+
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let pcaps = "/client/v4/accounts/{account_id}/pcaps";
+    Router::new()
+        .route(pcaps, get(pcaps::list).post(pcaps::create))
+        .route(&format!("{pcaps}/ownership"), get(pcaps::ownership_unavailable).post(pcaps::ownership_unavailable))
+        .route(&format!("{pcaps}/ownership/validate"), post(pcaps::ownership_unavailable))
+        .route(&format!("{pcaps}/ownership/{{ownership_id}}"), delete(pcaps::ownership_unavailable))
+        .route(&format!("{pcaps}/{{pcap_id}}"), get(pcaps::get_one))
+        .route(&format!("{pcaps}/{{pcap_id}}/download"), get(pcaps::download))
+        .route(&format!("{pcaps}/{{pcap_id}}/stop"), put(pcaps::stop))
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .with_state(state)
+}
+
+async fn no_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, code::NO_ROUTE, "No route for the URI")
+}
+
+async fn wrong_method() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, code::METHOD, "Method not allowed for this route")
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.ready.load(Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics_text(State(s): State<AppState>) -> Response {
+    let body = metrics::render(s.dataplane.as_ref(), &s.metrics, s.manager.running());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+async fn record_metrics(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route =
+        req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let method = req.method().to_string();
+    let resp = next.run(req).await;
+    s.metrics.record(&route, &method, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+/// Marks the API ready/not ready (readyz).
+pub fn set_ready(flag: &AtomicBool, ready: bool) {
+    flag.store(ready, Relaxed);
+}

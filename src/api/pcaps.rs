@@ -1,0 +1,129 @@
+//! Handlers of the PCAPs routes.
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde_json::Value;
+
+use super::envelope::{code, ok, ApiError};
+use super::AppState;
+use crate::captures::manager::ManagerError;
+use crate::captures::model::is_id;
+use crate::captures::request::parse_create;
+use crate::config::Permission;
+
+impl From<ManagerError> for ApiError {
+    fn from(e: ManagerError) -> Self {
+        match e {
+            ManagerError::RateLimited { retry_after, .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, code::RATE_LIMITED, e.to_string())
+                    .no_retry()
+                    .header(header::RETRY_AFTER, &retry_after.to_string())
+            }
+            ManagerError::NotFound => ApiError::not_found("capture not found"),
+            ManagerError::Invalid { field, message } => ApiError::invalid(format!("{field}: {message}")),
+            ManagerError::NotDownloadable(m) => ApiError::invalid(m),
+            ManagerError::Store(e) => ApiError::internal(e.to_string()),
+            ManagerError::Internal(m) => ApiError::internal(m),
+        }
+    }
+}
+
+fn check_id(pcap_id: &str) -> Result<(), ApiError> {
+    if is_id(pcap_id) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!("capture {pcap_id:?} not found (ids are 32 lowercase hex characters)")))
+    }
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code::TOO_LARGE, "body: request body is too large")
+        } else {
+            ApiError::invalid(format!("body: {}", r.body_text()))
+        }
+    })
+}
+
+pub async fn create(
+    State(s): State<AppState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    s.auth.authorize(&headers, &account, Permission::Write)?;
+    let body = body_bytes(body)?;
+    let req = parse_create(&body, Utc::now(), s.full_time_limit_max)
+        .map_err(|e| ApiError::invalid(format!("{}: {}", e.field, e.message)))?;
+    let m = s.manager.clone();
+    let c = tokio::task::spawn_blocking(move || m.create(&account, req, Utc::now()))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(ok(c.to_api()))
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    s.auth.authorize(&headers, &account, Permission::Read)?;
+    let caps = s.manager.list(&account)?;
+    Ok(ok(Value::Array(caps.iter().map(|c| c.to_api()).collect())))
+}
+
+pub async fn get_one(
+    State(s): State<AppState>,
+    Path((account, pcap_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    s.auth.authorize(&headers, &account, Permission::Read)?;
+    check_id(&pcap_id)?;
+    Ok(ok(s.manager.get(&account, &pcap_id)?.to_api()))
+}
+
+pub async fn download(
+    State(s): State<AppState>,
+    Path((account, pcap_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    s.auth.authorize(&headers, &account, Permission::Read)?;
+    check_id(&pcap_id)?;
+    let m = s.manager.clone();
+    let id = pcap_id.clone();
+    let bytes = tokio::task::spawn_blocking(move || m.download(&account, &id))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/vnd.tcpdump.pcap".to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"pcap_{pcap_id}.pcap\"")),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+pub async fn stop(
+    State(s): State<AppState>,
+    Path((account, pcap_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    s.auth.authorize(&headers, &account, Permission::Write)?;
+    check_id(&pcap_id)?;
+    Ok(ok(s.manager.stop(&account, &pcap_id)?.to_api()))
+}
+
+pub async fn ownership_unavailable(
+    State(s): State<AppState>,
+    Path(params): Path<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let account = params.iter().find(|(k, _)| k == "account_id").map(|(_, v)| v.clone()).unwrap_or_default();
+    s.auth.authorize(&headers, &account, Permission::Read)?;
+    Err(ApiError::invalid("bucket ownership is not available yet on this appliance (full captures need it)"))
+}

@@ -1,0 +1,182 @@
+//! `pcapd run`: the appliance. Start-up order: config → data dir and store → data plane (RX
+//! lcores with sampling, writers) → sample store thread → capture manager (reconciles what a
+//! restart interrupted) → admin API on the non-RX cores. Shutdown (SIGINT/SIGTERM) in reverse:
+//! stop accepting requests, let running conversions finish, stop RX, drain the writers and the
+//! sample store, close the store.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam::channel;
+
+use crate::active::ActiveSet;
+use crate::api::{self, auth::Auth, AppState};
+use crate::captures::manager::{Manager, SampleAccess};
+use crate::config::{Config, Secret};
+use crate::dataplane::{DataPlane, SamplingSpec};
+use crate::metrics::{ApiMetrics, DataPlaneView};
+use crate::samples::store::{SampleStore, StoreCmd, StoreConfig};
+use crate::store::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("data dir {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    DataPlane(#[from] crate::dataplane::DataPlaneError),
+    #[error("api.listen {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("cannot start the control-plane runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub fn run(cfg: Config) -> Result<(), AppError> {
+    let data = cfg.data.dir.clone();
+    let mkdir =
+        |p: &PathBuf| std::fs::create_dir_all(p).map_err(|source| AppError::DataDir { path: p.clone(), source });
+    mkdir(&data)?;
+    let store = Arc::new(SqliteStore::open(&data.join("pcapd.db"))?);
+    let auth = Arc::new(Auth::from_config(&cfg.accounts)?);
+    if auth.is_empty() {
+        tracing::warn!("no [[account]] credentials configured: the API will refuse every request");
+    }
+    let addr: SocketAddr = cfg
+        .api
+        .listen
+        .parse()
+        .map_err(|_| AppError::Other(format!("api.listen {:?} is not an address", cfg.api.listen)))?;
+    // Bind before starting DPDK so a busy port fails fast and cleanly.
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|source| AppError::Listen { addr: cfg.api.listen.clone(), source })?;
+    listener.set_nonblocking(true).map_err(|source| AppError::Listen { addr: cfg.api.listen.clone(), source })?;
+
+    let ports: Vec<_> = cfg.ports.iter().collect();
+    let sampling = SamplingSpec {
+        one_in: cfg.samples.one_in,
+        max_per_second: cfg.samples.max_per_second,
+        snaplen: cfg.samples.snaplen as usize,
+        ring_size: cfg.samples.ring_size,
+    };
+    let mut dp = DataPlane::start(&cfg, &ports, ActiveSet::default(), Vec::new(), Some(sampling))?;
+
+    let samples_dir = data.join("samples");
+    let (store_tx, store_rx) = channel::unbounded();
+    let sample_store = SampleStore::open(
+        StoreConfig {
+            dir: samples_dir.clone(),
+            segment_secs: cfg.samples.segment_seconds,
+            retention_secs: cfg.samples.retention_seconds,
+            max_bytes: cfg.samples.max_bytes,
+            snaplen: cfg.samples.snaplen,
+        },
+        dp.sample_rings.clone(),
+        store_rx,
+        Arc::clone(&dp.sample_stats),
+    )
+    .map_err(|source| AppError::DataDir { path: samples_dir.clone(), source })?;
+    let sample_thread = std::thread::Builder::new()
+        .name("pcapd-samples".into())
+        .spawn(move || sample_store.run())
+        .map_err(|e| AppError::Other(format!("cannot start the sample store thread: {e}")))?;
+
+    let manager = Manager::new(
+        store,
+        SampleAccess {
+            dir: samples_dir,
+            segment_secs: cfg.samples.segment_seconds,
+            snaplen: cfg.samples.snaplen,
+            one_in: cfg.samples.one_in,
+            flush: store_tx.clone(),
+        },
+        data.join("captures"),
+        Duration::from_secs(cfg.limits.simple_interval_seconds),
+    )
+    .map_err(|source| AppError::DataDir { path: data.join("captures"), source })?;
+    let resumed = manager.reconcile().map_err(|e| AppError::Other(e.to_string()))?;
+    if resumed > 0 {
+        tracing::info!("reconciled {resumed} capture(s) a restart interrupted");
+    }
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = AppState {
+        manager: Arc::clone(&manager),
+        auth,
+        metrics: Arc::new(ApiMetrics::default()),
+        dataplane: Some(DataPlaneView {
+            cores: cfg.dpdk.rx_cores.clone(),
+            stats: dp.stats.clone(),
+            ports: dp.ports(),
+            samples: Arc::clone(&dp.sample_stats),
+        }),
+        ready: Arc::clone(&ready),
+        full_time_limit_max: cfg.limits.full_time_limit_max,
+    };
+    print_banner(&cfg);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("pcapd-api")
+        .enable_all()
+        .build()
+        .map_err(AppError::Runtime)?;
+    let served = rt.block_on(async {
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|source| AppError::Listen { addr: cfg.api.listen.clone(), source })?;
+        api::set_ready(&ready, true);
+        axum::serve(listener, api::router(state, cfg.api.max_body_bytes))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|e| AppError::Other(format!("admin API: {e}")))
+    });
+    api::set_ready(&ready, false);
+    tracing::info!("shutting down");
+    rt.shutdown_timeout(Duration::from_secs(5));
+    manager.wait_idle(Duration::from_secs(30));
+    let rx = dp.shutdown();
+    let _ = store_tx.send(StoreCmd::Shutdown);
+    let _ = sample_thread.join();
+    drop(dp);
+    served?;
+    rx.map_err(|e| AppError::Other(format!("RX lcore failed: {e}")))
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// Start-up lines an operator can paste.
+fn print_banner(cfg: &Config) {
+    let base = format!("http://{}/client/v4", cfg.api.listen);
+    println!("pcapd: admin API on {base} (metrics: http://{}/metrics)", cfg.api.listen);
+    for (i, a) in cfg.accounts.iter().enumerate() {
+        let token = a.credentials.iter().enumerate().find_map(|(j, c)| {
+            match c.secret(&format!("account[{i}].credential[{j}]")) {
+                Ok(Secret::Token(t)) if c.token.is_some() => Some(t),
+                _ => None,
+            }
+        });
+        println!("pcapd: account {}{}", a.id, a.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default());
+        if let Some(t) = token {
+            println!("  curl -s {base}/accounts/{}/pcaps -H 'Authorization: Bearer {t}'", a.id);
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! The capture manager: creates captures, runs simple captures against the sample store,
+//! persists every state change, and reconciles unfinished captures at start-up.
+//!
+//! Simple captures: `pending` (stored) → `conversion_running` (the sample store is flushed and
+//! the window `[offset_time - time_limit, offset_time]` queried with the filter) →
+//! `success` (the earliest `packet_limit` matching samples in `captures/<id>.pcap`) or `failed`
+//! with `error_message`. Conversions run on their own threads (file I/O), never on the API's.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use crossbeam::channel::{self, Sender};
+
+use super::model::{new_id, Capture, CaptureType, FilterJson, Status};
+use super::request::{CreateRequest, SimpleRequest, SYSTEM};
+use crate::pcap::{PcapSink, Precision, RotatePolicy};
+use crate::samples::query;
+use crate::samples::store::StoreCmd;
+use crate::store::{CaptureStore, StoreError};
+
+/// How to read the sample store.
+#[derive(Clone)]
+pub struct SampleAccess {
+    pub dir: PathBuf,
+    pub segment_secs: u64,
+    pub snaplen: u32,
+    pub one_in: u32,
+    pub flush: Sender<StoreCmd>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error("only one simple capture request per {interval} seconds is allowed; retry in {retry_after} s")]
+    RateLimited { interval: u64, retry_after: u64 },
+    #[error("capture not found")]
+    NotFound,
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{0}")]
+    NotDownloadable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub struct Manager {
+    store: Arc<dyn CaptureStore>,
+    samples: SampleAccess,
+    captures_dir: PathBuf,
+    simple_interval: Duration,
+    last_simple: Mutex<HashMap<String, Instant>>,
+    running: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Manager {
+    pub fn new(
+        store: Arc<dyn CaptureStore>,
+        samples: SampleAccess,
+        captures_dir: PathBuf,
+        simple_interval: Duration,
+    ) -> std::io::Result<Arc<Self>> {
+        std::fs::create_dir_all(&captures_dir)?;
+        Ok(Arc::new(Manager {
+            store,
+            samples,
+            captures_dir,
+            simple_interval,
+            last_simple: Mutex::new(HashMap::new()),
+            running: Mutex::new(Vec::new()),
+        }))
+    }
+
+    pub fn capture_file(&self, id: &str) -> PathBuf {
+        self.captures_dir.join(format!("{id}.pcap"))
+    }
+
+    pub fn create(
+        self: &Arc<Self>,
+        account: &str,
+        req: CreateRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Capture, ManagerError> {
+        match req {
+            CreateRequest::Simple(s) => self.create_simple(account, s, now),
+            CreateRequest::Full(_) => Err(ManagerError::Invalid {
+                field: "type".into(),
+                message:
+                    "full captures are not available yet on this appliance (they need bucket support); use \"simple\""
+                        .into(),
+            }),
+        }
+    }
+
+    fn create_simple(
+        self: &Arc<Self>,
+        account: &str,
+        req: SimpleRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Capture, ManagerError> {
+        {
+            let mut last = self.last_simple.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(t) = last.get(account) {
+                let since = t.elapsed();
+                if since < self.simple_interval {
+                    let retry_after = (self.simple_interval - since).as_secs_f64().ceil().max(1.0) as u64;
+                    return Err(ManagerError::RateLimited { interval: self.simple_interval.as_secs(), retry_after });
+                }
+            }
+            last.insert(account.to_string(), Instant::now());
+        }
+        let c = Capture {
+            id: new_id(),
+            account: account.to_string(),
+            kind: CaptureType::Simple,
+            system: SYSTEM.to_string(),
+            status: Status::Pending,
+            submitted: now,
+            time_limit: req.time_limit,
+            filter: FilterJson::from_filter(&req.filter),
+            offset_time: Some(req.offset_time.unwrap_or(now)),
+            packet_limit: Some(req.packet_limit),
+            byte_limit: None,
+            colo_name: None,
+            destination_conf: None,
+            packets_captured: None,
+            stop_requested: None,
+            error_message: None,
+            sample_one_in: Some(self.samples.one_in),
+        };
+        self.store.insert(&c)?;
+        self.spawn_conversion(c.clone());
+        Ok(c)
+    }
+
+    fn spawn_conversion(self: &Arc<Self>, c: Capture) {
+        let me = Arc::clone(self);
+        let h = std::thread::Builder::new().name(format!("pcapd-simple-{}", &c.id[..8])).spawn(move || me.convert(c));
+        match h {
+            Ok(h) => {
+                let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+                running.retain(|h| !h.is_finished());
+                running.push(h);
+            }
+            Err(e) => tracing::error!("cannot start a conversion thread: {e}"),
+        }
+    }
+
+    /// Runs one simple capture to `success` or `failed`.
+    fn convert(&self, mut c: Capture) {
+        c.status = Status::ConversionRunning;
+        if let Err(e) = self.store.update(&c) {
+            tracing::error!("capture {}: {e}", c.id);
+        }
+        match self.build_simple(&c) {
+            Ok(n) => {
+                c.status = Status::Success;
+                c.packets_captured = Some(n);
+            }
+            Err(e) => {
+                tracing::warn!("capture {} failed: {e}", c.id);
+                c.status = Status::Failed;
+                c.error_message = Some(e);
+            }
+        }
+        if let Err(e) = self.store.update(&c) {
+            tracing::error!("capture {}: {e}", c.id);
+        }
+    }
+
+    fn build_simple(&self, c: &Capture) -> Result<u64, String> {
+        // Everything sampled up to now must be on disk before the window is read.
+        let (tx, rx) = channel::bounded(1);
+        self.samples.flush.send(StoreCmd::Flush(tx)).map_err(|_| "the sample store is not running".to_string())?;
+        rx.recv_timeout(Duration::from_secs(10)).map_err(|_| "the sample store did not answer".to_string())?;
+        let end = c.offset_time.unwrap_or(c.submitted);
+        let end_ns = end.timestamp_nanos_opt().unwrap_or(0).max(0) as u64;
+        let start_ns = end_ns.saturating_sub(c.time_limit * 1_000_000_000);
+        let matcher = c.filter.filter().compile();
+        let limit = c.packet_limit.unwrap_or(0) as usize;
+        let (samples, stats) =
+            query::query(&self.samples.dir, self.samples.segment_secs, start_ns, end_ns, &matcher, limit)
+                .map_err(|e| format!("reading the sample store: {e}"))?;
+        tracing::debug!("capture {}: {stats:?}", c.id);
+        write_pcap(&self.capture_file(&c.id), self.samples.snaplen, &samples)?;
+        Ok(samples.len() as u64)
+    }
+
+    pub fn get(&self, account: &str, id: &str) -> Result<Capture, ManagerError> {
+        self.store.get(account, id)?.ok_or(ManagerError::NotFound)
+    }
+
+    pub fn list(&self, account: &str) -> Result<Vec<Capture>, ManagerError> {
+        Ok(self.store.list(account, 50)?)
+    }
+
+    /// The bytes of a finished simple capture.
+    pub fn download(&self, account: &str, id: &str) -> Result<Vec<u8>, ManagerError> {
+        let c = self.get(account, id)?;
+        if c.kind != CaptureType::Simple {
+            return Err(ManagerError::NotDownloadable(
+                "full captures are delivered to their bucket (destination_conf), not downloaded".into(),
+            ));
+        }
+        if c.status != Status::Success {
+            return Err(ManagerError::NotDownloadable(format!(
+                "capture is {}; it can be downloaded once its status is success",
+                c.status.as_str()
+            )));
+        }
+        std::fs::read(self.capture_file(id))
+            .map_err(|e| ManagerError::Internal(format!("reading the capture file: {e}")))
+    }
+
+    /// A stop request: only full captures run long enough to be stopped.
+    pub fn stop(&self, account: &str, id: &str) -> Result<Capture, ManagerError> {
+        let c = self.get(account, id)?;
+        Err(ManagerError::Invalid {
+            field: "pcap_id".into(),
+            message: format!(
+                "capture {} is a {} capture; only full captures can be stopped",
+                c.id,
+                if c.kind == CaptureType::Simple { "simple" } else { "full" }
+            ),
+        })
+    }
+
+    /// Start-up: finishes simple captures a restart interrupted (their samples are on disk) and
+    /// fails what cannot be resumed.
+    pub fn reconcile(self: &Arc<Self>) -> Result<usize, ManagerError> {
+        let unfinished = self.store.unfinished()?;
+        let n = unfinished.len();
+        for mut c in unfinished {
+            match c.kind {
+                CaptureType::Simple => {
+                    tracing::info!("capture {}: resuming the conversion a restart interrupted", c.id);
+                    self.spawn_conversion(c);
+                }
+                CaptureType::Full => {
+                    c.status = Status::Failed;
+                    c.error_message = Some("interrupted by a restart of the appliance".into());
+                    self.store.update(&c)?;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Waits for running conversions (shutdown).
+    pub fn wait_idle(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let handles: Vec<JoinHandle<()>> = std::mem::take(&mut *self.running.lock().unwrap_or_else(|e| e.into_inner()));
+        for h in handles {
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            }
+        }
+    }
+
+    /// Captures running right now (for /metrics).
+    pub fn running(&self) -> usize {
+        self.running.lock().map(|r| r.iter().filter(|h| !h.is_finished()).count()).unwrap_or(0)
+    }
+}
+
+fn write_pcap(path: &Path, snaplen: u32, samples: &[query::Sample]) -> Result<(), String> {
+    let mut sink =
+        PcapSink::create(path, RotatePolicy::default(), Precision::Nanos, snaplen).map_err(|e| e.to_string())?;
+    for s in samples {
+        // Samples are already truncated; keep their original length in the record.
+        sink.write_truncated(s.ts_ns, s.orig_len, &s.data, 0).map_err(|e| e.to_string())?;
+    }
+    sink.finish().map_err(|e| e.to_string())?;
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! Captures: the model (Cloudflare's PCAP object), request validation and the manager that runs
+//! them (simple captures from the sample store).
+pub mod manager;
+pub mod model;
+pub mod request;

@@ -1,0 +1,179 @@
+//! The capture record: what the API returns (Cloudflare's PCAP object) and what the store keeps.
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::filter::FilterV1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureType {
+    Simple,
+    Full,
+}
+
+/// Cloudflare's status enum. pcapd uses: simple `pending → conversion_running → success |
+/// failed`; full `pending → running → conversion_pending → success | failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Unknown,
+    Success,
+    Pending,
+    Running,
+    ConversionPending,
+    ConversionRunning,
+    Complete,
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::Unknown => "unknown",
+            Status::Success => "success",
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::ConversionPending => "conversion_pending",
+            Status::ConversionRunning => "conversion_running",
+            Status::Complete => "complete",
+            Status::Failed => "failed",
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        matches!(self, Status::Success | Status::Complete | Status::Failed)
+    }
+}
+
+/// One capture as stored (serialised whole into the store's `body` column).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Capture {
+    pub id: String,
+    pub account: String,
+    #[serde(rename = "type")]
+    pub kind: CaptureType,
+    pub system: String,
+    pub status: Status,
+    pub submitted: DateTime<Utc>,
+    pub time_limit: u64,
+    pub filter: FilterJson,
+    #[serde(default)]
+    pub offset_time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub packet_limit: Option<u64>,
+    #[serde(default)]
+    pub byte_limit: Option<u64>,
+    #[serde(default)]
+    pub colo_name: Option<String>,
+    #[serde(default)]
+    pub destination_conf: Option<String>,
+    #[serde(default)]
+    pub packets_captured: Option<u64>,
+    #[serde(default)]
+    pub stop_requested: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub error_message: Option<String>,
+    /// Sampling rate the simple capture's samples were taken at (1 in N).
+    #[serde(default)]
+    pub sample_one_in: Option<u32>,
+}
+
+/// filter_v1 as the JSON object the user gave (after validation), stored and echoed verbatim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct FilterJson(pub Map<String, Value>);
+
+impl FilterJson {
+    pub fn from_filter(f: &FilterV1) -> Self {
+        match serde_json::to_value(f) {
+            Ok(Value::Object(m)) => FilterJson(m),
+            _ => FilterJson::default(),
+        }
+    }
+
+    /// The validated filter (the stored JSON was validated on the way in).
+    pub fn filter(&self) -> FilterV1 {
+        FilterV1::from_json(&Value::Object(self.0.clone())).unwrap_or_default()
+    }
+}
+
+/// RFC 3339, UTC, microseconds, `Z`: `2021-12-20T17:29:20.641845Z`.
+pub fn rfc3339(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+impl Capture {
+    /// The API's PCAP object; absent optional fields are omitted, never null.
+    pub fn to_api(&self) -> Value {
+        let mut o = json!({
+            "id": self.id,
+            "type": self.kind,
+            "system": self.system,
+            "status": self.status.as_str(),
+            "submitted": rfc3339(&self.submitted),
+            "time_limit": self.time_limit,
+            "filter_v1": Value::Object(self.filter.0.clone()),
+        });
+        let m = o.as_object_mut().expect("json! object");
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                m.insert(k.to_string(), v);
+            }
+        };
+        put("offset_time", self.offset_time.as_ref().map(|t| Value::from(rfc3339(t))));
+        put("packet_limit", self.packet_limit.map(Value::from));
+        put("byte_limit", self.byte_limit.map(Value::from));
+        put("colo_name", self.colo_name.clone().map(Value::from));
+        put("destination_conf", self.destination_conf.clone().map(Value::from));
+        put("packets_captured", self.packets_captured.map(Value::from));
+        put("stop_requested", self.stop_requested.as_ref().map(|t| Value::from(rfc3339(t))));
+        put("error_message", self.error_message.clone().map(Value::from));
+        o
+    }
+}
+
+/// A new random id: 32 lowercase hex characters.
+pub fn new_id() -> String {
+    let v: u128 = rand::random();
+    format!("{v:032x}")
+}
+
+pub fn is_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_object_omits_absent_fields() {
+        let c = Capture {
+            id: new_id(),
+            account: "a".repeat(32),
+            kind: CaptureType::Simple,
+            system: "magic-transit".into(),
+            status: Status::ConversionRunning,
+            submitted: DateTime::parse_from_rfc3339("2021-12-20T17:29:20.641845Z").unwrap().with_timezone(&Utc),
+            time_limit: 120,
+            filter: FilterJson::default(),
+            offset_time: None,
+            packet_limit: Some(100),
+            byte_limit: None,
+            colo_name: None,
+            destination_conf: None,
+            packets_captured: None,
+            stop_requested: None,
+            error_message: None,
+            sample_one_in: Some(100),
+        };
+        let v = c.to_api();
+        assert_eq!(v["submitted"], "2021-12-20T17:29:20.641845Z");
+        assert_eq!(v["status"], "conversion_running");
+        assert_eq!(v["type"], "simple");
+        assert_eq!(v["filter_v1"], json!({}));
+        assert!(v.get("byte_limit").is_none() && v.get("error_message").is_none());
+        assert!(is_id(&c.id));
+        assert!(!is_id("ABCDEF0123456789abcdef0123456789"));
+    }
+}

@@ -1,0 +1,147 @@
+//! Prometheus text exposition: per-core RX counters, NIC counters per port, sample store,
+//! captures, and API requests with latency quantiles (hdrhistogram).
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::dpdk::Port;
+use crate::samples::SampleStats;
+use crate::stats::StatsReader;
+
+/// API request counters and latency histograms, keyed by route.
+#[derive(Default)]
+pub struct ApiMetrics {
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    latency: Mutex<BTreeMap<String, Histogram<u64>>>,
+}
+
+impl ApiMetrics {
+    pub fn record(&self, route: &str, method: &str, status: u16, took: Duration) {
+        if let Ok(mut r) = self.requests.lock() {
+            *r.entry((route.to_string(), method.to_string(), status)).or_default() += 1;
+        }
+        if let Ok(mut l) = self.latency.lock() {
+            let h = l.entry(route.to_string()).or_insert_with(|| {
+                Histogram::new_with_bounds(1, 60_000_000, 3)
+                    .unwrap_or_else(|_| Histogram::new(3).expect("valid sigfig"))
+            });
+            let _ = h.record((took.as_micros() as u64).max(1));
+        }
+    }
+}
+
+/// What the data plane exposes to /metrics.
+#[derive(Clone)]
+pub struct DataPlaneView {
+    pub cores: Vec<u32>,
+    pub stats: StatsReader,
+    pub ports: Vec<Port>,
+    pub samples: Arc<SampleStats>,
+}
+
+fn line(out: &mut String, name: &str, labels: &str, v: impl std::fmt::Display) {
+    if labels.is_empty() {
+        let _ = writeln!(out, "{name} {v}");
+    } else {
+        let _ = writeln!(out, "{name}{{{labels}}} {v}");
+    }
+}
+
+fn help(out: &mut String, name: &str, kind: &str, text: &str) {
+    let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} {kind}");
+}
+
+pub fn render(dp: Option<&DataPlaneView>, api: &ApiMetrics, captures_running: usize) -> String {
+    let mut o = String::new();
+    if let Some(dp) = dp {
+        help(&mut o, "pcapd_rx_packets_total", "counter", "Packets received per RX core.");
+        for (i, c) in dp.stats.cores().iter().enumerate() {
+            line(&mut o, "pcapd_rx_packets_total", &format!("core=\"{}\"", dp.cores[i]), c.rx_packets.load(Relaxed));
+        }
+        help(&mut o, "pcapd_rx_bytes_total", "counter", "Bytes received per RX core.");
+        for (i, c) in dp.stats.cores().iter().enumerate() {
+            line(&mut o, "pcapd_rx_bytes_total", &format!("core=\"{}\"", dp.cores[i]), c.rx_bytes.load(Relaxed));
+        }
+        help(&mut o, "pcapd_rx_matched_total", "counter", "Packets taken by at least one capture, per RX core.");
+        for (i, c) in dp.stats.cores().iter().enumerate() {
+            line(&mut o, "pcapd_rx_matched_total", &format!("core=\"{}\"", dp.cores[i]), c.matched.load(Relaxed));
+        }
+        let nic: Vec<_> = dp.ports.iter().map(|p| (p.name().to_string(), p.stats())).collect();
+        for (metric, text, get) in [
+            (
+                "pcapd_nic_ipackets_total",
+                "Packets the NIC received.",
+                (|s: &crate::dpdk::EthStats| s.ipackets) as fn(&crate::dpdk::EthStats) -> u64,
+            ),
+            ("pcapd_nic_ibytes_total", "Bytes the NIC received.", |s| s.ibytes),
+            ("pcapd_nic_imissed_total", "Packets the NIC dropped because RX queues were full.", |s| s.imissed),
+            ("pcapd_nic_ierrors_total", "Erroneous packets the NIC received.", |s| s.ierrors),
+            ("pcapd_nic_rx_nombuf_total", "RX mbuf allocation failures.", |s| s.rx_nombuf),
+        ] {
+            help(&mut o, metric, "counter", text);
+            for (name, s) in &nic {
+                line(&mut o, metric, &format!("port=\"{name}\""), get(s));
+            }
+        }
+        let s = &dp.samples;
+        for (metric, kind, text, v) in [
+            ("pcapd_samples_sampled_total", "counter", "Packets sampled on RX cores.", s.sampled.load(Relaxed)),
+            (
+                "pcapd_samples_dropped_total",
+                "counter",
+                "Samples dropped: the store's ring was full.",
+                s.dropped_ring_full.load(Relaxed),
+            ),
+            (
+                "pcapd_samples_over_rate_total",
+                "counter",
+                "Samples skipped by samples.max_per_second.",
+                s.over_rate.load(Relaxed),
+            ),
+            ("pcapd_samples_stored_total", "counter", "Samples written to segment files.", s.stored.load(Relaxed)),
+            ("pcapd_samples_bytes", "gauge", "Bytes in the sample store.", s.bytes.load(Relaxed)),
+            (
+                "pcapd_samples_segments_expired_total",
+                "counter",
+                "Segments deleted by retention.",
+                s.segments_expired.load(Relaxed),
+            ),
+        ] {
+            help(&mut o, metric, kind, text);
+            line(&mut o, metric, "", v);
+        }
+        help(&mut o, "pcapd_samples_oldest_timestamp_seconds", "gauge", "Start of the oldest sample segment.");
+        line(&mut o, "pcapd_samples_oldest_timestamp_seconds", "", s.oldest_ns.load(Relaxed) / 1_000_000_000);
+    }
+    help(&mut o, "pcapd_captures_converting", "gauge", "Simple captures being built right now.");
+    line(&mut o, "pcapd_captures_converting", "", captures_running);
+    help(&mut o, "pcapd_api_requests_total", "counter", "Admin API requests by route, method and status.");
+    if let Ok(r) = api.requests.lock() {
+        for ((route, method, status), n) in r.iter() {
+            line(
+                &mut o,
+                "pcapd_api_requests_total",
+                &format!("route=\"{route}\",method=\"{method}\",status=\"{status}\""),
+                n,
+            );
+        }
+    }
+    help(&mut o, "pcapd_api_request_duration_seconds", "summary", "Admin API latency by route.");
+    if let Ok(l) = api.latency.lock() {
+        for (route, h) in l.iter() {
+            for q in [0.5, 0.9, 0.99] {
+                let v = h.value_at_quantile(q) as f64 / 1e6;
+                line(&mut o, "pcapd_api_request_duration_seconds", &format!("route=\"{route}\",quantile=\"{q}\""), v);
+            }
+            let sum: f64 =
+                h.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum::<f64>() / 1e6;
+            line(&mut o, "pcapd_api_request_duration_seconds_sum", &format!("route=\"{route}\""), sum);
+            line(&mut o, "pcapd_api_request_duration_seconds_count", &format!("route=\"{route}\""), h.len());
+        }
+    }
+    o
+}

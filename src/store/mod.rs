@@ -1,0 +1,167 @@
+//! Persistence of captures (and, later, ownerships and the upload queue) in SQLite (WAL) under
+//! the data directory. Behind a small trait so a fleet mode can keep job state elsewhere.
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::captures::model::{Capture, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store: corrupt record {id}: {source}")]
+    Corrupt { id: String, source: serde_json::Error },
+    #[error("store: cannot encode record: {0}")]
+    Encode(serde_json::Error),
+}
+
+/// What the capture manager needs from persistence.
+pub trait CaptureStore: Send + Sync {
+    fn insert(&self, c: &Capture) -> Result<(), StoreError>;
+    fn update(&self, c: &Capture) -> Result<(), StoreError>;
+    fn get(&self, account: &str, id: &str) -> Result<Option<Capture>, StoreError>;
+    /// Newest first, at most `limit`.
+    fn list(&self, account: &str, limit: usize) -> Result<Vec<Capture>, StoreError>;
+    /// Every capture whose status is not final (for start-up reconciliation).
+    fn unfinished(&self) -> Result<Vec<Capture>, StoreError>;
+}
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS captures (
+                 id TEXT PRIMARY KEY,
+                 account TEXT NOT NULL,
+                 status TEXT NOT NULL,
+                 submitted_us INTEGER NOT NULL,
+                 body TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS captures_by_account ON captures(account, submitted_us DESC);",
+        )?;
+        Ok(SqliteStore { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn decode(id: String, body: String) -> Result<Capture, StoreError> {
+    serde_json::from_str(&body).map_err(|source| StoreError::Corrupt { id, source })
+}
+
+impl CaptureStore for SqliteStore {
+    fn insert(&self, c: &Capture) -> Result<(), StoreError> {
+        let body = serde_json::to_string(c).map_err(StoreError::Encode)?;
+        self.conn().execute(
+            "INSERT INTO captures (id, account, status, submitted_us, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![c.id, c.account, c.status.as_str(), c.submitted.timestamp_micros(), body],
+        )?;
+        Ok(())
+    }
+
+    fn update(&self, c: &Capture) -> Result<(), StoreError> {
+        let body = serde_json::to_string(c).map_err(StoreError::Encode)?;
+        self.conn().execute(
+            "UPDATE captures SET status = ?2, body = ?3 WHERE id = ?1",
+            params![c.id, c.status.as_str(), body],
+        )?;
+        Ok(())
+    }
+
+    fn get(&self, account: &str, id: &str) -> Result<Option<Capture>, StoreError> {
+        let row: Option<(String, String)> = self
+            .conn()
+            .query_row("SELECT id, body FROM captures WHERE account = ?1 AND id = ?2", params![account, id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        row.map(|(id, body)| decode(id, body)).transpose()
+    }
+
+    fn list(&self, account: &str, limit: usize) -> Result<Vec<Capture>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT id, body FROM captures WHERE account = ?1 ORDER BY submitted_us DESC, rowid DESC LIMIT ?2",
+        )?;
+        let rows =
+            st.query_map(params![account, limit as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        rows.map(|r| r.map_err(StoreError::from).and_then(|(id, body)| decode(id, body))).collect()
+    }
+
+    fn unfinished(&self) -> Result<Vec<Capture>, StoreError> {
+        let finals = [Status::Success.as_str(), Status::Complete.as_str(), Status::Failed.as_str()];
+        let conn = self.conn();
+        let mut st =
+            conn.prepare("SELECT id, body FROM captures WHERE status NOT IN (?1, ?2, ?3) ORDER BY submitted_us")?;
+        let rows = st.query_map(params![finals[0], finals[1], finals[2]], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        rows.map(|r| r.map_err(StoreError::from).and_then(|(id, body)| decode(id, body))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::captures::model::{new_id, CaptureType, FilterJson};
+    use chrono::{Duration, Utc};
+
+    fn cap(account: &str, secs_ago: i64) -> Capture {
+        Capture {
+            id: new_id(),
+            account: account.into(),
+            kind: CaptureType::Simple,
+            system: "magic-transit".into(),
+            status: Status::Pending,
+            submitted: Utc::now() - Duration::seconds(secs_ago),
+            time_limit: 60,
+            filter: FilterJson::default(),
+            offset_time: None,
+            packet_limit: Some(10),
+            byte_limit: None,
+            colo_name: None,
+            destination_conf: None,
+            packets_captured: None,
+            stop_requested: None,
+            error_message: None,
+            sample_one_in: Some(100),
+        }
+    }
+
+    #[test]
+    fn round_trip_list_order_and_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("pcapd.db");
+        let (a, b) = ("a".repeat(32), "b".repeat(32));
+        let caps: Vec<Capture> = (0..60).map(|i| cap(&a, i)).collect();
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            for c in &caps {
+                s.insert(c).unwrap();
+            }
+            s.insert(&cap(&b, 0)).unwrap();
+            let mut done = caps[5].clone();
+            done.status = Status::Success;
+            s.update(&done).unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let list = s.list(&a, 50).unwrap();
+        assert_eq!(list.len(), 50);
+        assert_eq!(list[0].id, caps[0].id, "newest first");
+        assert!(list.windows(2).all(|w| w[0].submitted >= w[1].submitted));
+        assert_eq!(s.get(&a, &caps[5].id).unwrap().unwrap().status, Status::Success);
+        assert!(s.get(&b, &caps[5].id).unwrap().is_none(), "another account's capture is invisible");
+        assert_eq!(s.unfinished().unwrap().len(), 60);
+    }
+}
