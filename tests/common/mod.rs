@@ -168,3 +168,4 @@ pub fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     v.sort();
     v
 }
+pub mod appliance;

@@ -1,0 +1,365 @@
+//! The appliance end to end: `pcapd run` on a finite net_pcap source, driven over real HTTP.
+//! Oracles: the input file (which packets the sampler must have taken), tcpdump/tshark.
+mod common;
+
+use common::appliance::*;
+use common::*;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const ONE_IN: usize = 3;
+
+/// The write token's header (TOKEN is "test-write-token").
+const AUTH: (&str, &str) = ("Authorization", "Bearer test-write-token");
+
+fn post_json(app: &Appliance, body: &Value) -> Resp {
+    call("POST", &app.url("/pcaps"), &[AUTH, ("Content-Type", "application/json")], Some(body.to_string().as_bytes()))
+}
+
+fn simple(time_limit: u64, packet_limit: u64, filter: Value) -> Value {
+    json!({"system": "magic-transit", "type": "simple", "time_limit": time_limit, "packet_limit": packet_limit, "filter_v1": filter})
+}
+
+/// Waits until the capture's status is final; returns the PCAP object.
+fn wait_done(app: &Appliance, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = call("GET", &app.url(&format!("/pcaps/{id}")), &[AUTH], None);
+        assert_eq!(r.status, 200);
+        let v = r.json()["result"].clone();
+        if v["status"] == "success" || v["status"] == "failed" {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "capture {id} still {}", v["status"]);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until the appliance has taken every packet of its finite source.
+fn wait_replayed(app: &Appliance, packets: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = String::from_utf8(call("GET", &format!("{}/metrics", app.base), &[], None).body).unwrap();
+        let rx: u64 = m
+            .lines()
+            .filter(|l| l.starts_with("pcapd_rx_packets_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        if rx >= packets as u64 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "received {rx} of {packets}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The packets the sampler takes from a single-queue replay: every ONE_IN-th, from the first.
+fn sampled_subset(input: &Path, dir: &Path) -> std::path::PathBuf {
+    let all = read_pcap(input);
+    let out = dir.join("sampled.pcap");
+    let mut b = Vec::new();
+    b.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
+    b.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    b.extend_from_slice(&262144u32.to_le_bytes());
+    b.extend_from_slice(&1u32.to_le_bytes());
+    for p in all.iter().step_by(ONE_IN) {
+        b.extend_from_slice(&[0; 8]);
+        b.extend_from_slice(&(p.data.len() as u32).to_le_bytes());
+        b.extend_from_slice(&p.orig_len.to_le_bytes());
+        b.extend_from_slice(&p.data);
+    }
+    std::fs::write(&out, b).unwrap();
+    out
+}
+
+fn download(app: &Appliance, id: &str, dir: &Path) -> (Resp, Vec<Pkt>) {
+    let r = call(
+        "GET",
+        &app.url(&format!("/pcaps/{id}/download")),
+        &[("Authorization", &bearer(TOKEN)), ("Accept", "application/vnd.tcpdump.pcap")],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let path = dir.join(format!("{id}.pcap"));
+    std::fs::write(&path, &r.body).unwrap();
+    let pkts = read_pcap(&path);
+    (r, pkts)
+}
+
+#[test]
+fn simple_captures_hold_exactly_the_sampled_matching_packets() {
+    assert_eq!(AUTH.1, bearer(TOKEN));
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("frames.pcap");
+    let app = Appliance::start(&Opts {
+        source: &input,
+        one_in: ONE_IN as u32,
+        simple_interval: 0,
+        data: &dir.path().join("data"),
+    });
+    wait_replayed(&app, read_pcap(&input).len());
+    let subset = sampled_subset(&input, dir.path());
+    let cases = [
+        (json!({}), "", 10_000u64),
+        // tcpdump does not check the IPv4 version/IHL; pcapd does: the oracle adds the check.
+        (json!({"protocol": 17}), "(ip[0] >= 0x45 and ip[0] <= 0x4f and ip proto 17) or ip6 protochain 17 or (vlan and (ip proto 17 or ip6 protochain 17 or (vlan and (ip proto 17 or ip6 protochain 17))))", 10_000),
+        (json!({"source_address": "1.2.3.4"}), "ip src host 1.2.3.4 or (vlan and (ip src host 1.2.3.4 or (vlan and ip src host 1.2.3.4)))", 10_000),
+        (json!({"destination_address": "2001:db8::2"}), "ip6 dst host 2001:db8::2 or (vlan and ip6 dst host 2001:db8::2)", 10_000),
+        (json!({}), "", 5),
+    ];
+    let created_at = chrono::Utc::now();
+    for (filter, expr, limit) in cases {
+        let r = post_json(&app, &simple(300, limit, filter.clone()));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let v = r.json();
+        assert_eq!(v["success"], true);
+        assert_eq!(v["result"]["status"], "pending");
+        assert_eq!(v["result"]["filter_v1"], filter);
+        let id = v["result"]["id"].as_str().unwrap().to_string();
+        let done = wait_done(&app, &id);
+        assert_eq!(done["status"], "success", "{done}");
+        let (resp, got) = download(&app, &id, dir.path());
+        assert_eq!(resp.header("content-type"), Some("application/vnd.tcpdump.pcap"));
+        // Oracle: the sampled input, filtered by tcpdump, truncated to 160 bytes.
+        let want = if expr.is_empty() { read_pcap(&subset) } else { tcpdump(&subset, expr, dir.path()) };
+        let want: Vec<&Pkt> = want.iter().take(limit as usize).collect();
+        assert_eq!(got.len(), want.len(), "filter {filter}");
+        assert_eq!(done["packets_captured"], got.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.data, w.data[..w.data.len().min(160)], "filter {filter}");
+            assert_eq!(g.orig_len, w.orig_len);
+            assert!(g.data.len() <= 160);
+            let ts = g.ts_ns as i64;
+            let end = chrono::DateTime::parse_from_rfc3339(done["offset_time"].as_str().unwrap())
+                .unwrap()
+                .timestamp_nanos_opt()
+                .unwrap();
+            assert!(ts <= end && ts >= end - 300_000_000_000, "timestamp inside the window");
+            assert!(ts <= created_at.timestamp_nanos_opt().unwrap() + 1_000_000_000);
+        }
+    }
+    // The list holds all of them, newest first; GET returns the same object.
+    let list = call("GET", &app.url("/pcaps"), &[AUTH], None).json();
+    let items = list["result"].as_array().unwrap();
+    assert_eq!(items.len(), 5);
+    let submitted: Vec<&str> = items.iter().map(|i| i["submitted"].as_str().unwrap()).collect();
+    let mut sorted = submitted.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(submitted, sorted);
+    for i in items {
+        assert!(i["submitted"].as_str().unwrap().ends_with('Z') && i["submitted"].as_str().unwrap().len() == 27);
+        assert!(i.get("error_message").is_none() && i.get("byte_limit").is_none(), "absent fields are omitted: {i}");
+    }
+}
+
+#[test]
+fn bad_input_gets_a_clear_4xx_envelope() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("frames.pcap");
+    let app = Appliance::start(&Opts {
+        source: &input,
+        one_in: ONE_IN as u32,
+        simple_interval: 60,
+        data: &dir.path().join("data"),
+    });
+    let base = simple(60, 100, json!({}));
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    let filt = |k: &str, v: Value| with("filter_v1", json!({ k: v }));
+    let now = chrono::Utc::now();
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (with("time_limit", json!(0)), 400, "time_limit: must be between 1 and 300"),
+        (with("time_limit", json!(301)), 400, "time_limit: must be between 1 and 300"),
+        (with("time_limit", json!(60.5)), 400, "time_limit: must be a whole number"),
+        (with("time_limit", json!("60")), 400, "time_limit: must be a number"),
+        (with("time_limit", json!(null)), 400, "time_limit: must be a number"),
+        (with("packet_limit", json!(0)), 400, "packet_limit: must be between 1 and 10000"),
+        (with("packet_limit", json!(10001)), 400, "packet_limit: must be between 1 and 10000"),
+        (with("packet_limit", json!(-5)), 400, "packet_limit: must be between 1 and 10000"),
+        (with("packet_limit", json!(1e20)), 400, "packet_limit: must be between 1 and 10000"),
+        (json!({"system": "magic-transit", "type": "simple", "time_limit": 60}), 400, "packet_limit: is required"),
+        (json!({"type": "simple", "time_limit": 60, "packet_limit": 1}), 400, "system: is required"),
+        (with("system", json!("magic-wan")), 400, "system: \"magic-wan\" is not supported"),
+        (with("type", json!("sampled")), 400, "type: \"sampled\" is not a capture type"),
+        (with("type", json!(1)), 400, "type: must be a string"),
+        (with("unknown_field", json!(1)), 400, "unknown_field: unknown field"),
+        (with("byte_limit", json!(100)), 400, "byte_limit: is not allowed in a simple capture"),
+        (with("offset_time", json!("not a time")), 400, "offset_time: \"not a time\" is not an RFC 3339 time"),
+        (
+            with("offset_time", json!((now - chrono::Duration::hours(25)).to_rfc3339())),
+            400,
+            "offset_time: is more than 24 hours ago",
+        ),
+        (
+            with("offset_time", json!((now + chrono::Duration::hours(1)).to_rfc3339())),
+            400,
+            "offset_time: is in the future",
+        ),
+        (filt("source_port", json!(65536)), 400, "filter_v1.source_port: 65536 is out of range"),
+        (filt("destination_port", json!(80.5)), 400, "filter_v1.destination_port: 80.5 is not a whole number"),
+        (filt("destination_port", json!("80")), 400, "filter_v1.destination_port: must be an integer"),
+        (filt("protocol", json!(256)), 400, "filter_v1.protocol: 256 is out of range"),
+        (
+            filt("source_address", json!("1.2.3.256")),
+            400,
+            "filter_v1.source_address: \"1.2.3.256\" is not an IPv4 or IPv6 address",
+        ),
+        (
+            filt("source_address", json!("::ffff:1.2.3.4")),
+            400,
+            "filter_v1.source_address: \"::ffff:1.2.3.4\" is an IPv4-mapped IPv6 address",
+        ),
+        (
+            filt("destination_address", json!("2001:db8::zz")),
+            400,
+            "filter_v1.destination_address: \"2001:db8::zz\" is not an IPv4 or IPv6 address",
+        ),
+        (filt("dport", json!(80)), 400, "filter_v1.dport: unknown field"),
+        (with("filter_v1", json!("tcp port 80")), 400, "filter_v1: must be an object"),
+        (json!([1, 2]), 400, "body: must be a JSON object"),
+        (
+            json!({"system": "magic-transit", "type": "full", "time_limit": 60, "colo_name": "x", "destination_conf": "s3://b/d"}),
+            400,
+            "full captures are not available yet",
+        ),
+    ];
+    assert!(cases.len() >= 30);
+    for (body, status, msg) in &cases {
+        let r = post_json(&app, body);
+        assert_eq!(r.status, *status, "{body}: {}", String::from_utf8_lossy(&r.body));
+        let m = r.error();
+        assert!(m.contains(msg), "{body}: message {m:?} lacks {msg:?}");
+    }
+    let raw = |body: &[u8], hs: &[(&str, &str)]| call("POST", &app.url("/pcaps"), hs, Some(body));
+    let tok = bearer(TOKEN);
+    let r = raw(b"{\"system\": ", &[("Authorization", &tok)]);
+    assert_eq!(r.status, 400);
+    assert!(r.error().starts_with("body: malformed JSON"));
+    let big = vec![b' '; 1 << 20];
+    let r = raw(&big, &[("Authorization", &tok)]);
+    assert_eq!(r.status, 413);
+    assert!(r.error().contains("too large"));
+
+    // Ids, routes, methods.
+    let r = call("GET", &app.url("/pcaps/00000000000000000000000000000000"), &[("Authorization", &tok)], None);
+    assert_eq!((r.status, r.error().as_str()), (404, "capture not found"));
+    let r = call("GET", &app.url("/pcaps/not-an-id"), &[("Authorization", &tok)], None);
+    assert_eq!(r.status, 404);
+    assert!(r.error().contains("not found"));
+    let r = call("GET", &app.url("/pcaps/00000000000000000000000000000000/download"), &[("Authorization", &tok)], None);
+    assert_eq!(r.status, 404);
+    let r = call("GET", &format!("{}/client/v4/nothing/here", app.base), &[], None);
+    assert_eq!((r.status, r.error().as_str()), (404, "No route for the URI"));
+    let r = call("DELETE", &app.url("/pcaps"), &[("Authorization", &tok)], None);
+    assert_eq!(r.status, 405);
+    assert!(r.error().contains("Method not allowed"));
+
+    // Credentials.
+    let list = |hs: &[(&str, &str)]| call("GET", &app.url("/pcaps"), hs, None);
+    let r = list(&[]);
+    assert_eq!(r.status, 401);
+    assert!(r.error().starts_with("Authentication error"));
+    let r = list(&[("Authorization", "Bearer wrong-token")]);
+    assert_eq!((r.status, r.error().as_str()), (403, "Authentication error: invalid credentials"));
+    let other = bearer(OTHER_TOKEN);
+    let r = list(&[("Authorization", &other)]);
+    assert_eq!(r.status, 403, "a valid token of another account");
+    assert!(r.error().contains("no access to this account"));
+    let r = list(&[("X-Auth-Email", EMAIL), ("X-Auth-Key", "wrong")]);
+    assert_eq!(r.status, 403);
+    r.error();
+    assert_eq!(list(&[("X-Auth-Email", EMAIL), ("X-Auth-Key", KEY)]).status, 200);
+    let read = bearer(READ_TOKEN);
+    assert_eq!(list(&[("Authorization", &read)]).status, 200);
+    let r = raw(base.to_string().as_bytes(), &[("Authorization", &read)]);
+    assert_eq!((r.status, r.error().as_str()), (403, "Authentication error: this credential is read-only"));
+
+    // One simple request per interval: the second is a 429 the SDK must not retry.
+    let first = post_json(&app, &base);
+    assert_eq!(first.status, 200, "{}", String::from_utf8_lossy(&first.body));
+    let second = post_json(&app, &base);
+    assert_eq!(second.status, 429);
+    assert_eq!(second.header("x-should-retry"), Some("false"));
+    let retry: u64 = second.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    assert!(second.error().contains("only one simple capture request per 60 seconds"));
+    // ...per account: another account is not limited by it.
+    let r = call(
+        "POST",
+        &format!("{}/client/v4/accounts/{OTHER_ACCOUNT}/pcaps", app.base),
+        &[("Authorization", &other)],
+        Some(base.to_string().as_bytes()),
+    );
+    assert_eq!(r.status, 200);
+    // Downloading before success, or a capture of another account.
+    let id = first.json()["result"]["id"].as_str().unwrap().to_string();
+    let r = call(
+        "GET",
+        &format!("{}/client/v4/accounts/{OTHER_ACCOUNT}/pcaps/{id}", app.base),
+        &[("Authorization", &other)],
+        None,
+    );
+    assert_eq!(r.status, 404, "another account's capture is not visible");
+    let r = call(
+        "PUT",
+        &app.url(&format!("/pcaps/{id}/stop")),
+        &[("Authorization", &tok), ("Content-Type", "application/json")],
+        None,
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains("only full captures can be stopped"));
+}
+
+#[test]
+fn captures_survive_a_restart_and_interrupted_conversions_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let input = fixture("frames.pcap");
+    let opts = Opts { source: &input, one_in: ONE_IN as u32, simple_interval: 0, data: &data };
+    let mut app = Appliance::start(&opts);
+    wait_replayed(&app, read_pcap(&input).len());
+    let r = post_json(&app, &simple(300, 50, json!({"protocol": 17})));
+    let id = r.json()["result"]["id"].as_str().unwrap().to_string();
+    let before = wait_done(&app, &id);
+    assert_eq!(before["status"], "success");
+    let (_, pkts_before) = download(&app, &id, dir.path());
+    let (status, stderr) = app.stop();
+    assert!(status.success(), "clean exit on SIGTERM: {stderr}");
+    assert!(files_ending(&data, ".partial").is_empty() && files_ending(&data.join("captures"), ".partial").is_empty());
+    // Pretend the appliance died mid-conversion: status back to conversion_running, no file.
+    let db = rusqlite::Connection::open(data.join("pcapd.db")).unwrap();
+    let body: String = db.query_row("SELECT body FROM captures WHERE id = ?1", [&id], |r| r.get(0)).unwrap();
+    let mut stored: Value = serde_json::from_str(&body).unwrap();
+    stored["status"] = json!("conversion_running");
+    db.execute(
+        "UPDATE captures SET status = 'conversion_running', body = ?2 WHERE id = ?1",
+        rusqlite::params![id, stored.to_string()],
+    )
+    .unwrap();
+    drop(db);
+    std::fs::remove_file(data.join("captures").join(format!("{id}.pcap"))).unwrap();
+    drop(app);
+
+    let app = Appliance::start(&opts);
+    let after = wait_done(&app, &id);
+    assert_eq!(after["status"], "success");
+    for k in [
+        "id",
+        "submitted",
+        "offset_time",
+        "time_limit",
+        "packet_limit",
+        "filter_v1",
+        "type",
+        "system",
+        "packets_captured",
+    ] {
+        assert_eq!(after[k], before[k], "{k} survives the restart");
+    }
+    let (_, pkts_after) = download(&app, &id, dir.path());
+    assert_eq!(datas(&pkts_after), datas(&pkts_before), "rebuilt from the samples kept on disk");
+}
