@@ -75,12 +75,22 @@ pub fn encode_record<'a>(
     out.resize(out.len() + left, 0);
 }
 
-/// Length of the longest prefix of `data` (a pcap file body after its header) made of whole
-/// records; used to repair files cut short by a crash.
+/// Largest caplen a sane record has (libpcap's maximum snaplen).
+const MAX_CAPLEN: usize = 262_144;
+
+/// Length of the longest prefix of `data` (a pcap file body after its header) made of whole,
+/// plausible records; used to repair files cut short by a crash. A record with orig_len 0, or a
+/// caplen above orig_len or 256 KiB, is garbage (e.g. zeros a crash left) and ends the prefix.
 pub fn whole_records_len(data: &[u8]) -> usize {
     let mut at = 0;
     while data.len() - at >= RECORD_HEADER_LEN {
-        let caplen = u32::from_le_bytes([data[at + 8], data[at + 9], data[at + 10], data[at + 11]]) as usize;
+        let le = |i: usize| {
+            u32::from_le_bytes([data[at + i], data[at + i + 1], data[at + i + 2], data[at + i + 3]]) as usize
+        };
+        let (caplen, orig_len) = (le(8), le(12));
+        if orig_len == 0 || caplen > orig_len || caplen > MAX_CAPLEN {
+            break;
+        }
         let end = at + RECORD_HEADER_LEN + caplen;
         if end > data.len() {
             break;
@@ -168,5 +178,8 @@ mod tests {
         for cut in 0..78 {
             assert_eq!(whole_records_len(&out[..cut]), cut / 26 * 26);
         }
+        let mut zeros = out.clone();
+        zeros.extend_from_slice(&[0; 40]);
+        assert_eq!(whole_records_len(&zeros), 78, "zeros are not an empty record");
     }
 }

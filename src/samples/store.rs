@@ -263,3 +263,95 @@ fn repair(path: &Path, size: u64) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(ts_ns: u64, len: u16) -> SampleRec {
+        SampleRec { ts_ns, orig_len: 1500, caplen: len, data: [0xab; super::super::MAX_SNAPLEN] }
+    }
+
+    fn store(
+        dir: &Path,
+        retention_secs: u64,
+        max_bytes: u64,
+    ) -> (SampleStore, Arc<ArrayQueue<SampleRec>>, Arc<SampleStats>) {
+        let ring = Arc::new(ArrayQueue::new(4096));
+        let stats = Arc::new(SampleStats::default());
+        let (_tx, rx) = crossbeam::channel::unbounded();
+        let cfg = StoreConfig { dir: dir.to_path_buf(), segment_secs: 10, retention_secs, max_bytes, snaplen: 160 };
+        (SampleStore::open(cfg, vec![Arc::clone(&ring)], rx, Arc::clone(&stats)).unwrap(), ring, stats)
+    }
+
+    #[test]
+    fn segments_by_time_and_retention_by_age() {
+        let d = tempfile::tempdir().unwrap();
+        let now = realtime_ns() / NS / 10 * 10;
+        let (mut s, ring, stats) = store(d.path(), 60, u64::MAX);
+        // 100 s ago, 50 s ago, now: three segments.
+        for ago in [100u64, 50, 0] {
+            for i in 0..5 {
+                ring.push(rec((now - ago) * NS + i, 100)).ok().unwrap();
+            }
+        }
+        while s.drain() > 0 {}
+        s.flush();
+        let segs = segments(d.path()).unwrap();
+        assert_eq!(segs.iter().map(|s| s.0).collect::<Vec<_>>(), vec![now - 100, now - 50, now]);
+        assert_eq!(stats.stored.load(Relaxed), 15);
+        s.enforce_retention().unwrap();
+        let segs = segments(d.path()).unwrap();
+        assert_eq!(
+            segs.iter().map(|s| s.0).collect::<Vec<_>>(),
+            vec![now - 50, now],
+            "older than 60 s + a segment goes"
+        );
+        assert_eq!(stats.segments_expired.load(Relaxed), 1);
+        assert_eq!(stats.oldest_ns.load(Relaxed), (now - 50) * NS);
+        assert_eq!(stats.bytes.load(Relaxed), segs.iter().map(|s| s.2).sum::<u64>());
+    }
+
+    #[test]
+    fn byte_budget_removes_the_oldest_first_and_never_the_current() {
+        let d = tempfile::tempdir().unwrap();
+        let now = realtime_ns() / NS / 10 * 10;
+        let (mut s, ring, stats) = store(d.path(), 86_400, 2000);
+        for ago in [40u64, 30, 20, 0] {
+            for i in 0..6 {
+                ring.push(rec((now - ago) * NS + i, 100)).ok().unwrap(); // 116 bytes each
+            }
+        }
+        while s.drain() > 0 {}
+        s.flush();
+        assert_eq!(segments(d.path()).unwrap().len(), 4);
+        s.enforce_retention().unwrap();
+        let segs = segments(d.path()).unwrap();
+        // Each segment is 24 + 6 * 116 = 720 bytes: two fit in 2000.
+        assert_eq!(segs.iter().map(|s| s.0).collect::<Vec<_>>(), vec![now - 20, now]);
+        assert!(stats.bytes.load(Relaxed) <= 2000);
+    }
+
+    #[test]
+    fn a_torn_record_is_cut_at_open() {
+        let d = tempfile::tempdir().unwrap();
+        let now = realtime_ns() / NS;
+        {
+            let (mut s, ring, _) = store(d.path(), 86_400, u64::MAX);
+            for i in 0..3 {
+                ring.push(rec(now * NS + i, 100)).ok().unwrap();
+            }
+            while s.drain() > 0 {}
+            s.flush();
+        }
+        let (_, path, size) = segments(d.path()).unwrap().remove(0);
+        // A fourth record cut by a crash: its header and 14 of its 100 bytes.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&format::record_header(Precision::Nanos, now * NS, 100, 1500)).unwrap();
+        f.write_all(&[0xab; 14]).unwrap();
+        drop(f);
+        let (_s, _, stats) = store(d.path(), 86_400, u64::MAX);
+        assert_eq!(fs::metadata(&path).unwrap().len(), size);
+        assert_eq!(stats.bytes.load(Relaxed), size);
+    }
+}
