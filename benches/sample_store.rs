@@ -22,7 +22,7 @@ fn frame(i: u64) -> [u8; 160] {
     f[23] = 17;
     f[26..30].copy_from_slice(&[10, 0, (i >> 8) as u8, i as u8]);
     f[30..34].copy_from_slice(&[192, 168, 0, 1]);
-    let dport: u16 = if i % 10 == 0 { 443 } else { 53 };
+    let dport: u16 = if i.is_multiple_of(10) { 443 } else { 53 };
     f[34..36].copy_from_slice(&1024u16.to_be_bytes());
     f[36..38].copy_from_slice(&dport.to_be_bytes());
     f
