@@ -98,7 +98,7 @@ impl Budget {
 }
 
 /// One running capture, compiled for the RX cores.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ActiveCapture {
     /// Slot number: the writers' key for this capture's sink.
     pub slot: u16,

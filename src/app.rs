@@ -13,12 +13,15 @@ use crossbeam::channel;
 
 use crate::active::ActiveSet;
 use crate::api::{self, auth::Auth, AppState};
+use crate::captures::full::{FullContext, FullRuntime};
 use crate::captures::manager::{Manager, SampleAccess};
 use crate::config::{Config, Secret};
 use crate::dataplane::{DataPlane, SamplingSpec};
 use crate::metrics::{ApiMetrics, DataPlaneView};
 use crate::samples::store::{SampleStore, StoreCmd, StoreConfig};
 use crate::store::SqliteStore;
+use crate::upload::stores::Stores;
+use crate::upload::uploader::{UploadStats, Uploader};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -44,6 +47,8 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
         |p: &PathBuf| std::fs::create_dir_all(p).map_err(|source| AppError::DataDir { path: p.clone(), source });
     mkdir(&data)?;
     let store = Arc::new(SqliteStore::open(&data.join("pcapd.db"))?);
+    std::fs::create_dir_all(data.join("spool"))
+        .map_err(|source| AppError::DataDir { path: data.join("spool"), source })?;
     let auth = Arc::new(Auth::from_config(&cfg.accounts)?);
     if auth.is_empty() {
         tracing::warn!("no [[account]] credentials configured: the API will refuse every request");
@@ -87,8 +92,37 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
         .spawn(move || sample_store.run())
         .map_err(|e| AppError::Other(format!("cannot start the sample store thread: {e}")))?;
 
+    // Full captures: spool, upload queue and the uploader thread.
+    let stores = Arc::new(Stores::new(cfg.upload.clone()));
+    let (wake_tx, wake_rx) = channel::bounded(1);
+    let full = Arc::new(FullRuntime::new(FullContext {
+        active: Arc::clone(&dp.active),
+        writers: (0..dp.writers()).map(|w| dp.writer(w).clone()).collect(),
+        stats: dp.stats.clone(),
+        spool_dir: data.join("spool"),
+        node: cfg.node.name.clone(),
+        colos: cfg.node.colos.clone(),
+        rotate: cfg.rotate_policy(),
+        precision: cfg.writer.timestamp_precision,
+        uploads: store.clone(),
+        upload_wake: wake_tx,
+    }));
+    mkdir(&data.join("spool"))?;
+    let upload_stats = Arc::new(UploadStats::default());
+    let uploader_stop = Arc::new(AtomicBool::new(false));
+    let uploader = Uploader {
+        stores: Arc::clone(&stores),
+        queue: store.clone(),
+        captures: store.clone(),
+        wake: wake_rx,
+        stop: Arc::clone(&uploader_stop),
+        stats: Arc::clone(&upload_stats),
+    };
+
     let manager = Manager::new(
-        store,
+        store.clone(),
+        store.clone(),
+        Some(Arc::clone(&full)),
         SampleAccess {
             dir: samples_dir,
             segment_secs: cfg.samples.segment_seconds,
@@ -104,6 +138,10 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
     if resumed > 0 {
         tracing::info!("reconciled {resumed} capture(s) a restart interrupted");
     }
+    let uploader_thread = std::thread::Builder::new()
+        .name("pcapd-upload".into())
+        .spawn(move || uploader.run())
+        .map_err(|e| AppError::Other(format!("cannot start the uploader thread: {e}")))?;
 
     let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {
@@ -118,6 +156,9 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
         }),
         ready: Arc::clone(&ready),
         full_time_limit_max: cfg.limits.full_time_limit_max,
+        stores,
+        ownerships: store.clone(),
+        uploads: Arc::clone(&upload_stats),
     };
     print_banner(&cfg);
 
@@ -140,6 +181,12 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
     tracing::info!("shutting down");
     rt.shutdown_timeout(Duration::from_secs(5));
     manager.wait_idle(Duration::from_secs(30));
+    // Running full captures end as if stopped: their files are finished and queued.
+    if let Some(full) = manager.full_runtime() {
+        full.stop_all(Duration::from_secs(30));
+    }
+    uploader_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = uploader_thread.join();
     let rx = dp.shutdown();
     let _ = store_tx.send(StoreCmd::Shutdown);
     let _ = sample_thread.join();

@@ -31,6 +31,118 @@ pub struct Config {
     /// Accounts served by the admin API (`[[account]]`), each with its credentials.
     #[serde(default, rename = "account")]
     pub accounts: Vec<AccountConfig>,
+    #[serde(default)]
+    pub upload: UploadConfig,
+}
+
+/// Where full captures go: the appliance's own bucket credentials (never from requests).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadConfig {
+    /// Credentials and endpoint for `s3://` destinations.
+    #[serde(default)]
+    pub s3: Option<S3Config>,
+    /// Credentials and endpoint for `gs://` destinations.
+    #[serde(default)]
+    pub gcs: Option<GcsConfig>,
+    /// Files larger than this are uploaded in parts (bytes).
+    #[serde(default = "default_multipart_threshold")]
+    pub multipart_threshold: u64,
+    /// Size of each part of a multipart upload (bytes, at least 5 MiB).
+    #[serde(default = "default_part_size")]
+    pub part_size: u64,
+    /// First and largest wait between retries of an upload while the store is unreachable.
+    #[serde(default = "default_retry_initial_ms")]
+    pub retry_initial_ms: u64,
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// Time limit of one request to the store (seconds).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig {
+            s3: None,
+            gcs: None,
+            multipart_threshold: default_multipart_threshold(),
+            part_size: default_part_size(),
+            retry_initial_ms: default_retry_initial_ms(),
+            retry_max_ms: default_retry_max_ms(),
+            request_timeout_secs: default_request_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// An S3-compatible endpoint (`http://127.0.0.1:9000`); AWS when absent.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Region used when a destination has no `?region=`.
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub access_key_id_env: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    #[serde(default)]
+    pub secret_access_key_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcsConfig {
+    /// Another GCS endpoint (tests point it at an emulator).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// A service-account key file.
+    #[serde(default)]
+    pub service_account_key_path: Option<PathBuf>,
+    /// Environment variable holding an OAuth bearer token (instead of a key file).
+    #[serde(default)]
+    pub bearer_token_env: Option<String>,
+}
+
+fn default_multipart_threshold() -> u64 {
+    16 << 20
+}
+fn default_part_size() -> u64 {
+    8 << 20
+}
+fn default_retry_initial_ms() -> u64 {
+    500
+}
+fn default_retry_max_ms() -> u64 {
+    30_000
+}
+fn default_request_timeout() -> u64 {
+    30
+}
+fn default_region() -> String {
+    "us-east-1".to_string()
+}
+
+/// A value given literally or through an environment variable (`field` / `field_env`).
+pub fn literal_or_env(
+    field: &str,
+    literal: &Option<String>,
+    env: &Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    match (literal, env) {
+        (Some(_), Some(_)) => Err(invalid(field, format!("give {field} or {field}_env, not both"))),
+        (Some(v), None) => Ok(Some(v.clone())),
+        (None, Some(var)) => std::env::var(var)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(Some)
+            .ok_or_else(|| invalid(format!("{field}_env"), format!("environment variable {var} is not set"))),
+        (None, None) => Ok(None),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

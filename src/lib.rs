@@ -20,5 +20,6 @@ pub mod rx;
 pub mod samples;
 pub mod stats;
 pub mod store;
+pub mod upload;
 pub mod wire;
 pub mod writer;

@@ -145,3 +145,43 @@ pub fn render(dp: Option<&DataPlaneView>, api: &ApiMetrics, captures_running: us
     }
     o
 }
+
+/// Upload counters and the live counters of running full captures.
+pub fn render_uploads(
+    o: &mut String,
+    u: &crate::upload::uploader::UploadStats,
+    running: Vec<(String, Arc<crate::active::CaptureCounters>)>,
+) {
+    for (metric, kind, text, v) in [
+        ("pcapd_upload_bytes_total", "counter", "Bytes uploaded to buckets.", u.bytes.load(Relaxed)),
+        ("pcapd_upload_files_total", "counter", "Files uploaded to buckets.", u.files.load(Relaxed)),
+        ("pcapd_upload_retries_total", "counter", "Upload attempts that will be retried.", u.retries.load(Relaxed)),
+        ("pcapd_upload_failures_total", "counter", "Uploads that failed for good.", u.failures.load(Relaxed)),
+        ("pcapd_upload_backlog", "gauge", "Files waiting for upload.", u.backlog.load(Relaxed)),
+    ] {
+        help(o, metric, kind, text);
+        line(o, metric, "", v);
+    }
+    help(o, "pcapd_upload_seconds_total", "counter", "Time spent uploading.");
+    line(o, "pcapd_upload_seconds_total", "", u.latency_us_sum.load(Relaxed) as f64 / 1e6);
+    for (metric, text, get) in [
+        (
+            "pcapd_capture_matched_total",
+            "Packets a running full capture took.",
+            (|c: &crate::active::CaptureCounters| c.matched.load(Relaxed))
+                as fn(&crate::active::CaptureCounters) -> u64,
+        ),
+        ("pcapd_capture_written_total", "Packets a running full capture wrote.", |c| c.written.load(Relaxed)),
+        ("pcapd_capture_dropped_ring_full_total", "Packets a running full capture lost to a full ring.", |c| {
+            c.dropped_ring_full.load(Relaxed)
+        }),
+        ("pcapd_capture_dropped_writer_error_total", "Packets a running full capture lost to write errors.", |c| {
+            c.dropped_writer_error.load(Relaxed)
+        }),
+    ] {
+        help(o, metric, "counter", text);
+        for (id, c) in &running {
+            line(o, metric, &format!("pcap_id=\"{id}\""), get(c));
+        }
+    }
+}

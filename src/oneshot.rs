@@ -151,7 +151,7 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
         counters: Arc::clone(&counters),
     }]);
     // The file is opened in writer 0 before it starts, so before any record can arrive.
-    let open = WriterCmd::Open { slot: 0, sink: Box::new(sink), counters: Arc::clone(&counters) };
+    let open = WriterCmd::Open { slot: 0, sink: Box::new(sink), counters: Arc::clone(&counters), ack: None };
     let started_at = Instant::now();
     let mut dp = DataPlane::start(cfg, &ports, active, vec![(0, open)], None)?;
 

@@ -21,7 +21,7 @@ const IDLE_MAX: Duration = Duration::from_millis(2);
 
 pub enum WriterCmd {
     /// Start writing records of `slot` into `sink`.
-    Open { slot: u16, sink: Box<PcapSink>, counters: Arc<CaptureCounters> },
+    Open { slot: u16, sink: Box<PcapSink>, counters: Arc<CaptureCounters>, ack: Option<Sender<()>> },
     /// Drain the rings, close the sink of `slot`, and report.
     Close { slot: u16, reply: Sender<CloseReport> },
     /// Drain the rings, close every sink, and exit.
@@ -102,12 +102,15 @@ impl Writer {
     /// Returns false when the thread should exit.
     fn handle(&self, cmd: WriterCmd, sinks: &mut Vec<Option<SinkSlot>>, free: &mut FreeBatch) -> bool {
         match cmd {
-            WriterCmd::Open { slot, sink, counters } => {
+            WriterCmd::Open { slot, sink, counters, ack } => {
                 let i = usize::from(slot);
                 if sinks.len() <= i {
                     sinks.resize_with(i + 1, || None);
                 }
                 sinks[i] = Some(SinkSlot { sink: *sink, counters, error: None, written_unpublished: 0 });
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
                 true
             }
             WriterCmd::Close { slot, reply } => {

@@ -14,6 +14,7 @@ use axum::Router;
 
 pub mod auth;
 pub mod envelope;
+mod ownership;
 mod pcaps;
 
 use crate::captures::manager::Manager;
@@ -30,15 +31,18 @@ pub struct AppState {
     pub dataplane: Option<DataPlaneView>,
     pub ready: Arc<AtomicBool>,
     pub full_time_limit_max: u64,
+    pub stores: Arc<crate::upload::stores::Stores>,
+    pub ownerships: Arc<dyn crate::store::OwnershipStore>,
+    pub uploads: Arc<crate::upload::uploader::UploadStats>,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let pcaps = "/client/v4/accounts/{account_id}/pcaps";
     Router::new()
         .route(pcaps, get(pcaps::list).post(pcaps::create))
-        .route(&format!("{pcaps}/ownership"), get(pcaps::ownership_unavailable).post(pcaps::ownership_unavailable))
-        .route(&format!("{pcaps}/ownership/validate"), post(pcaps::ownership_unavailable))
-        .route(&format!("{pcaps}/ownership/{{ownership_id}}"), delete(pcaps::ownership_unavailable))
+        .route(&format!("{pcaps}/ownership"), get(ownership::list).post(ownership::create))
+        .route(&format!("{pcaps}/ownership/validate"), post(ownership::validate))
+        .route(&format!("{pcaps}/ownership/{{ownership_id}}"), delete(ownership::delete))
         .route(&format!("{pcaps}/{{pcap_id}}"), get(pcaps::get_one))
         .route(&format!("{pcaps}/{{pcap_id}}/download"), get(pcaps::download))
         .route(&format!("{pcaps}/{{pcap_id}}/stop"), put(pcaps::stop))
@@ -69,7 +73,8 @@ async fn readyz(State(s): State<AppState>) -> Response {
 }
 
 async fn metrics_text(State(s): State<AppState>) -> Response {
-    let body = metrics::render(s.dataplane.as_ref(), &s.metrics, s.manager.running());
+    let mut body = metrics::render(s.dataplane.as_ref(), &s.metrics, s.manager.running());
+    metrics::render_uploads(&mut body, &s.uploads, s.manager.full_runtime().map(|f| f.counters()).unwrap_or_default());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 

@@ -25,6 +25,7 @@ impl From<ManagerError> for ApiError {
             ManagerError::NotFound => ApiError::not_found("capture not found"),
             ManagerError::Invalid { field, message } => ApiError::invalid(format!("{field}: {message}")),
             ManagerError::NotDownloadable(m) => ApiError::invalid(m),
+            ManagerError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, code::CONFLICT, e.to_string()).no_retry(),
             ManagerError::Store(e) => ApiError::internal(e.to_string()),
             ManagerError::Internal(m) => ApiError::internal(m),
         }
@@ -39,7 +40,7 @@ fn check_id(pcap_id: &str) -> Result<(), ApiError> {
     }
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(super) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code::TOO_LARGE, "body: request body is too large")
@@ -116,14 +117,4 @@ pub async fn stop(
     s.auth.authorize(&headers, &account, Permission::Write)?;
     check_id(&pcap_id)?;
     Ok(ok(s.manager.stop(&account, &pcap_id)?.to_api()))
-}
-
-pub async fn ownership_unavailable(
-    State(s): State<AppState>,
-    Path(params): Path<Vec<(String, String)>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let account = params.iter().find(|(k, _)| k == "account_id").map(|(_, v)| v.clone()).unwrap_or_default();
-    s.auth.authorize(&headers, &account, Permission::Read)?;
-    Err(ApiError::invalid("bucket ownership is not available yet on this appliance (full captures need it)"))
 }

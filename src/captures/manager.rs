@@ -14,12 +14,16 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use crossbeam::channel::{self, Sender};
 
+use super::full::FullRuntime;
 use super::model::{new_id, Capture, CaptureType, FilterJson, Status};
-use super::request::{CreateRequest, SimpleRequest, SYSTEM};
+use super::request::{CreateRequest, FullRequest, SimpleRequest, SYSTEM};
 use crate::pcap::{PcapSink, Precision, RotatePolicy};
 use crate::samples::query;
 use crate::samples::store::StoreCmd;
+use crate::store::OwnershipStore;
 use crate::store::{CaptureStore, StoreError};
+use crate::upload::destination::Destination;
+use crate::upload::ownership;
 
 /// How to read the sample store.
 #[derive(Clone)]
@@ -41,6 +45,8 @@ pub enum ManagerError {
     Invalid { field: String, message: String },
     #[error("{0}")]
     NotDownloadable(String),
+    #[error("full capture {0} is already pending or running for this account; stop it or wait for it to finish")]
+    Conflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -49,6 +55,10 @@ pub enum ManagerError {
 
 pub struct Manager {
     store: Arc<dyn CaptureStore>,
+    ownerships: Arc<dyn OwnershipStore>,
+    full: Option<Arc<FullRuntime>>,
+    /// Serialises "at most one pending or running full capture per account".
+    full_gate: Mutex<()>,
     samples: SampleAccess,
     captures_dir: PathBuf,
     simple_interval: Duration,
@@ -59,6 +69,8 @@ pub struct Manager {
 impl Manager {
     pub fn new(
         store: Arc<dyn CaptureStore>,
+        ownerships: Arc<dyn OwnershipStore>,
+        full: Option<Arc<FullRuntime>>,
         samples: SampleAccess,
         captures_dir: PathBuf,
         simple_interval: Duration,
@@ -66,6 +78,9 @@ impl Manager {
         std::fs::create_dir_all(&captures_dir)?;
         Ok(Arc::new(Manager {
             store,
+            ownerships,
+            full,
+            full_gate: Mutex::new(()),
             samples,
             captures_dir,
             simple_interval,
@@ -86,12 +101,77 @@ impl Manager {
     ) -> Result<Capture, ManagerError> {
         match req {
             CreateRequest::Simple(s) => self.create_simple(account, s, now),
-            CreateRequest::Full(_) => Err(ManagerError::Invalid {
-                field: "type".into(),
-                message:
-                    "full captures are not available yet on this appliance (they need bucket support); use \"simple\""
-                        .into(),
-            }),
+            CreateRequest::Full(f) => self.create_full(account, f, now),
+        }
+    }
+
+    pub fn full_runtime(&self) -> Option<&Arc<FullRuntime>> {
+        self.full.as_ref()
+    }
+
+    fn create_full(
+        self: &Arc<Self>,
+        account: &str,
+        req: FullRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Capture, ManagerError> {
+        let invalid = |field: &str, message: String| ManagerError::Invalid { field: field.into(), message };
+        let Some(full) = &self.full else {
+            return Err(invalid("type", "full captures are not available on this appliance".into()));
+        };
+        if !full.ctx.colos.contains(&req.colo_name) {
+            return Err(invalid(
+                "colo_name",
+                format!(
+                    "{:?} is not served by this appliance (it serves: {})",
+                    req.colo_name,
+                    full.ctx.colos.join(", ")
+                ),
+            ));
+        }
+        Destination::parse(&req.destination_conf).map_err(|e| invalid("destination_conf", e.0))?;
+        if !ownership::is_validated(self.ownerships.as_ref(), account, &req.destination_conf)? {
+            return Err(invalid(
+                "destination_conf",
+                format!(
+                    "{:?} has no validated ownership for this account: register it (POST /pcaps/ownership) and validate it first",
+                    req.destination_conf
+                ),
+            ));
+        }
+        let _gate = self.full_gate.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = full.running_for(account) {
+            return Err(ManagerError::Conflict(id));
+        }
+        let c = Capture {
+            id: new_id(),
+            account: account.to_string(),
+            kind: CaptureType::Full,
+            system: SYSTEM.to_string(),
+            status: Status::Pending,
+            submitted: now,
+            time_limit: req.time_limit,
+            filter: FilterJson::from_filter(&req.filter),
+            offset_time: None,
+            packet_limit: req.packet_limit,
+            byte_limit: req.byte_limit,
+            colo_name: Some(req.colo_name),
+            destination_conf: Some(req.destination_conf),
+            packets_captured: Some(0),
+            stop_requested: None,
+            error_message: None,
+            sample_one_in: None,
+        };
+        self.store.insert(&c)?;
+        match full.start(&self.store, c.clone()) {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                let mut failed = c;
+                failed.status = Status::Failed;
+                failed.error_message = Some(e.clone());
+                self.store.update(&failed)?;
+                Err(ManagerError::Internal(format!("cannot start the capture: {e}")))
+            }
         }
     }
 
@@ -215,17 +295,34 @@ impl Manager {
             .map_err(|e| ManagerError::Internal(format!("reading the capture file: {e}")))
     }
 
-    /// A stop request: only full captures run long enough to be stopped.
+    /// Stops a running full capture early (`stop_requested` is set); its files are then uploaded.
     pub fn stop(&self, account: &str, id: &str) -> Result<Capture, ManagerError> {
-        let c = self.get(account, id)?;
-        Err(ManagerError::Invalid {
-            field: "pcap_id".into(),
-            message: format!(
-                "capture {} is a {} capture; only full captures can be stopped",
-                c.id,
-                if c.kind == CaptureType::Simple { "simple" } else { "full" }
-            ),
-        })
+        let _gate = self.full_gate.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = self.get(account, id)?;
+        if c.kind == CaptureType::Simple {
+            return Err(ManagerError::Invalid {
+                field: "pcap_id".into(),
+                message: format!("capture {} is a simple capture; only full captures can be stopped", c.id),
+            });
+        }
+        if !matches!(c.status, Status::Pending | Status::Running) {
+            return Err(ManagerError::Invalid {
+                field: "pcap_id".into(),
+                message: format!(
+                    "capture {} is {}; only a pending or running capture can be stopped",
+                    c.id,
+                    c.status.as_str()
+                ),
+            });
+        }
+        if c.stop_requested.is_none() {
+            c.stop_requested = Some(Utc::now());
+            self.store.update(&c)?;
+        }
+        if let Some(full) = &self.full {
+            full.request_stop(&c.id);
+        }
+        Ok(c)
     }
 
     /// Start-up: finishes simple captures a restart interrupted (their samples are on disk) and
@@ -233,20 +330,46 @@ impl Manager {
     pub fn reconcile(self: &Arc<Self>) -> Result<usize, ManagerError> {
         let unfinished = self.store.unfinished()?;
         let n = unfinished.len();
-        for mut c in unfinished {
+        for c in unfinished {
             match c.kind {
                 CaptureType::Simple => {
                     tracing::info!("capture {}: resuming the conversion a restart interrupted", c.id);
                     self.spawn_conversion(c);
                 }
-                CaptureType::Full => {
-                    c.status = Status::Failed;
-                    c.error_message = Some("interrupted by a restart of the appliance".into());
-                    self.store.update(&c)?;
-                }
+                CaptureType::Full => self.reconcile_full(c)?,
             }
         }
         Ok(n)
+    }
+
+    /// A full capture a restart interrupted: what was written before is repaired and uploaded;
+    /// a capture already uploading just resumes (its queue is in the store).
+    fn reconcile_full(&self, mut c: Capture) -> Result<(), ManagerError> {
+        let Some(full) = &self.full else {
+            c.status = Status::Failed;
+            c.error_message = Some("full captures are not available on this appliance any more".into());
+            self.store.update(&c)?;
+            return Ok(());
+        };
+        if matches!(c.status, Status::Pending | Status::Running) {
+            match full.recover_spool(&c.id).and_then(|packets| full.enqueue_spool(&c).map(|_| packets)) {
+                Ok(packets) => {
+                    tracing::info!(
+                        "capture {}: interrupted by a restart; uploading the {packets} packets written before",
+                        c.id
+                    );
+                    c.packets_captured = Some(packets);
+                    c.status = Status::ConversionPending;
+                }
+                Err(e) => {
+                    c.status = Status::Failed;
+                    c.error_message = Some(format!("interrupted by a restart and not recoverable: {e}"));
+                }
+            }
+            self.store.update(&c)?;
+        }
+        let _ = full.ctx.upload_wake.try_send(());
+        Ok(())
     }
 
     /// Waits for running conversions (shutdown).

@@ -80,8 +80,20 @@ pub struct PcapSink {
 
 impl PcapSink {
     /// Creates the sink and its first file at once, so an unwritable path fails before capture.
+    /// Files are numbered (`NAME_00000.EXT`, ...) when rotation is on.
     pub fn create(path: &Path, policy: RotatePolicy, precision: Precision, snaplen: u32) -> Result<Self, SinkError> {
-        let out = OutputPath::new(path, policy.is_enabled())?;
+        Self::create_with(path, policy, precision, snaplen, policy.is_enabled())
+    }
+
+    /// As `create`, choosing whether files are numbered.
+    pub fn create_with(
+        path: &Path,
+        policy: RotatePolicy,
+        precision: Precision,
+        snaplen: u32,
+        numbered: bool,
+    ) -> Result<Self, SinkError> {
+        let out = OutputPath::new(path, numbered)?;
         let mut sink = PcapSink {
             out,
             policy,

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::captures::model::{Capture, Status};
+use crate::upload::ownership::Ownership;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -46,7 +47,25 @@ impl SqliteStore {
                  submitted_us INTEGER NOT NULL,
                  body TEXT NOT NULL
              );
-             CREATE INDEX IF NOT EXISTS captures_by_account ON captures(account, submitted_us DESC);",
+             CREATE INDEX IF NOT EXISTS captures_by_account ON captures(account, submitted_us DESC);
+             CREATE TABLE IF NOT EXISTS ownerships (
+                 id TEXT PRIMARY KEY,
+                 account TEXT NOT NULL,
+                 destination_conf TEXT NOT NULL,
+                 body TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS uploads (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 capture_id TEXT NOT NULL,
+                 seq INTEGER NOT NULL,
+                 path TEXT NOT NULL,
+                 key TEXT NOT NULL,
+                 destination_conf TEXT NOT NULL,
+                 state TEXT NOT NULL DEFAULT 'pending',
+                 attempts INTEGER NOT NULL DEFAULT 0,
+                 last_error TEXT,
+                 UNIQUE (capture_id, seq)
+             );",
         )?;
         Ok(SqliteStore { conn: Mutex::new(conn) })
     }
@@ -108,6 +127,127 @@ impl CaptureStore for SqliteStore {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
         })?;
         rows.map(|r| r.map_err(StoreError::from).and_then(|(id, body)| decode(id, body))).collect()
+    }
+}
+
+/// Bucket ownership records.
+pub trait OwnershipStore: Send + Sync {
+    fn put_ownership(&self, o: &Ownership) -> Result<(), StoreError>;
+    fn ownerships(&self, account: &str) -> Result<Vec<Ownership>, StoreError>;
+    fn delete_ownership(&self, account: &str, id: &str) -> Result<bool, StoreError>;
+}
+
+/// One file of a full capture waiting for (or done with) its upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadJob {
+    pub id: i64,
+    pub capture_id: String,
+    pub seq: u32,
+    pub path: String,
+    pub key: String,
+    pub destination_conf: String,
+    pub state: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// The durable upload queue.
+pub trait UploadQueue: Send + Sync {
+    /// Adds a file (idempotent per capture and sequence number).
+    fn enqueue(
+        &self,
+        capture_id: &str,
+        seq: u32,
+        path: &str,
+        key: &str,
+        destination_conf: &str,
+    ) -> Result<(), StoreError>;
+    fn pending_uploads(&self) -> Result<Vec<UploadJob>, StoreError>;
+    fn uploads_of(&self, capture_id: &str) -> Result<Vec<UploadJob>, StoreError>;
+    fn set_upload_state(&self, id: i64, state: &str, attempts: u32, error: Option<&str>) -> Result<(), StoreError>;
+}
+
+impl OwnershipStore for SqliteStore {
+    fn put_ownership(&self, o: &Ownership) -> Result<(), StoreError> {
+        let body = serde_json::to_string(o).map_err(StoreError::Encode)?;
+        self.conn().execute(
+            "INSERT INTO ownerships (id, account, destination_conf, body) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(id) DO UPDATE SET body = excluded.body",
+            params![o.id, o.account, o.destination_conf, body],
+        )?;
+        Ok(())
+    }
+
+    fn ownerships(&self, account: &str) -> Result<Vec<Ownership>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT id, body FROM ownerships WHERE account = ?1 ORDER BY rowid")?;
+        let rows = st.query_map(params![account], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        rows.map(|r| {
+            let (id, body) = r?;
+            serde_json::from_str(&body).map_err(|source| StoreError::Corrupt { id, source })
+        })
+        .collect()
+    }
+
+    fn delete_ownership(&self, account: &str, id: &str) -> Result<bool, StoreError> {
+        Ok(self.conn().execute("DELETE FROM ownerships WHERE account = ?1 AND id = ?2", params![account, id])? > 0)
+    }
+}
+
+fn upload_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadJob> {
+    Ok(UploadJob {
+        id: r.get(0)?,
+        capture_id: r.get(1)?,
+        seq: r.get(2)?,
+        path: r.get(3)?,
+        key: r.get(4)?,
+        destination_conf: r.get(5)?,
+        state: r.get(6)?,
+        attempts: r.get(7)?,
+        last_error: r.get(8)?,
+    })
+}
+
+const UPLOAD_COLUMNS: &str = "id, capture_id, seq, path, key, destination_conf, state, attempts, last_error";
+
+impl UploadQueue for SqliteStore {
+    fn enqueue(
+        &self,
+        capture_id: &str,
+        seq: u32,
+        path: &str,
+        key: &str,
+        destination_conf: &str,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO uploads (capture_id, seq, path, key, destination_conf) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![capture_id, seq, path, key, destination_conf],
+        )?;
+        Ok(())
+    }
+
+    fn pending_uploads(&self) -> Result<Vec<UploadJob>, StoreError> {
+        let conn = self.conn();
+        let mut st =
+            conn.prepare(&format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE state = 'pending' ORDER BY id"))?;
+        let rows = st.query_map([], upload_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn uploads_of(&self, capture_id: &str) -> Result<Vec<UploadJob>, StoreError> {
+        let conn = self.conn();
+        let mut st =
+            conn.prepare(&format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE capture_id = ?1 ORDER BY seq"))?;
+        let rows = st.query_map(params![capture_id], upload_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn set_upload_state(&self, id: i64, state: &str, attempts: u32, error: Option<&str>) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE uploads SET state = ?2, attempts = ?3, last_error = ?4 WHERE id = ?1",
+            params![id, state, attempts, error],
+        )?;
+        Ok(())
     }
 }
 

@@ -1,0 +1,88 @@
+//! Handlers of the bucket-ownership routes.
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::envelope::{ok, ApiError};
+use super::pcaps::body_bytes;
+use super::AppState;
+use crate::captures::model::is_id;
+use crate::config::Permission;
+use crate::upload::ownership::{self, OwnershipError};
+
+impl From<OwnershipError> for ApiError {
+    fn from(e: OwnershipError) -> Self {
+        match e {
+            OwnershipError::Invalid(m) => ApiError::invalid(m),
+            OwnershipError::NotFound => ApiError::not_found("ownership not found"),
+            OwnershipError::Store(e) => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+/// A JSON object body with exactly these string fields (all required).
+fn fields(body: &[u8], names: &[&str]) -> Result<Vec<String>, ApiError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("body: malformed JSON: {e}")))?;
+    let Value::Object(o) = v else { return Err(ApiError::invalid("body: must be a JSON object")) };
+    if let Some(k) = o.keys().find(|k| !names.contains(&k.as_str())) {
+        return Err(ApiError::invalid(format!("{k}: unknown field")));
+    }
+    names
+        .iter()
+        .map(|n| match o.get(*n) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(Value::String(_)) => Err(ApiError::invalid(format!("{n}: must not be empty"))),
+            Some(_) => Err(ApiError::invalid(format!("{n}: must be a string"))),
+            None => Err(ApiError::invalid(format!("{n}: is required"))),
+        })
+        .collect()
+}
+
+pub async fn create(
+    State(s): State<AppState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    s.auth.authorize(&headers, &account, Permission::Write)?;
+    let f = fields(&body_bytes(body)?, &["destination_conf"])?;
+    let o = ownership::create(&s.stores, s.ownerships.as_ref(), &account, &f[0]).await?;
+    Ok(ok(o.to_api()))
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    s.auth.authorize(&headers, &account, Permission::Read)?;
+    let all = s.ownerships.ownerships(&account).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(ok(Value::Array(all.iter().map(|o| o.to_api()).collect())))
+}
+
+pub async fn validate(
+    State(s): State<AppState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    s.auth.authorize(&headers, &account, Permission::Write)?;
+    let f = fields(&body_bytes(body)?, &["destination_conf", "ownership_challenge"])?;
+    let o = ownership::validate(s.ownerships.as_ref(), &account, &f[0], &f[1])?;
+    Ok(ok(o.to_api()))
+}
+
+pub async fn delete(
+    State(s): State<AppState>,
+    Path((account, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    s.auth.authorize(&headers, &account, Permission::Write)?;
+    if !is_id(&id) || !s.ownerships.delete_ownership(&account, &id).map_err(|e| ApiError::internal(e.to_string()))? {
+        return Err(OwnershipError::NotFound.into());
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

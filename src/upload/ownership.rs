@@ -1,0 +1,146 @@
+//! Bucket ownership: `create` writes `<dir>/ownership-challenge-<id>.txt` holding a random token
+//! into the destination; the user reads it and posts it to `validate`, compared in constant
+//! time. Only destinations with a `success` ownership take full captures.
+use chrono::{DateTime, Utc};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use super::destination::Destination;
+use super::stores::Stores;
+use crate::captures::model::{new_id, rfc3339};
+use crate::store::{OwnershipStore, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OwnershipStatus {
+    Pending,
+    Success,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ownership {
+    pub id: String,
+    pub account: String,
+    pub destination_conf: String,
+    pub filename: String,
+    pub status: OwnershipStatus,
+    pub submitted: DateTime<Utc>,
+    pub validated: Option<DateTime<Utc>>,
+    /// The challenge token written to the bucket (never returned by the API).
+    pub token: String,
+}
+
+impl Ownership {
+    pub fn to_api(&self) -> Value {
+        json!({
+            "id": self.id,
+            "destination_conf": self.destination_conf,
+            "filename": self.filename,
+            "status": self.status,
+            "submitted": rfc3339(&self.submitted),
+            "validated": self.validated.as_ref().map(rfc3339).unwrap_or_default(),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OwnershipError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("ownership not found")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn token() -> String {
+    let (a, b): (u128, u128) = (rand::random(), rand::random());
+    format!("{a:032x}{b:032x}")
+}
+
+/// Registers `destination_conf` for `account` and writes its challenge file.
+pub async fn create(
+    stores: &Stores,
+    db: &dyn OwnershipStore,
+    account: &str,
+    destination_conf: &str,
+) -> Result<Ownership, OwnershipError> {
+    let dest = Destination::parse(destination_conf).map_err(|e| OwnershipError::Invalid(e.to_string()))?;
+    let store = stores.for_destination(&dest).map_err(|e| OwnershipError::Invalid(e.to_string()))?;
+    let id = new_id();
+    let filename = format!("ownership-challenge-{id}.txt");
+    let tok = token();
+    let key = ObjectPath::parse(dest.key(&filename))
+        .map_err(|e| OwnershipError::Invalid(format!("destination_conf: {e}")))?;
+    store.put(&key, PutPayload::from(tok.clone().into_bytes())).await.map_err(|e| {
+        OwnershipError::Invalid(format!(
+            "destination_conf: cannot write {filename} to the bucket: {}",
+            store_reason(&e)
+        ))
+    })?;
+    let o = Ownership {
+        id,
+        account: account.to_string(),
+        destination_conf: destination_conf.to_string(),
+        filename,
+        status: OwnershipStatus::Pending,
+        submitted: Utc::now(),
+        validated: None,
+        token: tok,
+    };
+    db.put_ownership(&o)?;
+    Ok(o)
+}
+
+/// Checks the challenge contents for `destination_conf`.
+pub fn validate(
+    db: &dyn OwnershipStore,
+    account: &str,
+    destination_conf: &str,
+    challenge: &str,
+) -> Result<Ownership, OwnershipError> {
+    let mut all = db.ownerships(account)?;
+    // The newest registration of this destination is the one being validated.
+    let Some(mut o) = all.drain(..).rev().find(|o| o.destination_conf == destination_conf) else {
+        return Err(OwnershipError::Invalid(format!(
+            "destination_conf: {destination_conf:?} is not registered for this account; create its ownership first"
+        )));
+    };
+    let given = challenge.trim().as_bytes();
+    let ok = given.len() == o.token.len() && bool::from(given.ct_eq(o.token.as_bytes()));
+    if !ok {
+        return Err(OwnershipError::Invalid(format!(
+            "ownership_challenge: does not match the contents of {}; copy the file's contents exactly",
+            o.filename
+        )));
+    }
+    if o.status != OwnershipStatus::Success {
+        o.status = OwnershipStatus::Success;
+        o.validated = Some(Utc::now());
+        db.put_ownership(&o)?;
+    }
+    Ok(o)
+}
+
+/// Whether `account` owns `destination_conf` (a validated ownership).
+pub fn is_validated(db: &dyn OwnershipStore, account: &str, destination_conf: &str) -> Result<bool, StoreError> {
+    Ok(db
+        .ownerships(account)?
+        .iter()
+        .any(|o| o.destination_conf == destination_conf && o.status == OwnershipStatus::Success))
+}
+
+/// The store's own words for a failure, without the request's internals.
+pub fn store_reason(e: &object_store::Error) -> String {
+    let s = e.to_string();
+    for code in ["NoSuchBucket", "AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "Forbidden"] {
+        if s.contains(code) {
+            return format!("{code} ({})", s.lines().next().unwrap_or(&s));
+        }
+    }
+    s.lines().next().unwrap_or(&s).to_string()
+}

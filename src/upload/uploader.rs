@@ -1,0 +1,228 @@
+//! The upload queue worker: uploads each closed spool file of a full capture to its bucket
+//! (multipart above `upload.multipart_threshold`), retrying with exponential back-off and jitter
+//! while the store is unreachable, aborting the multipart upload on a permanent failure (no
+//! orphaned parts), deleting the local file only after the store confirmed it, and moving the
+//! capture to `success` (or `failed`, with the store's reason) when its last file is done.
+//! The queue lives in SQLite, so a restart (even SIGKILL) resumes where it stopped.
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::Receiver;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use tokio::io::AsyncReadExt;
+
+use super::destination::Destination;
+use super::ownership::store_reason;
+use super::stores::{is_permanent, Stores};
+use crate::captures::model::{CaptureType, Status};
+use crate::store::{CaptureStore, UploadJob, UploadQueue};
+
+/// Upload counters for /metrics.
+#[derive(Debug, Default)]
+pub struct UploadStats {
+    pub bytes: AtomicU64,
+    pub files: AtomicU64,
+    pub retries: AtomicU64,
+    pub failures: AtomicU64,
+    pub latency_us_sum: AtomicU64,
+    pub backlog: AtomicU64,
+}
+
+pub struct Uploader {
+    pub stores: Arc<Stores>,
+    pub queue: Arc<dyn UploadQueue>,
+    pub captures: Arc<dyn CaptureStore>,
+    pub wake: Receiver<()>,
+    pub stop: Arc<AtomicBool>,
+    pub stats: Arc<UploadStats>,
+}
+
+enum Outcome {
+    Done(u64),
+    Permanent(String),
+    Transient(String),
+}
+
+impl Uploader {
+    pub fn run(self) {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!("uploader: cannot start its runtime: {e}");
+                return;
+            }
+        };
+        let cfg = self.stores.config().clone();
+        let mut backoff = Duration::from_millis(cfg.retry_initial_ms);
+        while !self.stop.load(Relaxed) {
+            let jobs = match self.queue.pending_uploads() {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::error!("uploader: {e}");
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            self.stats.backlog.store(jobs.len() as u64, Relaxed);
+            self.settle_captures();
+            if jobs.is_empty() {
+                let _ = self.wake.recv_timeout(Duration::from_millis(500));
+                continue;
+            }
+            for job in jobs {
+                if self.stop.load(Relaxed) {
+                    break;
+                }
+                let started = Instant::now();
+                match rt.block_on(self.upload(&job)) {
+                    Outcome::Done(bytes) => {
+                        backoff = Duration::from_millis(cfg.retry_initial_ms);
+                        self.stats.bytes.fetch_add(bytes, Relaxed);
+                        self.stats.files.fetch_add(1, Relaxed);
+                        self.stats.latency_us_sum.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+                        if let Err(e) = self.queue.set_upload_state(job.id, "done", job.attempts + 1, None) {
+                            tracing::error!("uploader: {e}");
+                            continue;
+                        }
+                        // Only now is the local copy expendable.
+                        let _ = std::fs::remove_file(&job.path);
+                        if let Some(dir) = std::path::Path::new(&job.path).parent() {
+                            let _ = std::fs::remove_dir(dir); // only when empty
+                        }
+                    }
+                    Outcome::Permanent(e) => {
+                        self.stats.failures.fetch_add(1, Relaxed);
+                        tracing::warn!("upload of {} failed for good: {e}", job.key);
+                        let _ = self.queue.set_upload_state(job.id, "failed", job.attempts + 1, Some(&e));
+                    }
+                    Outcome::Transient(e) => {
+                        self.stats.retries.fetch_add(1, Relaxed);
+                        let _ = self.queue.set_upload_state(job.id, "pending", job.attempts + 1, Some(&e));
+                        let jitter =
+                            Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
+                        tracing::info!("upload of {} will be retried in {:?}: {e}", job.key, backoff + jitter);
+                        let deadline = Instant::now() + backoff + jitter;
+                        while Instant::now() < deadline && !self.stop.load(Relaxed) {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        backoff = (backoff * 2).min(Duration::from_millis(cfg.retry_max_ms));
+                        break; // re-read the queue
+                    }
+                }
+            }
+            self.settle_captures();
+        }
+    }
+
+    /// Moves uploading captures whose files are all done (or one failed) to their final status.
+    fn settle_captures(&self) {
+        let Ok(unfinished) = self.captures.unfinished() else { return };
+        for mut c in
+            unfinished.into_iter().filter(|c| c.kind == CaptureType::Full && c.status == Status::ConversionPending)
+        {
+            let Ok(jobs) = self.queue.uploads_of(&c.id) else { continue };
+            if let Some(failed) = jobs.iter().find(|j| j.state == "failed") {
+                c.status = Status::Failed;
+                c.error_message = Some(format!(
+                    "upload of {} failed: {}",
+                    failed.key,
+                    failed.last_error.as_deref().unwrap_or("unknown error")
+                ));
+                // The other files of a failed capture are not uploaded.
+                for j in jobs.iter().filter(|j| j.state == "pending") {
+                    let _ = self.queue.set_upload_state(
+                        j.id,
+                        "failed",
+                        j.attempts,
+                        Some("another file of the capture failed"),
+                    );
+                }
+            } else if jobs.iter().all(|j| j.state == "done") {
+                c.status = Status::Success;
+            } else {
+                continue;
+            }
+            if let Err(e) = self.captures.update(&c) {
+                tracing::error!("capture {}: {e}", c.id);
+            }
+        }
+    }
+
+    async fn upload(&self, job: &UploadJob) -> Outcome {
+        let dest = match Destination::parse(&job.destination_conf) {
+            Ok(d) => d,
+            Err(e) => return Outcome::Permanent(e.to_string()),
+        };
+        let store = match self.stores.for_destination(&dest) {
+            Ok(s) => s,
+            Err(e) => return Outcome::Permanent(e.to_string()),
+        };
+        let key = match ObjectPath::parse(&job.key) {
+            Ok(k) => k,
+            Err(e) => return Outcome::Permanent(e.to_string()),
+        };
+        let mut file = match tokio::fs::File::open(&job.path).await {
+            Ok(f) => f,
+            Err(e) => return Outcome::Permanent(format!("{}: {e}", job.path)),
+        };
+        let size = match file.metadata().await {
+            Ok(m) => m.len(),
+            Err(e) => return Outcome::Permanent(format!("{}: {e}", job.path)),
+        };
+        let cfg = self.stores.config();
+        let classify = |e: object_store::Error| {
+            let reason = store_reason(&e);
+            if is_permanent(&e) {
+                Outcome::Permanent(reason)
+            } else {
+                Outcome::Transient(reason)
+            }
+        };
+        if size <= cfg.multipart_threshold {
+            let mut buf = Vec::with_capacity(size as usize);
+            if let Err(e) = file.read_to_end(&mut buf).await {
+                return Outcome::Permanent(format!("{}: {e}", job.path));
+            }
+            return match store.put(&key, PutPayload::from(buf)).await {
+                Ok(_) => Outcome::Done(size),
+                Err(e) => classify(e),
+            };
+        }
+        multipart(store.as_ref(), &key, &mut file, cfg.part_size as usize, size)
+            .await
+            .map_or_else(classify, |()| Outcome::Done(size))
+    }
+}
+
+/// A multipart upload that is aborted on any failure, so no parts are left behind.
+async fn multipart(
+    store: &dyn ObjectStore,
+    key: &ObjectPath,
+    file: &mut tokio::fs::File,
+    part_size: usize,
+    size: u64,
+) -> Result<(), object_store::Error> {
+    let mut upload = store.put_multipart(key).await?;
+    let mut sent = 0u64;
+    let result: Result<(), object_store::Error> = async {
+        while sent < size {
+            let want = part_size.min((size - sent) as usize);
+            let mut buf = vec![0u8; want];
+            file.read_exact(&mut buf)
+                .await
+                .map_err(|e| object_store::Error::Generic { store: "local", source: Box::new(e) })?;
+            upload.put_part(PutPayload::from(buf)).await?;
+            sent += want as u64;
+        }
+        upload.complete().await.map(|_| ())
+    }
+    .await;
+    if result.is_err() {
+        if let Err(e) = upload.abort().await {
+            tracing::warn!("aborting the multipart upload of {key}: {e}");
+        }
+    }
+    result
+}
