@@ -29,25 +29,22 @@ pub struct CaptureCounters {
 pub struct Budget {
     packets: AtomicU64,
     bytes: AtomicU64,
-    exhausted: AtomicBool,
+    /// A packet did not fit in the bytes left: the byte limit is reached.
+    blocked: AtomicBool,
 }
 
 impl Budget {
     pub fn new(packets: Option<u64>, bytes: Option<u64>) -> Self {
-        let b = Budget {
+        Budget {
             packets: AtomicU64::new(packets.unwrap_or(u64::MAX)),
             bytes: AtomicU64::new(bytes.unwrap_or(u64::MAX)),
-            exhausted: AtomicBool::new(false),
-        };
-        if packets == Some(0) || bytes == Some(0) {
-            b.exhausted.store(true, Relaxed);
+            blocked: AtomicBool::new(false),
         }
-        b
     }
 
     /// True once a limit has been reached: the capture is complete.
     pub fn is_exhausted(&self) -> bool {
-        self.exhausted.load(Relaxed)
+        self.packets.load(Relaxed) == 0 || self.bytes.load(Relaxed) == 0 || self.blocked.load(Relaxed)
     }
 
     /// Grants the longest prefix of `lens` (captured bytes of each candidate, in arrival order)
@@ -63,9 +60,6 @@ impl Budget {
             got = if left == u64::MAX { want } else { want.min(left) };
             (left != u64::MAX && got > 0).then(|| left - got)
         });
-        if got < want {
-            self.exhausted.store(true, Relaxed);
-        }
         // Then bytes, for the granted packets only.
         let mut n = got as usize;
         let _ = self.bytes.fetch_update(Relaxed, Relaxed, |left| {
@@ -84,16 +78,22 @@ impl Budget {
             Some(left - sum)
         });
         if n < got as usize {
-            self.exhausted.store(true, Relaxed);
+            self.blocked.store(true, Relaxed);
             // Give back packet grants the bytes could not cover.
-            if self.packets.load(Relaxed) != u64::MAX {
-                self.packets.fetch_add(got - n as u64, Relaxed);
-            }
-        }
-        if self.packets.load(Relaxed) == 0 || self.bytes.load(Relaxed) == 0 {
-            self.exhausted.store(true, Relaxed);
+            self.give_back_packets(got - n as u64);
         }
         n
+    }
+
+    fn give_back_packets(&self, n: u64) {
+        let _ = self.packets.fetch_update(Relaxed, Relaxed, |left| (left != u64::MAX).then(|| left + n));
+    }
+
+    /// Returns a granted packet that could not be handed off (its writer's ring was full), so
+    /// that the limits count only packets that reach the file.
+    pub fn give_back(&self, caplen: u32) {
+        self.give_back_packets(1);
+        let _ = self.bytes.fetch_update(Relaxed, Relaxed, |left| (left != u64::MAX).then(|| left + u64::from(caplen)));
     }
 }
 
@@ -166,6 +166,16 @@ mod tests {
         assert_eq!(b.packets.load(Relaxed), 98, "ungranted packets are returned");
         assert_eq!(b.take(&[50]), 1, "what is left may still be used");
         assert_eq!(b.take(&[1]), 0);
+    }
+
+    #[test]
+    fn packets_that_never_reached_the_file_are_given_back() {
+        let b = Budget::new(Some(3), Some(1000));
+        assert_eq!(b.take(&[100, 100, 100]), 3);
+        assert!(b.is_exhausted());
+        b.give_back(100);
+        assert!(!b.is_exhausted());
+        assert_eq!(b.take(&[100, 100]), 1);
     }
 
     #[test]

@@ -146,6 +146,7 @@ impl RxWorker {
                 let Some(mbuf) = mbuf else { break };
                 if let Err(rec) = self.rings[cap.writer].push(Record { slot: cap.slot, ts_ns, mbuf }) {
                     cap.counters.dropped_ring_full.fetch_add(1, Relaxed);
+                    cap.budget.give_back(rec.mbuf.pkt_len().min(cap.snaplen));
                     sc.free.push(rec.mbuf);
                 }
             }

@@ -97,6 +97,9 @@ fn simple_captures_hold_exactly_the_sampled_matching_packets() {
         one_in: ONE_IN as u32,
         simple_interval: 0,
         data: &dir.path().join("data"),
+        infinite: false,
+        iface: None,
+        extra: "",
     });
     wait_replayed(&app, read_pcap(&input).len());
     let subset = sampled_subset(&input, dir.path());
@@ -162,6 +165,9 @@ fn bad_input_gets_a_clear_4xx_envelope() {
         one_in: ONE_IN as u32,
         simple_interval: 60,
         data: &dir.path().join("data"),
+        infinite: false,
+        iface: None,
+        extra: "",
     });
     let base = simple(60, 100, json!({}));
     let with = |k: &str, v: Value| {
@@ -319,7 +325,15 @@ fn captures_survive_a_restart_and_interrupted_conversions_finish() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let input = fixture("frames.pcap");
-    let opts = Opts { source: &input, one_in: ONE_IN as u32, simple_interval: 0, data: &data };
+    let opts = Opts {
+        source: &input,
+        one_in: ONE_IN as u32,
+        simple_interval: 0,
+        data: &data,
+        infinite: false,
+        iface: None,
+        extra: "",
+    };
     let mut app = Appliance::start(&opts);
     wait_replayed(&app, read_pcap(&input).len());
     let r = post_json(&app, &simple(300, 50, json!({"protocol": 17})));

@@ -10,8 +10,15 @@ fn cloudflare_python_sdk_drives_simple_captures() {
     assert!(python.exists(), "run scripts/setup first (it installs the SDK in .venv)");
     let dir = tempfile::tempdir().unwrap();
     let input = fixture("frames.pcap");
-    let app =
-        Appliance::start(&Opts { source: &input, one_in: 2, simple_interval: 60, data: &dir.path().join("data") });
+    let app = Appliance::start(&Opts {
+        source: &input,
+        one_in: 2,
+        simple_interval: 60,
+        data: &dir.path().join("data"),
+        infinite: false,
+        iface: None,
+        extra: "",
+    });
     std::thread::sleep(std::time::Duration::from_millis(500));
     let out = std::process::Command::new(&python)
         .arg(root().join("tests/sdk/sdk_pcaps.py"))

@@ -32,6 +32,12 @@ pub struct Opts<'a> {
     pub one_in: u32,
     pub simple_interval: u64,
     pub data: &'a Path,
+    /// Replay the source forever (`infinite_rx=1`) instead of once.
+    pub infinite: bool,
+    /// Receive from this network interface (net_pcap `rx_iface_in=`) instead of `source`.
+    pub iface: Option<&'a str>,
+    /// More TOML appended to the config (sections not written above).
+    pub extra: &'a str,
 }
 
 pub fn write_config(o: &Opts, port: u16) -> PathBuf {
@@ -43,7 +49,7 @@ rx_cores = [1]
 
 [[port]]
 device = "net_pcap0"
-args = "rx_pcap={source}"
+args = "{port_args}"
 
 [data]
 dir = "{data}"
@@ -77,11 +83,17 @@ id = "{OTHER_ACCOUNT}"
 [[account.credential]]
 token = "{OTHER_TOKEN}"
 permission = "write"
+
+{extra}
 "#,
-        source = o.source.display(),
+        port_args = match o.iface {
+            Some(i) => format!("rx_iface_in={i}"),
+            None => format!("rx_pcap={}{}", o.source.display(), if o.infinite { ",infinite_rx=1" } else { "" }),
+        },
         data = o.data.display(),
         one_in = o.one_in,
         interval = o.simple_interval,
+        extra = o.extra,
     );
     let path = o.data.join("pcapd-test.toml");
     std::fs::create_dir_all(o.data).unwrap();
@@ -91,9 +103,14 @@ permission = "write"
 
 impl Appliance {
     pub fn start(o: &Opts) -> Appliance {
-        let lock = dpdk_lock();
         let port = free_port();
         let config = write_config(o, port);
+        Self::start_config(config, o.data, port)
+    }
+
+    /// Starts (or restarts) on an existing config file.
+    pub fn start_config(config: PathBuf, data: &Path, port: u16) -> Appliance {
+        let lock = dpdk_lock();
         let child = pcapd()
             .arg("run")
             .arg("--config")
@@ -105,7 +122,7 @@ impl Appliance {
         let mut a = Appliance {
             child: Some(child),
             base: format!("http://127.0.0.1:{port}"),
-            data: o.data.to_path_buf(),
+            data: data.to_path_buf(),
             config,
             _lock: lock,
         };
@@ -136,6 +153,17 @@ impl Appliance {
         format!("{}/client/v4/accounts/{ACCOUNT}{path}", self.base)
     }
 
+    pub fn port(&self) -> u16 {
+        self.base.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
+    }
+
+    /// SIGKILL: the appliance dies without any clean-up.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// SIGTERM, then wait; returns the exit status and stderr.
     pub fn stop(&mut self) -> (std::process::ExitStatus, String) {
         let child = self.child.take().expect("running");
@@ -145,7 +173,7 @@ impl Appliance {
     }
 }
 
-fn send_signal(pid: u32, sig: &str) {
+pub fn send_signal(pid: u32, sig: &str) {
     let _ = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
 }
 

@@ -169,3 +169,5 @@ pub fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     v
 }
 pub mod appliance;
+pub mod moto;
+pub mod veth;
