@@ -120,13 +120,14 @@ impl Manager {
             return Err(invalid("type", "full captures are not available on this appliance".into()));
         };
         if !full.ctx.colos.contains(&req.colo_name) {
+            let serves = if full.ctx.colos.is_empty() {
+                "it serves none: [node] colos is empty".to_string()
+            } else {
+                format!("it serves: {}", full.ctx.colos.join(", "))
+            };
             return Err(invalid(
                 "colo_name",
-                format!(
-                    "{:?} is not served by this appliance (it serves: {})",
-                    req.colo_name,
-                    full.ctx.colos.join(", ")
-                ),
+                format!("{:?} is not served by this appliance ({serves})", req.colo_name),
             ));
         }
         Destination::parse(&req.destination_conf).map_err(|e| invalid("destination_conf", e.0))?;
