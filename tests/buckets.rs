@@ -411,3 +411,45 @@ fn gcs_destinations_through_object_stores_gcs_client() {
     assert_eq!(pkts.len(), 100);
     assert_contiguous_in_cycle(&datas(&pkts), &cycle);
 }
+
+#[test]
+fn disk_full_fails_that_capture_and_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Moto::start(&[BUCKET]);
+    let veth = Veth::new("d");
+    let input = sendable(tmp.path());
+    // The data directory on a 24 MiB tmpfs: a full capture of everything fills it.
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let st = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"]).arg(&data).status().unwrap();
+    assert!(st.success(), "mounting a tmpfs needs root");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(data.clone());
+    let extra = s3_extra(&m, 100_000_000, 10);
+    let app = Appliance::start(&Opts { source: &input, one_in: 100, simple_interval: 0, data: &data, infinite: false, iface: Some(&veth.rx), extra: &extra });
+    let d = dest("full");
+    own(&app, &m, BUCKET, &d, "full", tmp.path());
+    let r = post(&app, "/pcaps", &full(json!({}), json!({}), &d));
+    let id = r.json()["result"]["id"].as_str().unwrap().to_string();
+    // ~40 MB of traffic into 24 MiB of disk.
+    veth.replay(&input, 20_000, 1_000);
+    let done = wait_status(&app, &id, &["failed", "success"], 60);
+    assert_eq!(done["status"], "failed", "{done}");
+    let msg = done["error_message"].as_str().unwrap();
+    assert!(msg.contains("No space left on device"), "{msg}");
+    // The API and the other kinds of capture keep working, and the space is given back.
+    let r = call("POST", &app.url("/pcaps"), &[AUTH], Some(json!({"system":"magic-transit","type":"simple","time_limit":60,"packet_limit":10}).to_string().as_bytes()));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let sid = r.json()["result"]["id"].as_str().unwrap().to_string();
+    assert_eq!(wait_status(&app, &sid, &["success", "failed"], 30)["status"], "success");
+    let r = post(&app, "/pcaps", &full(json!({}), json!({"packet_limit": 20}), &d));
+    assert_eq!(r.status, 200, "a new full capture may start: {}", String::from_utf8_lossy(&r.body));
+    let id2 = r.json()["result"]["id"].as_str().unwrap().to_string();
+    veth.replay(&input, 5_000, 1);
+    assert_eq!(wait_status(&app, &id2, &["success", "failed"], 60)["status"], "success");
+}
