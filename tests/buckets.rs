@@ -421,7 +421,11 @@ fn disk_full_fails_that_capture_and_nothing_else() {
     // The data directory on a 24 MiB tmpfs: a full capture of everything fills it.
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let st = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"]).arg(&data).status().unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+        .arg(&data)
+        .status()
+        .unwrap();
     assert!(st.success(), "mounting a tmpfs needs root");
     struct Unmount(PathBuf);
     impl Drop for Unmount {
@@ -431,7 +435,15 @@ fn disk_full_fails_that_capture_and_nothing_else() {
     }
     let _unmount = Unmount(data.clone());
     let extra = s3_extra(&m, 100_000_000, 10);
-    let app = Appliance::start(&Opts { source: &input, one_in: 100, simple_interval: 0, data: &data, infinite: false, iface: Some(&veth.rx), extra: &extra });
+    let app = Appliance::start(&Opts {
+        source: &input,
+        one_in: 100,
+        simple_interval: 0,
+        data: &data,
+        infinite: false,
+        iface: Some(&veth.rx),
+        extra: &extra,
+    });
     let d = dest("full");
     own(&app, &m, BUCKET, &d, "full", tmp.path());
     let r = post(&app, "/pcaps", &full(json!({}), json!({}), &d));
@@ -443,7 +455,14 @@ fn disk_full_fails_that_capture_and_nothing_else() {
     let msg = done["error_message"].as_str().unwrap();
     assert!(msg.contains("No space left on device"), "{msg}");
     // The API and the other kinds of capture keep working, and the space is given back.
-    let r = call("POST", &app.url("/pcaps"), &[AUTH], Some(json!({"system":"magic-transit","type":"simple","time_limit":60,"packet_limit":10}).to_string().as_bytes()));
+    let r = call(
+        "POST",
+        &app.url("/pcaps"),
+        &[AUTH],
+        Some(
+            json!({"system":"magic-transit","type":"simple","time_limit":60,"packet_limit":10}).to_string().as_bytes(),
+        ),
+    );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let sid = r.json()["result"]["id"].as_str().unwrap().to_string();
     assert_eq!(wait_status(&app, &sid, &["success", "failed"], 30)["status"], "success");

@@ -163,37 +163,51 @@ impl Uploader {
             Ok(k) => k,
             Err(e) => return Outcome::Permanent(e.to_string()),
         };
-        let mut file = match tokio::fs::File::open(&job.path).await {
-            Ok(f) => f,
-            Err(e) => return Outcome::Permanent(format!("{}: {e}", job.path)),
-        };
-        let size = match file.metadata().await {
-            Ok(m) => m.len(),
-            Err(e) => return Outcome::Permanent(format!("{}: {e}", job.path)),
-        };
         let cfg = self.stores.config();
-        let classify = |e: object_store::Error| {
-            let reason = store_reason(&e);
-            if is_permanent(&e) {
-                Outcome::Permanent(reason)
-            } else {
-                Outcome::Transient(reason)
-            }
-        };
-        if size <= cfg.multipart_threshold {
-            let mut buf = Vec::with_capacity(size as usize);
-            if let Err(e) = file.read_to_end(&mut buf).await {
-                return Outcome::Permanent(format!("{}: {e}", job.path));
-            }
-            return match store.put(&key, PutPayload::from(buf)).await {
-                Ok(_) => Outcome::Done(size),
-                Err(e) => classify(e),
-            };
+        match upload_file(
+            store.as_ref(),
+            &key,
+            std::path::Path::new(&job.path),
+            cfg.multipart_threshold,
+            cfg.part_size as usize,
+        )
+        .await
+        {
+            Ok(size) => Outcome::Done(size),
+            Err(UploadFileError::Local(e)) => Outcome::Permanent(format!("{}: {e}", job.path)),
+            Err(UploadFileError::Store(e)) if is_permanent(&e) => Outcome::Permanent(store_reason(&e)),
+            Err(UploadFileError::Store(e)) => Outcome::Transient(store_reason(&e)),
         }
-        multipart(store.as_ref(), &key, &mut file, cfg.part_size as usize, size)
-            .await
-            .map_or_else(classify, |()| Outcome::Done(size))
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadFileError {
+    #[error("reading the file: {0}")]
+    Local(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] object_store::Error),
+}
+
+/// Uploads one local file as `key`: a single PUT up to `multipart_threshold` bytes, else a
+/// multipart upload of `part_size` parts. Returns the bytes uploaded.
+pub async fn upload_file(
+    store: &dyn ObjectStore,
+    key: &ObjectPath,
+    path: &std::path::Path,
+    multipart_threshold: u64,
+    part_size: usize,
+) -> Result<u64, UploadFileError> {
+    let mut file = tokio::fs::File::open(path).await.map_err(UploadFileError::Local)?;
+    let size = file.metadata().await.map_err(UploadFileError::Local)?.len();
+    if size <= multipart_threshold {
+        let mut buf = Vec::with_capacity(size as usize);
+        file.read_to_end(&mut buf).await.map_err(UploadFileError::Local)?;
+        store.put(key, PutPayload::from(buf)).await?;
+        return Ok(size);
+    }
+    multipart(store, key, &mut file, part_size, size).await?;
+    Ok(size)
 }
 
 /// A multipart upload that is aborted on any failure, so no parts are left behind.
