@@ -15,6 +15,8 @@ struct Cred {
 
 pub struct Auth {
     creds: Vec<Cred>,
+    /// Account id → its name from the config.
+    names: Vec<(String, Option<String>)>,
 }
 
 /// What a request presented.
@@ -39,11 +41,34 @@ impl Auth {
                 });
             }
         }
-        Ok(Auth { creds })
+        Ok(Auth { creds, names: accounts.iter().map(|a| (a.id.clone(), a.name.clone())).collect() })
     }
 
     /// Checks that the request may act on `account` with `need`.
     pub fn authorize(&self, headers: &HeaderMap, account: &str, need: Permission) -> Result<(), ApiError> {
+        let grants = self.grants(headers)?;
+        let best = grants.iter().filter(|(a, _)| a == account).map(|(_, p)| *p).max();
+        match best {
+            Some(p) if p >= need => Ok(()),
+            Some(_) => Err(ApiError::auth(StatusCode::FORBIDDEN, "this credential is read-only")),
+            None if !grants.is_empty() => {
+                Err(ApiError::auth(StatusCode::FORBIDDEN, "this credential has no access to this account"))
+            }
+            None => Err(ApiError::auth(StatusCode::FORBIDDEN, "invalid credentials")),
+        }
+    }
+
+    /// The accounts (id, name) the request's credential may read, in config order.
+    pub fn accounts(&self, headers: &HeaderMap) -> Result<Vec<(String, Option<String>)>, ApiError> {
+        let grants = self.grants(headers)?;
+        if grants.is_empty() {
+            return Err(ApiError::auth(StatusCode::FORBIDDEN, "invalid credentials"));
+        }
+        Ok(self.names.iter().filter(|(id, _)| grants.iter().any(|(a, _)| a == id)).cloned().collect())
+    }
+
+    /// Every (account, permission) the presented credential matches; 401 when none is presented.
+    fn grants(&self, headers: &HeaderMap) -> Result<Vec<(String, Permission)>, ApiError> {
         let h = |name: &str| headers.get(name).map(|v| v.as_bytes()).filter(|v| !v.is_empty());
         let bearer = h("authorization").and_then(|v| {
             let s = std::str::from_utf8(v).ok()?;
@@ -63,8 +88,7 @@ impl Auth {
                 ))
             }
         };
-        let mut matched_any = false;
-        let mut best: Option<Permission> = None;
+        let mut grants = Vec::new();
         for c in &self.creds {
             let m = match (&c.secret, &presented) {
                 (Secret::Token(t), Presented::Token(p)) => ct_eq(t.as_bytes(), p),
@@ -74,19 +98,11 @@ impl Auth {
                 }
                 _ => false,
             };
-            matched_any |= m;
-            if m && c.account == account {
-                best = best.max(Some(c.permission));
+            if m {
+                grants.push((c.account.clone(), c.permission));
             }
         }
-        match best {
-            Some(p) if p >= need => Ok(()),
-            Some(_) => Err(ApiError::auth(StatusCode::FORBIDDEN, "this credential is read-only")),
-            None if matched_any => {
-                Err(ApiError::auth(StatusCode::FORBIDDEN, "this credential has no access to this account"))
-            }
-            None => Err(ApiError::auth(StatusCode::FORBIDDEN, "invalid credentials")),
-        }
+        Ok(grants)
     }
 
     /// True when no credential is configured (the API then refuses every request).

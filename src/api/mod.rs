@@ -16,6 +16,7 @@ pub mod auth;
 pub mod envelope;
 mod ownership;
 mod pcaps;
+mod web;
 
 use crate::captures::manager::Manager;
 use crate::metrics::{self, ApiMetrics, DataPlaneView};
@@ -46,6 +47,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(&format!("{pcaps}/{{pcap_id}}"), get(pcaps::get_one))
         .route(&format!("{pcaps}/{{pcap_id}}/download"), get(pcaps::download))
         .route(&format!("{pcaps}/{{pcap_id}}/stop"), put(pcaps::stop))
+        .route("/client/v4/accounts", get(web::accounts))
+        .route("/", get(web::index))
+        .route("/app.js", get(web::app_js))
+        .route("/app.css", get(web::app_css))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
