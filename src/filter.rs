@@ -88,7 +88,8 @@ impl FilterV1 {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
+/// "a number", "a string", ...: for error messages about JSON values.
+pub(crate) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

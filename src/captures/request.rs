@@ -2,7 +2,7 @@
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value};
 
-use crate::filter::FilterV1;
+use crate::filter::{type_name, FilterV1};
 
 pub const SYSTEM: &str = "magic-transit";
 pub const TIME_LIMIT_MAX: u64 = 300;
@@ -47,17 +47,6 @@ pub struct FullRequest {
 pub enum CreateRequest {
     Simple(SimpleRequest),
     Full(FullRequest),
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// A whole JSON number in `min..=max` (`60` and `60.0` pass; `60.5`, `"60"` do not).

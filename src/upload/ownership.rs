@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use super::destination::Destination;
-use super::stores::Stores;
+use super::stores::{store_reason, Stores};
 use crate::captures::model::{new_id, rfc3339};
 use crate::store::{OwnershipStore, StoreError};
 
@@ -132,15 +132,4 @@ pub fn is_validated(db: &dyn OwnershipStore, account: &str, destination_conf: &s
         .ownerships(account)?
         .iter()
         .any(|o| o.destination_conf == destination_conf && o.status == OwnershipStatus::Success))
-}
-
-/// The store's own words for a failure, without the request's internals.
-pub fn store_reason(e: &object_store::Error) -> String {
-    let s = e.to_string();
-    for code in ["NoSuchBucket", "AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "Forbidden"] {
-        if s.contains(code) {
-            return format!("{code} ({})", s.lines().next().unwrap_or(&s));
-        }
-    }
-    s.lines().next().unwrap_or(&s).to_string()
 }

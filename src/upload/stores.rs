@@ -99,6 +99,10 @@ impl Stores {
     }
 }
 
+/// S3 error codes that no retry will cure; object_store reports some of them generically.
+const PERMANENT_CODES: &[&str] =
+    &["NoSuchBucket", "AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "Forbidden"];
+
 /// Whether an error will not go away by retrying (credentials, permissions, a missing bucket).
 pub fn is_permanent(e: &object_store::Error) -> bool {
     use object_store::Error as E;
@@ -106,19 +110,18 @@ pub fn is_permanent(e: &object_store::Error) -> bool {
         E::PermissionDenied { .. } | E::Unauthenticated { .. } | E::NotFound { .. } | E::InvalidPath { .. } => true,
         E::Generic { source, .. } => {
             let s = source.to_string();
-            // S3 answers these with 4xx bodies that object_store reports generically.
-            [
-                "NoSuchBucket",
-                "AccessDenied",
-                "SignatureDoesNotMatch",
-                "InvalidAccessKeyId",
-                "403 Forbidden",
-                "404 Not Found",
-                "400 Bad Request",
-            ]
-            .iter()
-            .any(|m| s.contains(m))
+            PERMANENT_CODES.iter().chain(&["404 Not Found", "400 Bad Request"]).any(|m| s.contains(m))
         }
         _ => false,
+    }
+}
+
+/// The store's own words for a failure (its error code first when it gave one), one line.
+pub fn store_reason(e: &object_store::Error) -> String {
+    let s = e.to_string();
+    let first = s.lines().next().unwrap_or(&s).to_string();
+    match PERMANENT_CODES.iter().find(|c| s.contains(*c)) {
+        Some(code) => format!("{code} ({first})"),
+        None => first,
     }
 }

@@ -14,8 +14,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::io::AsyncReadExt;
 
 use super::destination::Destination;
-use super::ownership::store_reason;
-use super::stores::{is_permanent, Stores};
+use super::stores::{is_permanent, store_reason, Stores};
 use crate::captures::model::{CaptureType, Status};
 use crate::store::{CaptureStore, UploadJob, UploadQueue};
 
