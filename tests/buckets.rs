@@ -472,3 +472,81 @@ fn disk_full_fails_that_capture_and_nothing_else() {
     veth.replay(&input, 5_000, 1);
     assert_eq!(wait_status(&app, &id2, &["success", "failed"], 60)["status"], "success");
 }
+
+/// POST as another account.
+fn post_other(app: &Appliance, path: &str, body: &Value) -> Resp {
+    let url = format!("{}/client/v4/accounts/{OTHER_ACCOUNT}{path}", app.base);
+    call(
+        "POST",
+        &url,
+        &[("Authorization", &bearer(OTHER_TOKEN)), ("Content-Type", "application/json")],
+        Some(body.to_string().as_bytes()),
+    )
+}
+
+#[test]
+fn two_accounts_capture_at_once_each_gets_only_its_packets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Moto::start(&[BUCKET]);
+    let veth = Veth::new("t");
+    let input = sendable(tmp.path());
+    let data = tmp.path().join("data");
+    let extra = s3_extra(&m, 100_000_000, 10);
+    let app = Appliance::start(&Opts {
+        source: &input,
+        one_in: 100,
+        simple_interval: 0,
+        data: &data,
+        infinite: false,
+        iface: Some(&veth.rx),
+        extra: &extra,
+    });
+    let (da, db) = (dest("acct-a"), dest("acct-b"));
+    own(&app, &m, BUCKET, &da, "acct-a", tmp.path());
+    // Account B registers and validates its own destination.
+    let o = post_other(&app, "/pcaps/ownership", &json!({ "destination_conf": db })).json()["result"].clone();
+    let file = tmp.path().join("b.txt");
+    m.get(BUCKET, &format!("acct-b/{}", o["filename"].as_str().unwrap()), &file);
+    let r = post_other(
+        &app,
+        "/pcaps/ownership/validate",
+        &json!({"destination_conf": db, "ownership_challenge": std::fs::read_to_string(&file).unwrap()}),
+    );
+    assert_eq!(r.status, 200);
+    // A's validation does not let B use A's bucket.
+    let r = post_other(&app, "/pcaps", &full(json!({}), json!({"packet_limit": 5}), &da));
+    assert_eq!(r.status, 400);
+
+    let udp = datas(&tcpdump(&input, "(ip[0] >= 0x45 and ip[0] <= 0x4f and ip proto 17) or ip6 protochain 17 or (vlan and (ip proto 17 or ip6 protochain 17 or (vlan and (ip proto 17 or ip6 protochain 17))))", tmp.path()));
+    let v6 = datas(&tcpdump(&input, "ip6 src host 2001:db8::1 or (vlan and ip6 src host 2001:db8::1)", tmp.path()));
+    let ra = post(&app, "/pcaps", &full(json!({"protocol": 17}), json!({"packet_limit": udp.len()}), &da));
+    let rb = post_other(
+        &app,
+        "/pcaps",
+        &full(json!({"source_address": "2001:db8::1"}), json!({"packet_limit": v6.len()}), &db),
+    );
+    assert_eq!(
+        (ra.status, rb.status),
+        (200, 200),
+        "{} {}",
+        String::from_utf8_lossy(&ra.body),
+        String::from_utf8_lossy(&rb.body)
+    );
+    let (ida, idb) = (
+        ra.json()["result"]["id"].as_str().unwrap().to_string(),
+        rb.json()["result"]["id"].as_str().unwrap().to_string(),
+    );
+    veth.replay(&input, 5_000, 1);
+    assert_eq!(wait_status(&app, &ida, &["success", "failed"], 60)["status"], "success");
+    let url_b = format!("{}/client/v4/accounts/{OTHER_ACCOUNT}/pcaps/{idb}", app.base);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while call("GET", &url_b, &[("Authorization", &bearer(OTHER_TOKEN))], None).json()["result"]["status"] != "success"
+    {
+        assert!(Instant::now() < deadline, "B's capture did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(datas(&bucket_packets(&m, BUCKET, &format!("acct-a/{ida}/"), tmp.path()).1), udp);
+    assert_eq!(datas(&bucket_packets(&m, BUCKET, &format!("acct-b/{idb}/"), tmp.path()).1), v6);
+    // Neither account sees the other's capture.
+    assert_eq!(call("GET", &app.url(&format!("/pcaps/{idb}")), &[AUTH], None).status, 404);
+}

@@ -25,6 +25,7 @@ fn captures_page_in_headless_chromium() {
         .arg(root().join("tests/web/web_test.py"))
         .arg(&app.base)
         .arg(TOKEN)
+        .arg(BOTH_TOKEN)
         .arg(&artifacts)
         .output()
         .unwrap();
@@ -35,6 +36,7 @@ fn captures_page_in_headless_chromium() {
     assert_eq!(summary["overflow_375"], false, "no horizontal scrolling at 375 px");
     assert_eq!(summary["overflow_375_form"], false);
     assert_eq!(summary["session_after_sign_out"], serde_json::Value::Null);
+    assert_eq!(summary["accounts"], serde_json::json!([ACCOUNT, format!("other · {OTHER_ACCOUNT}")]));
     assert_eq!(summary["page_errors"], serde_json::json!([]));
     // The downloaded file is the capture: a PCAP of UDP packets (protocol 17), read independently.
     let pkts = read_pcap(std::path::Path::new(summary["download"].as_str().unwrap()));

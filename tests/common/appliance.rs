@@ -11,6 +11,8 @@ pub const OTHER_ACCOUNT: &str = "fedcba9876543210fedcba9876543210";
 pub const TOKEN: &str = "test-write-token";
 pub const READ_TOKEN: &str = "test-read-token";
 pub const OTHER_TOKEN: &str = "other-account-token";
+/// A token of both accounts (read only).
+pub const BOTH_TOKEN: &str = "both-accounts-token";
 pub const EMAIL: &str = "ops@example.com";
 pub const KEY: &str = "test-key";
 
@@ -78,11 +80,19 @@ email = "{EMAIL}"
 key = "{KEY}"
 permission = "write"
 
+[[account.credential]]
+token = "{BOTH_TOKEN}"
+permission = "read"
+
 [[account]]
 id = "{OTHER_ACCOUNT}"
+name = "other"
 [[account.credential]]
 token = "{OTHER_TOKEN}"
 permission = "write"
+[[account.credential]]
+token = "{BOTH_TOKEN}"
+permission = "read"
 
 {extra}
 "#,

@@ -6,7 +6,7 @@ import sys
 
 from playwright.sync_api import expect, sync_playwright
 
-base, token, out = sys.argv[1:4]
+base, token, both_token, out = sys.argv[1:5]
 os.makedirs(out, exist_ok=True)
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
@@ -100,6 +100,18 @@ with sync_playwright() as p:
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     summary["session_after_sign_out"] = page.evaluate("sessionStorage.getItem('pcapd.session')")
+
+    # A credential of two accounts gets an account picker; switching shows the other's captures.
+    page.set_viewport_size({"width": 1440, "height": 900})
+    page.get_by_label("API token", exact=True).fill(both_token)
+    page.get_by_role("button", name="Sign in").click()
+    picker = page.get_by_label("Account")
+    expect(picker).to_be_visible()
+    summary["accounts"] = picker.locator("option").all_inner_texts()
+    expect(page.locator("#captures tbody tr").first).to_be_visible()
+    picker.select_option(index=1)
+    expect(page.locator("#captures-empty")).to_be_visible()
+    page.get_by_role("button", name="Sign out").click()
     summary["page_errors"] = errors
     browser.close()
 
