@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use crossbeam::channel::{self, Sender};
 
 use super::full::FullRuntime;
-use super::model::{new_id, Capture, CaptureType, FilterJson, Status};
-use super::request::{CreateRequest, FullRequest, SimpleRequest, SYSTEM};
+use super::model::{Capture, CaptureType, Status};
+use super::request::{CreateRequest, FullRequest, SimpleRequest};
 use crate::pcap::{PcapSink, Precision, RotatePolicy};
 use crate::samples::query;
 use crate::samples::store::StoreCmd;
@@ -145,23 +145,12 @@ impl Manager {
             return Err(ManagerError::Conflict(id));
         }
         let c = Capture {
-            id: new_id(),
-            account: account.to_string(),
-            kind: CaptureType::Full,
-            system: SYSTEM.to_string(),
-            status: Status::Pending,
-            submitted: now,
-            time_limit: req.time_limit,
-            filter: FilterJson::from_filter(&req.filter),
-            offset_time: None,
             packet_limit: req.packet_limit,
             byte_limit: req.byte_limit,
             colo_name: Some(req.colo_name),
             destination_conf: Some(req.destination_conf),
             packets_captured: Some(0),
-            stop_requested: None,
-            error_message: None,
-            sample_one_in: None,
+            ..Capture::new(account, CaptureType::Full, now, req.time_limit, &req.filter)
         };
         self.store.insert(&c)?;
         match full.start(&self.store, c.clone()) {
@@ -194,23 +183,10 @@ impl Manager {
             last.insert(account.to_string(), Instant::now());
         }
         let c = Capture {
-            id: new_id(),
-            account: account.to_string(),
-            kind: CaptureType::Simple,
-            system: SYSTEM.to_string(),
-            status: Status::Pending,
-            submitted: now,
-            time_limit: req.time_limit,
-            filter: FilterJson::from_filter(&req.filter),
             offset_time: Some(req.offset_time.unwrap_or(now)),
             packet_limit: Some(req.packet_limit),
-            byte_limit: None,
-            colo_name: None,
-            destination_conf: None,
-            packets_captured: None,
-            stop_requested: None,
-            error_message: None,
             sample_one_in: Some(self.samples.one_in),
+            ..Capture::new(account, CaptureType::Simple, now, req.time_limit, &req.filter)
         };
         self.store.insert(&c)?;
         self.spawn_conversion(c.clone());

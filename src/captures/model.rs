@@ -103,6 +103,35 @@ pub fn rfc3339(t: &DateTime<Utc>) -> String {
 }
 
 impl Capture {
+    /// A new `pending` capture with a fresh id; the type's own fields start empty.
+    pub fn new(
+        account: &str,
+        kind: CaptureType,
+        submitted: DateTime<Utc>,
+        time_limit: u64,
+        filter: &FilterV1,
+    ) -> Capture {
+        Capture {
+            id: new_id(),
+            account: account.to_string(),
+            kind,
+            system: super::request::SYSTEM.to_string(),
+            status: Status::Pending,
+            submitted,
+            time_limit,
+            filter: FilterJson::from_filter(filter),
+            offset_time: None,
+            packet_limit: None,
+            byte_limit: None,
+            colo_name: None,
+            destination_conf: None,
+            packets_captured: None,
+            stop_requested: None,
+            error_message: None,
+            sample_one_in: None,
+        }
+    }
+
     /// The API's PCAP object; absent optional fields are omitted, never null.
     pub fn to_api(&self) -> Value {
         let mut o = json!({
@@ -148,24 +177,12 @@ mod tests {
 
     #[test]
     fn api_object_omits_absent_fields() {
+        let submitted = DateTime::parse_from_rfc3339("2021-12-20T17:29:20.641845Z").unwrap().with_timezone(&Utc);
         let c = Capture {
-            id: new_id(),
-            account: "a".repeat(32),
-            kind: CaptureType::Simple,
-            system: "magic-transit".into(),
             status: Status::ConversionRunning,
-            submitted: DateTime::parse_from_rfc3339("2021-12-20T17:29:20.641845Z").unwrap().with_timezone(&Utc),
-            time_limit: 120,
-            filter: FilterJson::default(),
-            offset_time: None,
             packet_limit: Some(100),
-            byte_limit: None,
-            colo_name: None,
-            destination_conf: None,
-            packets_captured: None,
-            stop_requested: None,
-            error_message: None,
             sample_one_in: Some(100),
+            ..Capture::new(&"a".repeat(32), CaptureType::Simple, submitted, 120, &FilterV1::default())
         };
         let v = c.to_api();
         assert_eq!(v["submitted"], "2021-12-20T17:29:20.641845Z");

@@ -254,28 +254,14 @@ impl UploadQueue for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::captures::model::{new_id, CaptureType, FilterJson};
+    use crate::captures::model::CaptureType;
     use chrono::{Duration, Utc};
 
     fn cap(account: &str, secs_ago: i64) -> Capture {
+        let filter = crate::filter::FilterV1::default();
         Capture {
-            id: new_id(),
-            account: account.into(),
-            kind: CaptureType::Simple,
-            system: "magic-transit".into(),
-            status: Status::Pending,
-            submitted: Utc::now() - Duration::seconds(secs_ago),
-            time_limit: 60,
-            filter: FilterJson::default(),
-            offset_time: None,
             packet_limit: Some(10),
-            byte_limit: None,
-            colo_name: None,
-            destination_conf: None,
-            packets_captured: None,
-            stop_requested: None,
-            error_message: None,
-            sample_one_in: Some(100),
+            ..Capture::new(account, CaptureType::Simple, Utc::now() - Duration::seconds(secs_ago), 60, &filter)
         }
     }
 
