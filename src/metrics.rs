@@ -87,6 +87,17 @@ pub fn render(dp: Option<&DataPlaneView>, api: &ApiMetrics, captures_running: us
                 line(&mut o, metric, &format!("port=\"{name}\""), get(s));
             }
         }
+        for (metric, text, bytes) in [
+            ("pcapd_queue_rx_packets_total", "Packets received per RX queue (NIC counters).", false),
+            ("pcapd_queue_rx_bytes_total", "Bytes received per RX queue (NIC counters).", true),
+        ] {
+            help(&mut o, metric, "counter", text);
+            for p in &dp.ports {
+                for (q, (pk, by)) in p.queue_stats().into_iter().enumerate() {
+                    line(&mut o, metric, &format!("port=\"{}\",queue=\"{q}\"", p.name()), if bytes { by } else { pk });
+                }
+            }
+        }
         let s = &dp.samples;
         for (metric, kind, text, v) in [
             ("pcapd_samples_sampled_total", "counter", "Packets sampled on RX cores.", s.sampled.load(Relaxed)),

@@ -101,8 +101,18 @@ fn simple_captures_hold_exactly_the_sampled_matching_packets() {
         iface: None,
         extra: "",
     });
-    wait_replayed(&app, read_pcap(&input).len());
+    let n = read_pcap(&input).len();
+    wait_replayed(&app, n);
     let subset = sampled_subset(&input, dir.path());
+    // /metrics agrees with the input: every packet counted on its queue, 1 in 3 sampled.
+    let metrics = String::from_utf8(call("GET", &format!("{}/metrics", app.base), &[], None).body).unwrap();
+    let value = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in\n{metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value("pcapd_queue_rx_packets_total{port=\"net_pcap0\",queue=\"0\"}"), n as u64);
+    assert_eq!(value("pcapd_nic_ipackets_total{port=\"net_pcap0\"}"), n as u64);
+    assert_eq!(value("pcapd_samples_sampled_total"), read_pcap(&subset).len() as u64);
     let cases = [
         (json!({}), "", 10_000u64),
         // tcpdump does not check the IPv4 version/IHL; pcapd does: the oracle adds the check.

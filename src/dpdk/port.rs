@@ -39,6 +39,7 @@ struct PortInner {
     id: PortId,
     name: String,
     driver: String,
+    rx_queues: u16,
     _pool: Arc<Mempool>,
 }
 
@@ -118,7 +119,7 @@ impl Port {
         // SAFETY: the port is configured and every queue is set up.
         let rc = unsafe { sys::rte_eth_dev_start(p) };
         DpdkError::check_port(p, name, "rte_eth_dev_start", rc)?;
-        let inner = Arc::new(PortInner { id, name: name.to_string(), driver, _pool: pool });
+        let inner = Arc::new(PortInner { id, name: name.to_string(), driver, rx_queues: setup.rx_queues, _pool: pool });
         let queues = (0..setup.rx_queues)
             .map(|q| RxQueue { port: Arc::clone(&inner), queue: QueueId(q), _not_sync: PhantomData })
             .collect();
@@ -135,6 +136,18 @@ impl Port {
 
     pub fn driver(&self) -> &str {
         &self.inner.driver
+    }
+
+    /// Packets and bytes received per RX queue (drivers report the first 16 queues).
+    pub fn queue_stats(&self) -> Vec<(u64, u64)> {
+        let mut s = sys::rte_eth_stats::default();
+        // SAFETY: `s` is a valid out-pointer; the port is started.
+        let rc = unsafe { sys::rte_eth_stats_get(self.inner.id.0, &mut s) };
+        if rc != 0 {
+            return Vec::new();
+        }
+        let n = usize::from(self.inner.rx_queues).min(s.q_ipackets.len());
+        (0..n).map(|q| (s.q_ipackets[q], s.q_ibytes[q])).collect()
     }
 
     /// NIC counters; all zero if the driver cannot report them.
