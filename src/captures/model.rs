@@ -134,16 +134,14 @@ impl Capture {
 
     /// The API's PCAP object; absent optional fields are omitted, never null.
     pub fn to_api(&self) -> Value {
-        let mut o = json!({
-            "id": self.id,
-            "type": self.kind,
-            "system": self.system,
-            "status": self.status.as_str(),
-            "submitted": rfc3339(&self.submitted),
-            "time_limit": self.time_limit,
-            "filter_v1": Value::Object(self.filter.0.clone()),
-        });
-        let m = o.as_object_mut().expect("json! object");
+        let mut m = Map::new();
+        m.insert("id".into(), Value::from(self.id.clone()));
+        m.insert("type".into(), json!(self.kind));
+        m.insert("system".into(), Value::from(self.system.clone()));
+        m.insert("status".into(), Value::from(self.status.as_str()));
+        m.insert("submitted".into(), Value::from(rfc3339(&self.submitted)));
+        m.insert("time_limit".into(), Value::from(self.time_limit));
+        m.insert("filter_v1".into(), Value::Object(self.filter.0.clone()));
         let mut put = |k: &str, v: Option<Value>| {
             if let Some(v) = v {
                 m.insert(k.to_string(), v);
@@ -157,7 +155,7 @@ impl Capture {
         put("packets_captured", self.packets_captured.map(Value::from));
         put("stop_requested", self.stop_requested.as_ref().map(|t| Value::from(rfc3339(t))));
         put("error_message", self.error_message.clone().map(Value::from));
-        o
+        Value::Object(m)
     }
 }
 
