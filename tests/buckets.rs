@@ -116,6 +116,20 @@ fn assert_contiguous_in_cycle(got: &[Vec<u8>], cycle: &[Vec<u8>]) {
     assert!(ok, "the {} captured packets are not a contiguous stretch of the replay", got.len());
 }
 
+/// An appliance receiving from `veth` and uploading to `m`, writer files rotated at `rotate_bytes`.
+fn live_appliance(m: &Moto, veth: &Veth, input: &Path, data: &Path, rotate_bytes: u64) -> Appliance {
+    let extra = s3_extra(m, rotate_bytes, 10);
+    Appliance::start(&Opts {
+        source: input,
+        one_in: 100,
+        simple_interval: 0,
+        data,
+        infinite: false,
+        iface: Some(&veth.rx),
+        extra: &extra,
+    })
+}
+
 /// The fixture's frames a veth can carry (all but the 10-byte runt).
 fn sendable(tmp: &Path) -> PathBuf {
     let out = tmp.join("sendable.cap");
@@ -146,16 +160,7 @@ fn ownership_then_full_captures_land_in_the_bucket() {
     let input = sendable(tmp.path());
     let cycle = datas(&read_pcap(&input));
     let data = tmp.path().join("data");
-    let extra = s3_extra(&m, 6_000_000, 10);
-    let app = Appliance::start(&Opts {
-        source: &input,
-        one_in: 100,
-        simple_interval: 0,
-        data: &data,
-        infinite: false,
-        iface: Some(&veth.rx),
-        extra: &extra,
-    });
+    let app = live_appliance(&m, &veth, &input, &data, 6_000_000);
     let d = dest("site1");
 
     // Refused before validation; wrong colo; bad destinations.
@@ -434,16 +439,7 @@ fn disk_full_fails_that_capture_and_nothing_else() {
         }
     }
     let _unmount = Unmount(data.clone());
-    let extra = s3_extra(&m, 100_000_000, 10);
-    let app = Appliance::start(&Opts {
-        source: &input,
-        one_in: 100,
-        simple_interval: 0,
-        data: &data,
-        infinite: false,
-        iface: Some(&veth.rx),
-        extra: &extra,
-    });
+    let app = live_appliance(&m, &veth, &input, &data, 100_000_000);
     let d = dest("full");
     own(&app, &m, BUCKET, &d, "full", tmp.path());
     let r = post(&app, "/pcaps", &full(json!({}), json!({}), &d));
@@ -491,16 +487,7 @@ fn two_accounts_capture_at_once_each_gets_only_its_packets() {
     let veth = Veth::new("t");
     let input = sendable(tmp.path());
     let data = tmp.path().join("data");
-    let extra = s3_extra(&m, 100_000_000, 10);
-    let app = Appliance::start(&Opts {
-        source: &input,
-        one_in: 100,
-        simple_interval: 0,
-        data: &data,
-        infinite: false,
-        iface: Some(&veth.rx),
-        extra: &extra,
-    });
+    let app = live_appliance(&m, &veth, &input, &data, 100_000_000);
     let (da, db) = (dest("acct-a"), dest("acct-b"));
     own(&app, &m, BUCKET, &da, "acct-a", tmp.path());
     // Account B registers and validates its own destination.
