@@ -361,3 +361,42 @@ fn first_packets_of_a_fast_source_reach_the_file() {
         assert!(got == want, "the replay, in order, from its first packet");
     }
 }
+
+#[test]
+fn sigint_and_sigterm_stop_with_valid_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = small_frames(dir.path());
+    for sig in ["INT", "TERM"] {
+        let out = dir.path().join(format!("sig-{sig}.pcap"));
+        let _g = dpdk_lock();
+        let child = pcapd()
+            .args([
+                "capture",
+                "--vdev",
+                &format!("{},infinite_rx=1", vdev_pcap(&[&input])),
+                "--rotate-packets",
+                "100000",
+                "-w",
+            ])
+            .arg(&out)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        common::appliance::send_signal(child.id(), sig);
+        let res = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&res.stderr);
+        assert!(res.status.success(), "SIG{sig}: {stderr}");
+        assert!(stderr.contains("stopped: interrupted"), "{stderr}");
+        // Every file is whole (the reader is strict) and together they hold what was written.
+        let files: Vec<_> = files_ending(dir.path(), ".pcap")
+            .into_iter()
+            .filter(|f| f.to_string_lossy().contains(&format!("sig-{sig}_")))
+            .collect();
+        assert!(!files.is_empty());
+        let total: usize = files.iter().map(|f| read_pcap(f).len()).sum();
+        let summary = Run { code: 0, stdout: String::new(), stderr: stderr.into_owned() };
+        assert_eq!(total as u64, summary.summary("written"));
+        assert!(files_ending(dir.path(), ".partial").is_empty());
+    }
+}
