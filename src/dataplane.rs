@@ -163,11 +163,6 @@ impl DataPlane {
         self.ports.clone()
     }
 
-    /// NIC counters per port (name, stats).
-    pub fn nic_stats(&self) -> Vec<(String, EthStats)> {
-        self.ports.iter().map(|p| (p.name().to_string(), p.stats())).collect()
-    }
-
     /// NIC counters summed over all ports.
     pub fn nic_totals(&self) -> EthStats {
         self.ports.iter().map(Port::stats).fold(EthStats::default(), |a, s| EthStats {
@@ -177,11 +172,6 @@ impl DataPlane {
             ierrors: a.ierrors + s.ierrors,
             rx_nombuf: a.rx_nombuf + s.rx_nombuf,
         })
-    }
-
-    /// True while every RX lcore is running.
-    pub fn is_running(&self) -> bool {
-        !self.stop.load(Relaxed) && !self.jobs.is_empty()
     }
 
     /// Stops the RX lcores and waits for them. Returns the first panic message, if any.

@@ -60,7 +60,7 @@ impl RxWorker {
                     s.burst(n, ts_ns, |i| (burst[i].first_segment(), burst[i].pkt_len()));
                 }
                 let (bytes, taken) = self.process_burst(&set, &mut burst, ts_ns, &mut sc);
-                self.stats.record_burst(n as u64, bytes, taken, ts_ns);
+                self.stats.record_burst(n as u64, bytes, taken);
             }
             self.stats.record_loop();
             if received > 0 || !self.idle_backoff {

@@ -10,8 +10,6 @@ pub struct CoreStats {
     pub rx_bytes: AtomicU64,
     /// Packets taken by at least one capture.
     pub matched: AtomicU64,
-    /// Wall-clock ns of the last non-empty burst (0: none yet).
-    pub last_rx_ns: AtomicU64,
     /// Bursts polled, empty or not: lets the control side see the core make progress.
     pub loops: AtomicU64,
 }
@@ -30,12 +28,11 @@ impl StatsWriter {
     }
 
     #[inline]
-    pub fn record_burst(&self, pkts: u64, bytes: u64, matched: u64, now_ns: u64) {
+    pub fn record_burst(&self, pkts: u64, bytes: u64, matched: u64) {
         let s = &self.all[self.idx];
         Self::add(&s.rx_packets, pkts);
         Self::add(&s.rx_bytes, bytes);
         Self::add(&s.matched, matched);
-        s.last_rx_ns.store(now_ns, Relaxed);
     }
 
     #[inline]
@@ -68,11 +65,6 @@ impl StatsReader {
             matched: t.matched + c.matched.load(Relaxed),
         })
     }
-
-    /// The latest `last_rx_ns` over all cores (0 if nothing was received yet).
-    pub fn last_rx_ns(&self) -> u64 {
-        self.0.iter().map(|c| c.last_rx_ns.load(Relaxed)).max().unwrap_or(0)
-    }
 }
 
 pub fn per_core_stats(cores: usize) -> (Vec<StatsWriter>, StatsReader) {
@@ -87,11 +79,10 @@ mod tests {
     #[test]
     fn totals_sum_cores() {
         let (w, r) = per_core_stats(2);
-        w[0].record_burst(3, 300, 1, 10);
-        w[1].record_burst(2, 100, 2, 20);
-        w[0].record_burst(1, 60, 0, 30);
+        w[0].record_burst(3, 300, 1);
+        w[1].record_burst(2, 100, 2);
+        w[0].record_burst(1, 60, 0);
         assert_eq!(r.totals(), CoreTotals { rx_packets: 6, rx_bytes: 460, matched: 3 });
-        assert_eq!(r.last_rx_ns(), 30);
         assert_eq!(std::mem::align_of::<CoreStats>(), 128);
     }
 }

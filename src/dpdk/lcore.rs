@@ -67,10 +67,6 @@ pub fn launch(lcore: LcoreId, job: impl FnOnce() + Send + 'static) -> Result<Lco
 }
 
 impl LcoreJob {
-    pub fn lcore(&self) -> LcoreId {
-        self.lcore
-    }
-
     /// Blocks until the job returns. `Err` carries the panic message if it panicked.
     pub fn wait(self) -> Result<(), String> {
         // SAFETY: this lcore was launched by us; waiting on it is always valid.

@@ -39,12 +39,6 @@ impl Mempool {
     pub(crate) fn as_ptr(&self) -> *mut sys::rte_mempool {
         self.raw.as_ptr()
     }
-
-    /// Buffers currently free in the pool (an estimate while RX runs).
-    pub fn available(&self) -> u32 {
-        // SAFETY: the pool is alive (we own it).
-        unsafe { sys::rte_mempool_avail_count(self.raw.as_ptr()) }
-    }
 }
 
 impl Drop for Mempool {

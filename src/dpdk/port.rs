@@ -176,14 +176,6 @@ pub struct RxQueue {
 }
 
 impl RxQueue {
-    pub fn port_id(&self) -> PortId {
-        self.port.id
-    }
-
-    pub fn queue_id(&self) -> QueueId {
-        self.queue
-    }
-
     /// Receives up to `BURST` packets, appending them to `out`. Returns how many arrived.
     #[inline]
     pub fn poll(&mut self, out: &mut Vec<Mbuf>) -> usize {

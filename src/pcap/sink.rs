@@ -110,10 +110,6 @@ impl PcapSink {
         Ok(sink)
     }
 
-    pub fn snaplen(&self) -> u32 {
-        self.snaplen
-    }
-
     /// Records written so far (all files).
     pub fn packets(&self) -> u64 {
         self.packets
