@@ -55,12 +55,11 @@ fn main() {
         .allowlist_function(
             "rte_eal_(init|cleanup|remote_launch|wait_lcore|mp_wait_lcore|has_hugepages)|rte_strerror\
              |rte_lcore_(id|count|is_enabled|to_socket_id)|rte_get_main_lcore|rte_socket_id\
-             |rte_get_tsc_hz|rte_rdtsc|rte_get_tsc_cycles|rte_thread_(register|unregister)\
+             |rte_get_tsc_hz|rte_rdtsc|rte_get_tsc_cycles\
              |rte_pktmbuf_pool_create|rte_mempool_(free|avail_count|in_use_count)\
-             |rte_pktmbuf_free|rte_pktmbuf_free_bulk|rte_mbuf_refcnt_update|rte_mbuf_refcnt_read\
              |rte_eth_dev_(get_port_by_name|get_name_by_port|configure|start|stop|close|info_get|socket_id|count_avail|adjust_nb_rx_tx_desc|is_valid_port)\
              |rte_eth_(rx_queue_setup|tx_queue_setup|promiscuous_enable|stats_get|stats_reset|rx_burst|find_next_owned_by|find_next)\
-             |pcapd_rte_errno",
+             |pcapd_rte_errno|pcapd_pktmbuf_free_bulk",
         )
         .allowlist_type("rte_mbuf|rte_eth_conf|rte_eth_dev_info|rte_eth_stats|rte_eth_rxconf|rte_mempool")
         .allowlist_var("RTE_MAX_ETHPORTS|RTE_MBUF_DEFAULT_BUF_SIZE|RTE_PKTMBUF_HEADROOM|RTE_MAX_LCORE|RTE_ETH_DEV_NO_OWNER")

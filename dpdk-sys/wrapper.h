@@ -13,3 +13,5 @@
 
 /* From shim.c: DPDK's per-lcore errno is a TLS variable bindgen cannot bind. */
 int pcapd_rte_errno(void);
+/* From shim.c: rte_pktmbuf_free_bulk with the mempool-cache lookup inlined into pcapd. */
+void pcapd_pktmbuf_free_bulk(struct rte_mbuf **mbufs, unsigned int count);

@@ -8,18 +8,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use crossbeam::utils::CachePadded;
 
 use crate::filter::Matcher;
 
-/// Counters of one capture. RX cores and the writer add to them once per burst or batch.
+/// Counters of one capture. RX cores and the writer add to them once per burst or batch; the
+/// writer's fields sit on their own cache line so that its updates do not stall the RX cores.
 #[derive(Debug, Default)]
+#[repr(C)]
 pub struct CaptureCounters {
     /// Packets that matched the filter and were within the budget.
     pub matched: AtomicU64,
-    /// Records written to the capture's files.
-    pub written: AtomicU64,
     /// Dropped because the writer's ring was full.
     pub dropped_ring_full: AtomicU64,
+    /// Records written to the capture's files.
+    pub written: CachePadded<AtomicU64>,
     /// Dropped because the writer failed (disk full, I/O error).
     pub dropped_writer_error: AtomicU64,
 }

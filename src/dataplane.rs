@@ -105,14 +105,14 @@ impl DataPlane {
             per_core[i % rx_cores.len()].push(q);
         }
 
-        let rings = Rings::new(rx_cores.len(), cfg.writer.threads, cfg.writer.ring_size);
+        let Rings { by_core, by_writer } = Rings::new(rx_cores.len(), cfg.writer.threads, cfg.writer.ring_bytes);
         let mut first_cmds = first_cmds;
-        for w in 0..cfg.writer.threads {
+        for (w, consumers) in by_writer.into_iter().enumerate() {
             let (tx, rx) = channel::unbounded();
             for (_, cmd) in first_cmds.extract_if(.., |(to, _)| *to == w) {
                 let _ = tx.send(cmd);
             }
-            let writer = Writer { name: format!("pcapd-writer{w}"), rings: rings.for_writer(w), cmds: rx };
+            let writer = Writer { name: format!("pcapd-writer{w}"), rings: consumers, cmds: rx, sinks: Vec::new() };
             let name = writer.name.clone();
             let h = std::thread::Builder::new()
                 .name(name.clone())
@@ -124,7 +124,7 @@ impl DataPlane {
 
         let clock = TscClock::new(dp.eal.as_ref().map_or(1, Eal::tsc_hz));
         let per_core_rate = sampling.as_ref().map_or(0, |s| (s.max_per_second / rx_cores.len() as u64).max(1));
-        for (c, ((core, qs), sw)) in rx_cores.iter().zip(per_core).zip(stats_w).enumerate() {
+        for (c, (((core, qs), sw), producers)) in rx_cores.iter().zip(per_core).zip(stats_w).zip(by_core).enumerate() {
             let sampler = sampling.as_ref().map(|s| {
                 Sampler::new(
                     s.one_in,
@@ -137,7 +137,7 @@ impl DataPlane {
             let worker = crate::rx::RxWorker {
                 queues: qs,
                 active: Arc::clone(&dp.active),
-                rings: rings.for_core(c),
+                rings: producers,
                 stats: sw,
                 clock,
                 stop: Arc::clone(&dp.stop),

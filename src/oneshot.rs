@@ -152,8 +152,10 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
     }]);
     // The file is opened in writer 0 before it starts, so before any record can arrive.
     let open = WriterCmd::Open { slot: 0, sink: Box::new(sink), counters: Arc::clone(&counters), ack: None };
-    let started_at = Instant::now();
     let mut dp = DataPlane::start(cfg, &ports, active, vec![(0, open)], None)?;
+    // Capture time (`--duration`, packets/s) starts once the RX cores poll: not during EAL
+    // memory set-up or while a PMD loads its files (seconds for a large `infinite_rx` file).
+    let started_at = Instant::now();
 
     let reason = wait_for_end(&dp.stats, &budget, req.duration, finite, &interrupted, started_at);
     let rx_failure = dp.stop_rx().err();

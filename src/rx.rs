@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::active::{ActiveSet, SharedActiveSet};
 use crate::clock::TscClock;
-use crate::dpdk::{FreeBatch, Mbuf, RxQueue, BURST};
-use crate::handoff::{Record, Ring};
+use crate::dpdk::{Burst, RxQueue, BURST};
+use crate::handoff::Producer;
 use crate::samples::Sampler;
 use crate::stats::StatsWriter;
 use crate::wire;
@@ -23,7 +23,7 @@ pub struct RxWorker {
     pub queues: Vec<RxQueue>,
     pub active: SharedActiveSet,
     /// Producer ends, indexed by writer.
-    pub rings: Vec<Arc<Ring>>,
+    pub rings: Vec<Producer>,
     pub stats: StatsWriter,
     pub clock: TscClock,
     pub stop: Arc<AtomicBool>,
@@ -37,14 +37,12 @@ struct Scratch {
     /// Per capture: bitmask of the burst's packets it matched, then of those it takes.
     takes: Vec<u32>,
     caplens: [u32; BURST],
-    free: FreeBatch,
 }
 
 impl RxWorker {
     pub fn run(mut self) {
-        let mut burst: Vec<Mbuf> = Vec::with_capacity(BURST);
-        let mut sc =
-            Scratch { takes: Vec::with_capacity(64), caplens: [0; BURST], free: FreeBatch::with_capacity(BURST * 2) };
+        let mut burst = Burst::default();
+        let mut sc = Scratch { takes: Vec::with_capacity(64), caplens: [0; BURST] };
         let mut empty_polls: u32 = 0;
         while !self.stop.load(Relaxed) {
             let set = self.active.load();
@@ -57,11 +55,14 @@ impl RxWorker {
                 received += n;
                 let ts_ns = self.clock.now_ns();
                 if let Some(s) = self.sampler.as_mut() {
-                    s.burst(n, ts_ns, |i| (burst[i].first_segment(), burst[i].pkt_len()));
+                    s.burst(n, ts_ns, |i| (burst.packet(i).first_segment(), burst.packet(i).pkt_len()));
                 }
-                let (bytes, taken) = self.process_burst(&set, &mut burst, ts_ns, &mut sc);
+                let (bytes, taken) = self.process_burst(&set, &burst, ts_ns, &mut sc);
+                burst.free();
                 self.stats.record_burst(n as u64, bytes, taken);
             }
+            // One release store per ring and loop: the writers see this loop's records.
+            self.rings.iter_mut().for_each(Producer::publish);
             self.stats.record_loop();
             if received > 0 || !self.idle_backoff {
                 empty_polls = 0;
@@ -78,9 +79,10 @@ impl RxWorker {
         }
     }
 
-    /// Matches, budgets and hands off one burst (emptying it). Returns (bytes, packets taken).
+    /// Matches, budgets and copies one burst's taken packets into the writers' rings. Returns
+    /// (bytes received, packets taken).
     #[inline]
-    fn process_burst(&self, set: &ActiveSet, burst: &mut Vec<Mbuf>, ts_ns: u64, sc: &mut Scratch) -> (u64, u64) {
+    fn process_burst(&mut self, set: &ActiveSet, burst: &Burst, ts_ns: u64, sc: &mut Scratch) -> (u64, u64) {
         let mut bytes = 0u64;
         sc.takes.clear();
         sc.takes.resize(set.captures.len(), 0);
@@ -113,7 +115,7 @@ impl RxWorker {
             let mut bits = cand;
             while bits != 0 {
                 let i = bits.trailing_zeros() as usize;
-                sc.caplens[ncand] = burst[i].pkt_len().min(cap.snaplen);
+                sc.caplens[ncand] = burst.packet(i).pkt_len().min(cap.snaplen);
                 ncand += 1;
                 bits &= bits - 1;
             }
@@ -129,29 +131,19 @@ impl RxWorker {
             *take = mask;
             any |= mask;
         }
-        for (i, m) in burst.drain(..).enumerate() {
-            let bit = 1u32 << i;
-            if any & bit == 0 {
-                sc.free.push(m);
-                continue;
-            }
-            // Every taker but the last gets a shared reference; the last gets `m`.
-            let last = sc.takes.iter().rposition(|t| t & bit != 0).unwrap_or(0);
-            let mut own = Some(m);
-            for (ci, cap) in set.captures.iter().enumerate().take(last + 1) {
-                if sc.takes[ci] & bit == 0 {
-                    continue;
-                }
-                let mbuf = if ci == last { own.take() } else { own.as_ref().map(Mbuf::share) };
-                let Some(mbuf) = mbuf else { break };
-                if let Err(rec) = self.rings[cap.writer].push(Record { slot: cap.slot, ts_ns, mbuf }) {
+        for (take, cap) in sc.takes.iter().zip(&set.captures) {
+            let ring = &mut self.rings[cap.writer];
+            let mut bits = *take;
+            while bits != 0 {
+                let p = burst.packet(bits.trailing_zeros() as usize);
+                bits &= bits - 1;
+                let caplen = p.pkt_len().min(cap.snaplen);
+                if !ring.push(cap.slot, ts_ns, p.pkt_len(), caplen, p.segments()) {
                     cap.counters.dropped_ring_full.fetch_add(1, Relaxed);
-                    cap.budget.give_back(rec.mbuf.pkt_len().min(cap.snaplen));
-                    sc.free.push(rec.mbuf);
+                    cap.budget.give_back(caplen);
                 }
             }
         }
-        sc.free.flush();
         (bytes, u64::from(any.count_ones()))
     }
 }

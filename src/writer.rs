@@ -1,5 +1,5 @@
-//! Writer threads: drain the RX rings, write each capture's records into its `PcapSink`, free
-//! the mbufs in bulk, rotate on idle ticks, and close captures on command (after draining, so a
+//! Writer threads: drain the RX rings, write each capture's records into its `PcapSink`, rotate
+//! on idle ticks, and close captures on command (after draining, so a
 //! capture's file holds every record RX handed off before the close).
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -10,12 +10,11 @@ use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::active::CaptureCounters;
 use crate::clock::realtime_ns;
-use crate::dpdk::{FreeBatch, ThreadRegistration};
-use crate::handoff::Ring;
+use crate::handoff::Consumer;
 use crate::pcap::PcapSink;
 
-/// Records taken from one ring before looking at the next (fairness between RX cores).
-const DRAIN_BATCH: usize = 512;
+/// Bytes taken from one ring before looking at the next (fairness between RX cores).
+const DRAIN_BYTES: usize = 256 << 10;
 const IDLE_MIN: Duration = Duration::from_micros(50);
 const IDLE_MAX: Duration = Duration::from_millis(2);
 
@@ -38,7 +37,7 @@ pub struct CloseReport {
     pub bytes: u64,
 }
 
-struct SinkSlot {
+pub struct SinkSlot {
     sink: PcapSink,
     counters: Arc<CaptureCounters>,
     error: Option<String>,
@@ -48,36 +47,28 @@ struct SinkSlot {
 pub struct Writer {
     pub name: String,
     /// Consumer ends, one per RX core.
-    pub rings: Vec<Arc<Ring>>,
+    pub rings: Vec<Consumer>,
     pub cmds: Receiver<WriterCmd>,
+    /// Open captures, by slot.
+    pub sinks: Vec<Option<SinkSlot>>,
 }
 
 impl Writer {
-    pub fn run(self) {
-        // Registered threads get an lcore id and so per-thread mempool caches for the frees.
-        let _reg = match ThreadRegistration::register(&self.name) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                tracing::warn!("{e}; mbufs will be freed without a mempool cache");
-                None
-            }
-        };
-        let mut sinks: Vec<Option<SinkSlot>> = Vec::new();
-        let mut free = FreeBatch::with_capacity(256);
+    pub fn run(mut self) {
         let mut idle = IDLE_MIN;
         loop {
             // Commands first: an `Open` must be in place before that capture's records are drained.
             while let Ok(cmd) = self.cmds.try_recv() {
-                if !self.handle(cmd, &mut sinks, &mut free) {
+                if !self.handle(cmd) {
                     return;
                 }
             }
-            if self.drain_once(&mut sinks, &mut free) > 0 {
+            if self.drain_once() > 0 {
                 idle = IDLE_MIN;
                 continue;
             }
             let now = realtime_ns();
-            for s in sinks.iter_mut().flatten() {
+            for s in self.sinks.iter_mut().flatten() {
                 if s.error.is_none() {
                     if let Err(e) = s.sink.tick(now) {
                         s.error = Some(e.to_string());
@@ -86,13 +77,13 @@ impl Writer {
             }
             match self.cmds.recv_timeout(idle) {
                 Ok(cmd) => {
-                    if !self.handle(cmd, &mut sinks, &mut free) {
+                    if !self.handle(cmd) {
                         return;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => idle = (idle * 2).min(IDLE_MAX),
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.handle(WriterCmd::Shutdown, &mut sinks, &mut free);
+                    self.handle(WriterCmd::Shutdown);
                     return;
                 }
             }
@@ -100,22 +91,22 @@ impl Writer {
     }
 
     /// Returns false when the thread should exit.
-    fn handle(&self, cmd: WriterCmd, sinks: &mut Vec<Option<SinkSlot>>, free: &mut FreeBatch) -> bool {
+    fn handle(&mut self, cmd: WriterCmd) -> bool {
         match cmd {
             WriterCmd::Open { slot, sink, counters, ack } => {
                 let i = usize::from(slot);
-                if sinks.len() <= i {
-                    sinks.resize_with(i + 1, || None);
+                if self.sinks.len() <= i {
+                    self.sinks.resize_with(i + 1, || None);
                 }
-                sinks[i] = Some(SinkSlot { sink: *sink, counters, error: None, written_unpublished: 0 });
+                self.sinks[i] = Some(SinkSlot { sink: *sink, counters, error: None, written_unpublished: 0 });
                 if let Some(ack) = ack {
                     let _ = ack.send(());
                 }
                 true
             }
             WriterCmd::Close { slot, reply } => {
-                while self.drain_once(sinks, free) > 0 {}
-                let report = match sinks.get_mut(usize::from(slot)).and_then(Option::take) {
+                while self.drain_once() > 0 {}
+                let report = match self.sinks.get_mut(usize::from(slot)).and_then(Option::take) {
                     Some(s) => close(slot, s),
                     None => CloseReport {
                         slot,
@@ -128,8 +119,8 @@ impl Writer {
                 true
             }
             WriterCmd::Shutdown => {
-                while self.drain_once(sinks, free) > 0 {}
-                for (slot, s) in sinks.iter_mut().enumerate() {
+                while self.drain_once() > 0 {}
+                for (slot, s) in self.sinks.iter_mut().enumerate() {
                     if let Some(s) = s.take() {
                         let r = close(slot as u16, s);
                         if let Err(e) = r.files {
@@ -143,39 +134,33 @@ impl Writer {
     }
 
     /// One pass over every ring; returns how many records were taken.
-    fn drain_once(&self, sinks: &mut [Option<SinkSlot>], free: &mut FreeBatch) -> usize {
+    fn drain_once(&mut self) -> usize {
         let now = realtime_ns();
         let mut moved = 0;
-        for ring in &self.rings {
-            for _ in 0..DRAIN_BATCH {
-                let Some(rec) = ring.pop() else { break };
-                moved += 1;
+        let (name, sinks) = (&self.name, &mut self.sinks);
+        for ring in &mut self.rings {
+            moved += ring.drain(DRAIN_BYTES, |rec| {
                 let Some(Some(s)) = sinks.get_mut(usize::from(rec.slot)) else {
                     // The control side opens a sink before publishing its capture to RX cores
                     // and closes it only after they stopped producing for it: a bug if reached.
-                    tracing::error!("{}: record for capture slot {} without an open file", self.name, rec.slot);
-                    free.push(rec.mbuf);
-                    continue;
+                    tracing::error!("{name}: record for capture slot {} without an open file", rec.slot);
+                    return;
                 };
-                {
-                    if s.error.is_none() {
-                        match s.sink.write(rec.ts_ns, rec.mbuf.pkt_len(), rec.mbuf.segments(), now) {
-                            Ok(()) => s.written_unpublished += 1,
-                            Err(e) => {
-                                s.error = Some(e.to_string());
-                                s.counters.dropped_writer_error.fetch_add(1, Relaxed);
-                            }
-                        }
-                    } else {
+                if s.error.is_some() {
+                    s.counters.dropped_writer_error.fetch_add(1, Relaxed);
+                    return;
+                }
+                match s.sink.write_truncated(rec.ts_ns, rec.orig_len, rec.data, now) {
+                    Ok(()) => s.written_unpublished += 1,
+                    Err(e) => {
+                        s.error = Some(e.to_string());
                         s.counters.dropped_writer_error.fetch_add(1, Relaxed);
                     }
                 }
-                free.push(rec.mbuf);
-            }
+            });
         }
-        free.flush();
         if moved > 0 {
-            for s in sinks.iter_mut().flatten() {
+            for s in self.sinks.iter_mut().flatten() {
                 if s.written_unpublished > 0 {
                     s.counters.written.fetch_add(s.written_unpublished, Relaxed);
                     s.written_unpublished = 0;

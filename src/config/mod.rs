@@ -89,9 +89,10 @@ pub struct WriterConfig {
     /// Writer threads (captures are spread over them; one capture is written by one thread).
     #[serde(default = "one_usize")]
     pub threads: usize,
-    /// Records each RX core may queue per writer before dropping (a power of two).
+    /// Bytes of packets (each plus a 24-byte header) each RX core may queue per writer before
+    /// dropping: a power of two from 1 MiB to 1 GiB. Memory: rx_cores x threads x ring_bytes.
     #[serde(default = "default_ring")]
-    pub ring_size: usize,
+    pub ring_bytes: usize,
     /// Start a new file when the next record would pass this size (bytes).
     #[serde(default)]
     pub rotate_bytes: Option<u64>,
@@ -110,7 +111,7 @@ impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
             threads: 1,
-            ring_size: default_ring(),
+            ring_bytes: default_ring(),
             rotate_bytes: None,
             rotate_seconds: None,
             rotate_packets: None,
@@ -149,7 +150,7 @@ fn default_descriptors() -> u16 {
     1024
 }
 fn default_ring() -> usize {
-    4096
+    16 << 20
 }
 fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/pcapd")
@@ -310,10 +311,10 @@ impl Config {
         if w.threads == 0 || w.threads > 64 {
             return Err(invalid("writer.threads", format!("{} is out of range (1 to 64)", w.threads)));
         }
-        if !w.ring_size.is_power_of_two() || w.ring_size < 64 || w.ring_size > 1 << 20 {
+        if !w.ring_bytes.is_power_of_two() || w.ring_bytes < crate::handoff::MIN_RING_BYTES || w.ring_bytes > 1 << 30 {
             return Err(invalid(
-                "writer.ring_size",
-                format!("{} must be a power of two from 64 to 1048576", w.ring_size),
+                "writer.ring_bytes",
+                format!("{} must be a power of two from 1048576 (1 MiB) to 1073741824 (1 GiB)", w.ring_bytes),
             ));
         }
         for (k, v) in [
@@ -383,16 +384,15 @@ impl Config {
         args
     }
 
-    /// Mbufs needed so that RX never starves while rings and descriptors hold buffers;
+    /// Mbufs needed so that RX never starves while descriptors and mempool caches hold buffers;
     /// `held_by_pmds` more for what drivers keep (net_pcap `infinite_rx` copies of its files).
     pub fn mempool_size(&self, held_by_pmds: u64) -> u32 {
         if self.dpdk.mbufs > 0 {
             return self.dpdk.mbufs;
         }
         let desc: usize = self.ports.iter().map(|p| usize::from(p.rx_queues) * usize::from(p.rx_descriptors)).sum();
-        let rings = self.dpdk.rx_cores.len() * self.writer.threads * self.writer.ring_size;
-        let caches = (self.dpdk.rx_cores.len() + self.writer.threads + 1) * 512;
-        let need = desc + rings + caches + 4096 + held_by_pmds as usize;
+        let caches = (self.dpdk.rx_cores.len() + 1) * 512;
+        let need = desc + caches + 4096 + held_by_pmds as usize;
         // Mempools are most efficient at 2^n - 1 elements.
         (need.next_power_of_two() - 1).min(u32::MAX as usize) as u32
     }

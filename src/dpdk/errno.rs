@@ -52,8 +52,6 @@ pub enum DpdkError {
     LcoreNotEnabled { lcore: u32 },
     #[error("cannot launch work on lcore {lcore}: {errno}")]
     Launch { lcore: u32, errno: Errno },
-    #[error("cannot register thread {thread:?} with DPDK: {errno}")]
-    ThreadRegister { thread: String, errno: Errno },
 }
 
 impl DpdkError {

@@ -1,4 +1,4 @@
-//! Running work on EAL worker lcores (with panic capture) and registering non-EAL threads.
+//! Running work on EAL worker lcores (with panic capture).
 use std::any::Any;
 use std::os::raw::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -76,29 +76,5 @@ impl LcoreJob {
         }
         let msg = self.panic.lock().ok().and_then(|mut s| s.take());
         Err(msg.unwrap_or_else(|| format!("lcore {} job failed with {rc}", self.lcore.0)))
-    }
-}
-
-/// Registers the calling (non-EAL) thread with DPDK so it gets an lcore id and mempool caches.
-/// Unregistered on drop; keep it on the thread that created it.
-pub struct ThreadRegistration {
-    _not_send: std::marker::PhantomData<*const ()>,
-}
-
-impl ThreadRegistration {
-    pub fn register(thread: &str) -> Result<Self, DpdkError> {
-        // SAFETY: called on the thread being registered, after EAL init.
-        let rc = unsafe { sys::rte_thread_register() };
-        if rc != 0 {
-            return Err(DpdkError::ThreadRegister { thread: thread.to_string(), errno: Errno::last() });
-        }
-        Ok(ThreadRegistration { _not_send: std::marker::PhantomData })
-    }
-}
-
-impl Drop for ThreadRegistration {
-    fn drop(&mut self) {
-        // SAFETY: `register` succeeded on this same thread (the type is !Send).
-        unsafe { sys::rte_thread_unregister() };
     }
 }

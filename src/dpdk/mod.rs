@@ -1,7 +1,7 @@
 //! The safe layer over DPDK: the only code in pcapd that names `dpdk_sys`.
 //!
 //! RAII owns every resource: `Eal` (outlives everything), `Mempool`, `Port` + `RxQueue` (one
-//! poller per queue by construction), `Mbuf` (freed on drop), lcore jobs with panic capture.
+//! poller per queue by construction), `Burst` (received mbufs, freed in bulk), lcore jobs with panic capture.
 use std::fmt;
 
 mod eal;
@@ -13,10 +13,10 @@ mod port;
 
 pub use eal::{tsc, Eal};
 pub use errno::{DpdkError, Errno};
-pub use lcore::{launch, LcoreJob, ThreadRegistration};
-pub use mbuf::{FreeBatch, Mbuf};
+pub use lcore::{launch, LcoreJob};
+pub use mbuf::{Burst, Packet, BURST};
 pub use mempool::Mempool;
-pub use port::{EthStats, Port, PortSetup, RxQueue, BURST};
+pub use port::{EthStats, Port, PortSetup, RxQueue};
 
 /// Default mbuf data room (2048 bytes of data + 128 headroom), as `RTE_MBUF_DEFAULT_BUF_SIZE`.
 pub const MBUF_DEFAULT_BUF_SIZE: u16 = dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16;

@@ -10,12 +10,9 @@ use std::sync::Arc;
 use dpdk_sys as sys;
 
 use super::errno::DpdkError;
-use super::mbuf::Mbuf;
+use super::mbuf::{Burst, BURST};
 use super::mempool::Mempool;
 use super::{PortId, QueueId};
-
-/// Packets per `rx_burst`.
-pub const BURST: usize = 32;
 
 /// What the port should look like once started.
 #[derive(Debug, Clone)]
@@ -176,16 +173,16 @@ pub struct RxQueue {
 }
 
 impl RxQueue {
-    /// Receives up to `BURST` packets, appending them to `out`. Returns how many arrived.
+    /// Receives up to `BURST` packets into `burst` (freeing what it held). Returns how many.
     #[inline]
-    pub fn poll(&mut self, out: &mut Vec<Mbuf>) -> usize {
-        let mut raw = [std::ptr::null_mut::<sys::rte_mbuf>(); BURST];
-        // SAFETY: `raw` holds BURST slots; `&mut self` proves we are this queue's only poller
+    pub fn poll(&mut self, burst: &mut Burst) -> usize {
+        let slots = burst.slots();
+        // SAFETY: `slots` holds BURST slots; `&mut self` proves we are this queue's only poller
         // and the port is started for as long as this queue exists (it holds the port).
-        let n = unsafe { sys::rte_eth_rx_burst(self.port.id.0, self.queue.0, raw.as_mut_ptr(), BURST as u16) };
+        let n = unsafe { sys::rte_eth_rx_burst(self.port.id.0, self.queue.0, slots.as_mut_ptr(), BURST as u16) };
         let n = usize::from(n).min(BURST);
         // SAFETY: the PMD filled the first `n` slots with owned, non-null mbufs.
-        out.extend(raw[..n].iter().map(|&m| unsafe { Mbuf::from_raw(m) }));
+        unsafe { burst.set_len(n) };
         n
     }
 }
