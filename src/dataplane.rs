@@ -122,6 +122,7 @@ impl DataPlane {
             dp.writer_threads.push(h);
         }
 
+        let wait_when_full = cfg.waits_when_full(ports);
         let clock = TscClock::new(dp.eal.as_ref().map_or(1, Eal::tsc_hz));
         let per_core_rate = sampling.as_ref().map_or(0, |s| (s.max_per_second / rx_cores.len() as u64).max(1));
         for (c, (((core, qs), sw), producers)) in rx_cores.iter().zip(per_core).zip(stats_w).zip(by_core).enumerate() {
@@ -142,6 +143,7 @@ impl DataPlane {
                 clock,
                 stop: Arc::clone(&dp.stop),
                 idle_backoff: cfg.dpdk.idle_backoff,
+                wait_when_full,
                 sampler,
             };
             dp.jobs.push(dpdk::launch(LcoreId(*core), move || worker.run())?);

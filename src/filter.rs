@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::wire::{PacketKey, L3};
+use crate::wire::{PacketKey, V4Key, L3};
 
 /// A validated filter, as given (echoed back by the API).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -190,6 +190,22 @@ impl Matcher {
             && (self.dst_port.is_none() || self.dst_port == k.dst_port)
     }
 
+    /// `matches` for the hot path's plain-IPv4 key (same answer as for `PacketKey::from(k)`).
+    #[inline(always)]
+    pub fn matches_v4(&self, k: &V4Key) -> bool {
+        let addr = |want: Option<AddrKey>, have: u32| match want {
+            None => true,
+            Some(AddrKey::V4(a)) => a == have,
+            Some(AddrKey::V6(_)) => false,
+        };
+        let port = |want: Option<u16>, have: Option<u16>| want.is_none() || want == have;
+        addr(self.src, k.src)
+            & addr(self.dst, k.dst)
+            & (self.protocol.is_none() || self.protocol == Some(k.protocol))
+            & port(self.src_port, k.ports.map(|p| p.0))
+            & port(self.dst_port, k.ports.map(|p| p.1))
+    }
+
     pub fn matches_all(&self) -> bool {
         *self == Matcher::default()
     }
@@ -265,5 +281,36 @@ mod tests {
     fn echo_omits_absent_fields() {
         let f = FilterV1::from_json(&json!({"protocol": 6.0, "source_address": "::1"})).unwrap();
         assert_eq!(serde_json::to_value(&f).unwrap(), json!({"source_address": "::1", "protocol": 6}));
+    }
+
+    #[test]
+    fn plain_ipv4_matching_agrees_with_the_general_matcher() {
+        let filters = [
+            json!({}),
+            json!({"source_address": "10.0.0.1"}),
+            json!({"source_address": "10.0.0.2"}),
+            json!({"destination_address": "192.168.1.2"}),
+            json!({"destination_address": "::1"}),
+            json!({"source_address": "2001:db8::1"}),
+            json!({"protocol": 6}),
+            json!({"protocol": 17, "destination_port": 443}),
+            json!({"source_port": 4321}),
+            json!({"source_port": 4321, "destination_port": 443, "protocol": 6, "source_address": "10.0.0.1", "destination_address": "192.168.1.2"}),
+            json!({"destination_port": 0}),
+        ];
+        let mut checked = 0;
+        for f in filters {
+            let m = m(f.clone());
+            for src in [0x0a00_0001u32, 0x0a00_0002] {
+                for protocol in [1u8, 6, 17] {
+                    for ports in [None, Some((4321, 443)), Some((0, 0)), Some((443, 4321))] {
+                        let k = V4Key { src, dst: 0xc0a8_0102, protocol, ports };
+                        assert_eq!(m.matches_v4(&k), m.matches(&PacketKey::from(k)), "{f} {k:?}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 11 * 2 * 3 * 4);
     }
 }

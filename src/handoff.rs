@@ -101,7 +101,7 @@ pub struct Producer {
 }
 
 /// How far ahead of the next entry `publish` asks for ring lines in exclusive state.
-const PREFETCH_AHEAD: usize = 8 << 10;
+const PREFETCH_AHEAD: usize = 32 << 10;
 
 #[inline]
 fn entry_len(caplen: usize) -> usize {
@@ -256,6 +256,15 @@ impl Consumer {
     pub fn is_empty(&self) -> bool {
         self.ring.tail.0.load(Acquire) == self.head
     }
+
+    /// The position of everything published so far; `reached` tells when it has been drained.
+    pub fn mark(&self) -> usize {
+        self.ring.tail.0.load(Acquire)
+    }
+
+    pub fn reached(&self, mark: usize) -> bool {
+        self.head >= mark
+    }
 }
 
 /// All rings: `by_core[c][w]` carries records from RX core `c` to writer `w`.
@@ -297,8 +306,14 @@ mod tests {
         assert!(c.is_empty(), "nothing is visible before publish");
         assert!(collect(&mut c).is_empty());
         p.publish();
-        assert_eq!(collect(&mut c), vec![(3, 42, 100, vec![1, 2, 3, 4, 5]), (7, 43, 1, vec![9])]);
-        assert!(c.is_empty());
+        let mark = c.mark();
+        assert!(!c.reached(mark));
+        assert!(p.push(8, 44, 1, 1, std::iter::once(&[1u8][..])));
+        p.publish();
+        assert_eq!(c.drain(1, |_| {}), 1, "at least one entry per call");
+        assert!(!c.reached(mark));
+        assert_eq!(collect(&mut c), vec![(7, 43, 1, vec![9]), (8, 44, 1, vec![1])]);
+        assert!(c.reached(mark) && c.is_empty());
     }
 
     #[test]

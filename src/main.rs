@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use pcapd::config::{self, Config, PortConfig};
+use pcapd::config::{self, Config, PortConfig, WhenFull};
 use pcapd::filter::FilterV1;
 use pcapd::oneshot::{self, CaptureRequest};
 
@@ -82,6 +82,10 @@ struct CaptureArgs {
     /// Microsecond timestamps instead of nanoseconds.
     #[arg(long)]
     micro: bool,
+    /// When a writer falls behind: drop (and count) packets, or wait (the source slows down);
+    /// auto waits when every port replays pcap files.
+    #[arg(long, value_name = "POLICY")]
+    when_full: Option<WhenFull>,
     /// Output file (numbered _00000, _00001, … when rotating).
     #[arg(short = 'w', value_name = "OUT.pcap")]
     write: PathBuf,
@@ -147,6 +151,7 @@ fn capture(a: CaptureArgs) -> Result<(), Fail> {
     cfg.writer.rotate_bytes = a.rotate_bytes.or(cfg.writer.rotate_bytes);
     cfg.writer.rotate_seconds = a.rotate_seconds.or(cfg.writer.rotate_seconds);
     cfg.writer.rotate_packets = a.rotate_packets.or(cfg.writer.rotate_packets);
+    cfg.writer.when_full = a.when_full.unwrap_or(cfg.writer.when_full);
     if a.micro {
         cfg.writer.timestamp_precision = pcapd::pcap::Precision::Micros;
     }

@@ -3,7 +3,7 @@
 //! to receive the loop backs off (spin, yield, then short sleeps) unless told not to.
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::active::{ActiveSet, SharedActiveSet};
 use crate::clock::TscClock;
@@ -17,6 +17,8 @@ use crate::wire;
 const SPIN_POLLS: u32 = 256;
 const YIELD_POLLS: u32 = 2048;
 const IDLE_SLEEP: Duration = Duration::from_micros(20);
+/// How long a core waiting for room in a ring keeps trying once asked to stop.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Everything one RX lcore owns.
 pub struct RxWorker {
@@ -28,6 +30,8 @@ pub struct RxWorker {
     pub clock: TscClock,
     pub stop: Arc<AtomicBool>,
     pub idle_backoff: bool,
+    /// A full writer ring pauses this core (the source can wait) instead of dropping.
+    pub wait_when_full: bool,
     /// Continuous 1-in-N sampling into the sample store (the appliance), or none (one-shot).
     pub sampler: Option<Sampler>,
 }
@@ -89,9 +93,16 @@ impl RxWorker {
         if set.needs_parse {
             for (i, m) in burst.iter().enumerate() {
                 bytes += u64::from(m.pkt_len());
-                let key = wire::parse(m.first_segment());
-                for (take, cap) in sc.takes.iter_mut().zip(&set.captures) {
-                    *take |= u32::from(cap.matcher.matches(&key)) << i;
+                let frame = m.first_segment();
+                if let Some(key) = wire::plain_ipv4(frame) {
+                    for (take, cap) in sc.takes.iter_mut().zip(&set.captures) {
+                        *take |= u32::from(cap.matcher.matches_v4(&key)) << i;
+                    }
+                } else {
+                    let key = wire::parse_general(frame);
+                    for (take, cap) in sc.takes.iter_mut().zip(&set.captures) {
+                        *take |= u32::from(cap.matcher.matches(&key)) << i;
+                    }
                 }
             }
         } else {
@@ -138,7 +149,30 @@ impl RxWorker {
                 let p = burst.packet(bits.trailing_zeros() as usize);
                 bits &= bits - 1;
                 let caplen = p.pkt_len().min(cap.snaplen);
-                if !ring.push(cap.slot, ts_ns, p.pkt_len(), caplen, p.segments()) {
+                let mut pushed = ring.push(cap.slot, ts_ns, p.pkt_len(), caplen, p.segments());
+                if !pushed && self.wait_when_full {
+                    // Let the writer see everything so far, then wait for room.
+                    ring.publish();
+                    let (mut tries, mut give_up) = (0u32, None);
+                    while !pushed {
+                        if self.stop.load(Relaxed) {
+                            // Stopping: the writer keeps draining for a while yet; only a writer
+                            // that is stuck loses these packets.
+                            let at = *give_up.get_or_insert_with(|| Instant::now() + STOP_GRACE);
+                            if Instant::now() >= at {
+                                break;
+                            }
+                        }
+                        tries += 1;
+                        if tries < SPIN_POLLS {
+                            std::hint::spin_loop();
+                        } else {
+                            std::thread::yield_now();
+                        }
+                        pushed = ring.push(cap.slot, ts_ns, p.pkt_len(), caplen, p.segments());
+                    }
+                }
+                if !pushed {
                     cap.counters.dropped_ring_full.fetch_add(1, Relaxed);
                     cap.budget.give_back(caplen);
                 }

@@ -105,7 +105,7 @@ impl Writer {
                 true
             }
             WriterCmd::Close { slot, reply } => {
-                while self.drain_once() > 0 {}
+                self.drain_published();
                 let report = match self.sinks.get_mut(usize::from(slot)).and_then(Option::take) {
                     Some(s) => close(slot, s),
                     None => CloseReport {
@@ -119,7 +119,7 @@ impl Writer {
                 true
             }
             WriterCmd::Shutdown => {
-                while self.drain_once() > 0 {}
+                self.drain_published();
                 for (slot, s) in self.sinks.iter_mut().enumerate() {
                     if let Some(s) = s.take() {
                         let r = close(slot as u16, s);
@@ -130,6 +130,15 @@ impl Writer {
                 }
                 false
             }
+        }
+    }
+
+    /// Drains what the RX cores had published when called (their records of a capture that is
+    /// closing are all in there), however fast other captures keep adding records.
+    fn drain_published(&mut self) {
+        let marks: Vec<usize> = self.rings.iter().map(Consumer::mark).collect();
+        while !self.rings.iter().zip(&marks).all(|(r, &m)| r.reached(m)) {
+            self.drain_once();
         }
     }
 

@@ -105,6 +105,22 @@ pub struct WriterConfig {
     /// `"ns"` (nanosecond PCAP magic, the default) or `"us"`.
     #[serde(default)]
     pub timestamp_precision: Precision,
+    /// What an RX core does with a packet whose writer's ring is full.
+    #[serde(default)]
+    pub when_full: WhenFull,
+}
+
+/// `[writer] when_full`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenFull {
+    /// `wait` when every port replays pcap files, else `drop`.
+    #[default]
+    Auto,
+    /// Drop the packet and count it (live traffic cannot wait: the NIC would drop instead).
+    Drop,
+    /// Stop receiving until the writer has room: nothing is lost, the source slows down.
+    Wait,
 }
 
 impl Default for WriterConfig {
@@ -116,6 +132,7 @@ impl Default for WriterConfig {
             rotate_seconds: None,
             rotate_packets: None,
             timestamp_precision: Precision::Nanos,
+            when_full: WhenFull::Auto,
         }
     }
 }
@@ -203,14 +220,15 @@ fn is_devfn(s: &str, hex: &dyn Fn(&str, usize) -> bool) -> bool {
 impl PortConfig {
     /// A `net_pcap` vdev reading a file once (no `infinite_rx`, no live interface): it ends.
     pub fn is_finite(&self) -> bool {
-        let args = self.args.as_deref().unwrap_or("");
-        self.device.starts_with("net_pcap")
-            && args.split(',').any(|a| a.starts_with("rx_pcap="))
-            && !args.split(',').any(|a| a == "infinite_rx=1" || a.starts_with("rx_iface"))
+        self.replays_files() && !self.replays_from_memory()
     }
-}
 
-impl PortConfig {
+    /// A `net_pcap` port reading pcap files (`rx_pcap=`, no `rx_iface`): a source that can wait.
+    pub fn replays_files(&self) -> bool {
+        !self.pcap_files().is_empty()
+            && !self.args.as_deref().unwrap_or("").split(',').any(|a| a.starts_with("rx_iface"))
+    }
+
     /// The files a `net_pcap` port reads (its `rx_pcap=` arguments).
     pub fn pcap_files(&self) -> Vec<PathBuf> {
         if !self.device.starts_with("net_pcap") {
@@ -384,6 +402,15 @@ impl Config {
         args
     }
 
+    /// Whether RX cores wait for room in a full writer ring (rather than drop) for these ports.
+    pub fn waits_when_full(&self, ports: &[&PortConfig]) -> bool {
+        match self.writer.when_full {
+            WhenFull::Wait => true,
+            WhenFull::Drop => false,
+            WhenFull::Auto => !ports.is_empty() && ports.iter().all(|p| p.replays_files()),
+        }
+    }
+
     /// Mbufs needed so that RX never starves while descriptors and mempool caches hold buffers;
     /// `held_by_pmds` more for what drivers keep (net_pcap `infinite_rx` copies of its files).
     pub fn mempool_size(&self, held_by_pmds: u64) -> u32 {
@@ -436,6 +463,7 @@ mod tests {
         let c = parse(MIN).unwrap();
         assert_eq!(c.ports[0].rx_descriptors, 1024);
         assert_eq!(c.writer.timestamp_precision, Precision::Nanos);
+        assert!(!c.waits_when_full(&c.ports.iter().collect::<Vec<_>>()), "a live port drops");
         let a = c.eal_args("pfx");
         assert!(a.windows(2).any(|w| w == ["--vdev", "net_null0"]), "{a:?}");
         assert!(a.windows(2).any(|w| w == ["-l", "0,1"]), "{a:?}");
@@ -454,6 +482,9 @@ mod tests {
         assert!(err(&format!("{MIN}rx_descriptors=100\n")).starts_with("port[0].rx_descriptors"));
         assert!(err(&format!("{MIN}[writer]\nrotate_bytes=0\n")).starts_with("writer.rotate_bytes"));
         assert!(err(&format!("{MIN}[writer]\ntimestamp_precision=\"ms\"\n")).contains("unknown variant"));
+        assert!(err(&format!("{MIN}[writer]\nwhen_full=\"sometimes\"\n")).contains("unknown variant"));
+        assert!(err(&format!("{MIN}[writer]\nring_bytes=4096\n")).starts_with("writer.ring_bytes"));
+        assert!(err(&format!("{MIN}[writer]\nring_bytes=3000000\n")).starts_with("writer.ring_bytes"));
         assert!(err(&MIN.replace("rx_cores=[1]", "rx_cores=[1]\neal_args=[\"-l\",\"0\"]")).starts_with("dpdk.eal_args"));
     }
 
@@ -480,6 +511,17 @@ mod tests {
         assert!(p("rx_pcap=a.pcap,rx_pcap=b.pcap").is_finite());
         assert!(!p("rx_pcap=a.pcap,infinite_rx=1").is_finite());
         assert!(!p("rx_iface=eth0").is_finite());
+        // Replays (finite or from memory) can wait for a writer; live interfaces cannot.
+        assert!(p("rx_pcap=a.pcap,infinite_rx=1").replays_files());
+        assert!(!p("rx_iface=eth0").replays_files());
+        assert!(!p("rx_pcap=a.pcap,rx_iface_in=eth0").replays_files());
+        let mut c = parse(MIN).unwrap();
+        let (replay, live) = (p("rx_pcap=a.pcap"), p("rx_iface=eth0"));
+        assert!(c.waits_when_full(&[&replay]) && !c.waits_when_full(&[&replay, &live]));
+        c.writer.when_full = WhenFull::Drop;
+        assert!(!c.waits_when_full(&[&replay]));
+        c.writer.when_full = WhenFull::Wait;
+        assert!(c.waits_when_full(&[&live]));
     }
 
     #[test]

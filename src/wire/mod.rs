@@ -85,45 +85,63 @@ impl PacketKey {
 }
 
 /// Parses an Ethernet frame into a `PacketKey`. Never fails: what cannot be proven is `None`.
-///
-/// Most traffic is untagged IPv4 without options: that case is read at fixed offsets with one
-/// bounds check (the RX core's hottest code); everything else takes the general path below,
-/// which gives the same key for it too (a unit test holds the two together).
-#[inline(always)]
+#[inline]
 pub fn parse(frame: &[u8]) -> PacketKey {
-    if let Some(h) = frame.first_chunk::<38>() {
-        if h[12] == 0x08 && h[13] == 0x00 && h[14] == 0x45 {
-            return parse_plain_ipv4(h, frame.len());
-        }
+    match plain_ipv4(frame) {
+        Some(k) => k.into(),
+        None => parse_general(frame),
     }
-    parse_general(frame)
 }
 
-/// Untagged Ethernet + IPv4 with a 20-byte header: `h` is the first 38 bytes of a `len`-byte frame.
+/// What filter_v1 can ask about an untagged IPv4 packet without options: small enough to live
+/// in registers on the RX core's hot path (`PacketKey`, with room for IPv6, goes through memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct V4Key {
+    pub src: u32,
+    pub dst: u32,
+    pub protocol: u8,
+    /// (source, destination) for TCP/UDP/SCTP in unfragmented packets and first fragments.
+    pub ports: Option<(u16, u16)>,
+}
+
+impl From<V4Key> for PacketKey {
+    fn from(k: V4Key) -> PacketKey {
+        PacketKey {
+            l3: L3::V4 { src: k.src, dst: k.dst },
+            protocol: Some(k.protocol),
+            src_port: k.ports.map(|p| p.0),
+            dst_port: k.ports.map(|p| p.1),
+            vlan_tags: 0,
+        }
+    }
+}
+
+/// Most traffic is untagged IPv4 without options: that case is read at fixed offsets with one
+/// bounds check (the RX core's hottest code). `None` for everything else, which takes
+/// `parse_general` (that gives the same key for these frames too: a unit test holds the two
+/// together).
 #[inline(always)]
-fn parse_plain_ipv4(h: &[u8; 38], len: usize) -> PacketKey {
+pub fn plain_ipv4(frame: &[u8]) -> Option<V4Key> {
     const IP: usize = 14;
+    let h = frame.first_chunk::<38>()?;
+    if h[12] != 0x08 || h[13] != 0x00 || h[IP] != 0x45 {
+        return None;
+    }
     let word = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
     let protocol = h[IP + 9];
-    let mut key = PacketKey {
-        l3: L3::V4 { src: word(IP + 12), dst: word(IP + 16) },
-        protocol: Some(protocol),
-        ..PacketKey::default()
-    };
     // As `Ipv4View::payload`: bounded by total_len when consistent, else all that was captured.
     let total = usize::from(be16(h, IP + 2));
-    let ip_len = len - IP;
+    let ip_len = frame.len() - IP;
     let l4_len = if total >= 20 { total.min(ip_len) } else { ip_len } - 20;
-    if be16(h, IP + 6) & 0x1fff == 0 && matches!(protocol, PROTO_TCP | PROTO_UDP | PROTO_SCTP) && l4_len >= 4 {
-        key.src_port = Some(be16(h, IP + 20));
-        key.dst_port = Some(be16(h, IP + 22));
-    }
-    key
+    let ports =
+        (be16(h, IP + 6) & 0x1fff == 0 && matches!(protocol, PROTO_TCP | PROTO_UDP | PROTO_SCTP) && l4_len >= 4)
+            .then(|| (be16(h, IP + 20), be16(h, IP + 22)));
+    Some(V4Key { src: word(IP + 12), dst: word(IP + 16), protocol, ports })
 }
 
 /// Every frame `parse` handles, the slow way: VLAN tags, IPv4 options, IPv6 extension headers.
-#[inline]
-fn parse_general(frame: &[u8]) -> PacketKey {
+#[inline(never)]
+pub fn parse_general(frame: &[u8]) -> PacketKey {
     let mut key = PacketKey::default();
     let Ok(eth) = EthernetView::parse(frame) else {
         return key;
@@ -288,9 +306,9 @@ mod tests {
                         let mut f = base.clone();
                         f.resize(len, 0);
                         f[16..18].copy_from_slice(&total.to_be_bytes());
-                        let h = f.first_chunk::<38>().unwrap();
+                        let fast = plain_ipv4(&f).expect("a plain IPv4 frame");
                         assert_eq!(
-                            parse_plain_ipv4(h, f.len()),
+                            PacketKey::from(fast),
                             parse_general(&f),
                             "proto {proto} frag {frag:#x} total {total} len {len}"
                         );
