@@ -90,18 +90,28 @@ impl RxWorker {
         let mut bytes = 0u64;
         sc.takes.clear();
         sc.takes.resize(set.captures.len(), 0);
-        if set.needs_parse {
-            for (i, m) in burst.iter().enumerate() {
-                bytes += u64::from(m.pkt_len());
-                let frame = m.first_segment();
-                if let Some(key) = wire::plain_ipv4(frame) {
-                    for (take, cap) in sc.takes.iter_mut().zip(&set.captures) {
-                        *take |= u32::from(cap.matcher.matches_v4(&key)) << i;
-                    }
-                } else {
-                    let key = wire::parse_general(frame);
-                    for (take, cap) in sc.takes.iter_mut().zip(&set.captures) {
-                        *take |= u32::from(cap.matcher.matches(&key)) << i;
+        if let ([only], true) = (set.captures.as_slice(), set.needs_parse) {
+            // One capture (always so for `pcapd capture`): its matches gather in a register.
+            let m = &only.matcher;
+            let mut take = 0u32;
+            for (i, p) in burst.iter().enumerate() {
+                bytes += u64::from(p.pkt_len());
+                let hit = match wire::plain_ipv4(p.first_segment()) {
+                    Some(k) => m.matches_v4(&k),
+                    None => m.matches(&wire::parse_general(p.first_segment())),
+                };
+                take |= u32::from(hit) << i;
+            }
+            sc.takes[0] = take;
+        } else if set.needs_parse {
+            for (i, p) in burst.iter().enumerate() {
+                bytes += u64::from(p.pkt_len());
+                let takes = sc.takes.iter_mut().zip(&set.captures);
+                match wire::plain_ipv4(p.first_segment()) {
+                    Some(k) => takes.for_each(|(t, cap)| *t |= u32::from(cap.matcher.matches_v4(&k)) << i),
+                    None => {
+                        let k = wire::parse_general(p.first_segment());
+                        takes.for_each(|(t, cap)| *t |= u32::from(cap.matcher.matches(&k)) << i);
                     }
                 }
             }
@@ -181,3 +191,4 @@ impl RxWorker {
         (bytes, u64::from(any.count_ones()))
     }
 }
+
