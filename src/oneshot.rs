@@ -67,7 +67,10 @@ pub struct Summary {
     pub dropped_ring_full: u64,
     pub dropped_writer_error: u64,
     pub nic: EthStats,
+    /// From the RX cores' start until they stopped.
     pub elapsed: Duration,
+    /// From the RX cores' start until the last file was closed (drained, fsynced, renamed).
+    pub complete: Duration,
     pub reason: StopReason,
     pub files: Vec<PathBuf>,
 }
@@ -99,7 +102,11 @@ impl fmt::Display for Summary {
             "NIC: ipackets {} imissed {} ierrors {} rx_nombuf {}",
             self.nic.ipackets, self.nic.imissed, self.nic.ierrors, self.nic.rx_nombuf
         )?;
-        writeln!(f, "{secs:.3} s, {pps:.0} packets/s, stopped: {reason}")?;
+        writeln!(
+            f,
+            "{secs:.3} s, {pps:.0} packets/s, stopped: {reason}; files complete after {:.3} s",
+            self.complete.as_secs_f64()
+        )?;
         for file in &self.files {
             writeln!(f, "wrote {}", file.display())?;
         }
@@ -163,6 +170,7 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
     let (reply_tx, reply_rx) = channel::bounded(1);
     let _ = dp.writer(0).send(WriterCmd::Close { slot: 0, reply: reply_tx });
     let report = reply_rx.recv().ok();
+    let complete = started_at.elapsed();
     let nic = dp.nic_totals();
     let totals = dp.stats.totals();
     drop(dp);
@@ -181,6 +189,7 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
         dropped_writer_error: counters.dropped_writer_error.load(Relaxed),
         nic,
         elapsed,
+        complete,
         reason,
         files,
     })

@@ -191,4 +191,3 @@ impl RxWorker {
         (bytes, u64::from(any.count_ones()))
     }
 }
-
