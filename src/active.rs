@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use crossbeam::utils::CachePadded;
 
 use crate::filter::Matcher;
+use crate::pcap::Precision;
 
 /// Counters of one capture. RX cores and the writer add to them once per burst or batch; the
 /// writer's fields sit on their own cache line so that its updates do not stall the RX cores.
@@ -109,6 +110,8 @@ pub struct ActiveCapture {
     pub writer: usize,
     pub matcher: Matcher,
     pub snaplen: u32,
+    /// Timestamp resolution of the capture's files (RX writes the PCAP record headers).
+    pub precision: Precision,
     pub budget: Arc<Budget>,
     pub counters: Arc<CaptureCounters>,
 }

@@ -1,62 +1,75 @@
-//! RX → writer hand-off: one bounded single-producer single-consumer byte ring per (RX core,
-//! writer). The RX core copies each packet a capture takes (already cut to its snaplen) into the
-//! ring as one entry and frees the mbuf right away, on its own core; the writer turns entries into
-//! PCAP records. A full ring refuses the entry (the caller drops and counts); RX never blocks.
+//! RX → writer hand-off: one bounded single-producer single-consumer ring per (RX core, writer).
+//! The RX core writes each packet a capture takes (cut to its snaplen) into the ring as a whole
+//! PCAP record and frees the mbuf right away, on its own core; the writer hands runs of records
+//! to the kernel straight from the ring. A full ring refuses the record (the caller drops and
+//! counts, or waits); RX never blocks inside.
 //!
 //! Why copies and not mbuf references (DESIGN.md allows "a purpose-built ring"): measured with
 //! `scripts/bench`, an mbuf freed on the writer's core comes back to the RX core's mempool cold,
 //! which cost the RX core ~70 ns per handed-off packet, and one shared-index update per record
 //! another cache-line round trip. Copying bytes the PMD has just written (still in the RX core's
-//! cache) is cheaper, and the producer publishes its position once per burst.
+//! cache) is cheaper, the producer publishes once per burst, and the writer copies nothing.
 //!
-//! Layout: positions are byte counts that only grow; an entry starts 8-aligned with a 24-byte
-//! header `[entry_len u32][slot u16][0 u16][orig_len u32][caplen u32][ts_ns u64]`, then `caplen`
-//! bytes, padded to 8. An entry never wraps: when it does not fit before the end, a pad entry
-//! (slot `PAD`) fills the rest and the entry starts at offset 0.
+//! Layout: a data ring of `cap` bytes holds PCAP records back to back, exactly as they go into
+//! the file; a small run ring says whose they are: each run is `(slot, bytes)`, a stretch of one
+//! capture's records, contiguous in the data ring. A record never wraps: when it does not fit
+//! before the end, a `PAD` run skips the rest and the record starts at offset 0. Positions are
+//! counts that only grow (bytes for data, runs for the run ring).
 use std::cell::UnsafeCell;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::{Acquire, Release};
 use std::sync::Arc;
 
-const HEADER: usize = 24;
+use crate::pcap::format::RECORD_HEADER_LEN;
+
 const PAD: u16 = u16::MAX;
-/// The smallest ring: every entry (at most 24 + 262,144 bytes) must fit several times.
+/// The smallest ring: every record (at most 16 + 262,144 bytes) must fit several times.
 pub const MIN_RING_BYTES: usize = 1 << 20;
+/// Runs the run ring holds: a run per capture and burst at most, so plenty.
+const RUNS: usize = 4096;
 
 #[repr(align(64))]
 struct Position(AtomicUsize);
 
 struct Shared {
-    /// `cap` bytes as 8-byte words (entries and their headers are 8-aligned).
-    buf: Box<[UnsafeCell<u64>]>,
-    cap: usize,
-    /// Bytes the consumer is done with (written by the consumer only).
-    head: Position,
-    /// Bytes the producer has published (written by the producer only).
-    tail: Position,
+    data: Box<[UnsafeCell<u8>]>,
+    runs: Box<[UnsafeCell<u64>]>,
+    /// Data bytes and runs the consumer is done with (written by the consumer only).
+    data_head: Position,
+    runs_head: Position,
+    /// Runs the producer has published (written by the producer only); their bytes follow
+    /// `data_head` in order.
+    runs_tail: Position,
 }
 
-// SAFETY: the bytes in `buf` are only written by the one `Producer`, in `[tail, head + cap)`,
-// and only read by the one `Consumer`, in `[head, tail)`; each side publishes its position with a
-// Release store after it is done with the bytes and reads the other's with Acquire. So no byte is
-// accessed by both threads without a happens-before edge between the accesses.
+// SAFETY: data bytes and run slots are only written by the one `Producer`, outside what the
+// consumer may read (published runs not yet consumed, and their bytes), and only read by the one
+// `Consumer` inside it. The producer publishes runs with a Release store after writing them and
+// their bytes; the consumer reads `runs_tail` with Acquire, and publishes its heads with Release
+// stores after it is done with the memory, which the producer reads with Acquire before reuse.
+// So no byte is accessed by both threads without a happens-before edge between the accesses.
 unsafe impl Sync for Shared {}
-// SAFETY: as above; the buffer is plain memory owned by `Shared`.
+// SAFETY: as above; the buffers are plain memory owned by `Shared`.
 unsafe impl Send for Shared {}
 
 impl Shared {
     #[inline]
+    fn cap(&self) -> usize {
+        self.data.len()
+    }
+
+    #[inline]
     fn base(&self) -> *mut u8 {
-        UnsafeCell::raw_get(self.buf.as_ptr()).cast::<u8>()
+        UnsafeCell::raw_get(self.data.as_ptr())
     }
 
     /// # Safety
-    /// `[at, at + len)` must lie inside the buffer and belong to the caller's side of the ring
-    /// (see `Sync` above) for as long as the slice lives.
+    /// `[at, at + len)` must lie inside the data ring and belong to the caller's side (see
+    /// `Sync` above) for as long as the slice lives.
     #[inline]
     #[allow(clippy::mut_from_ref)] // the ring protocol, not the borrow, makes the range exclusive
     unsafe fn bytes_mut(&self, at: usize, len: usize) -> &mut [u8] {
-        debug_assert!(at + len <= self.cap);
+        debug_assert!(at + len <= self.cap());
         // SAFETY: per this function's contract.
         unsafe { std::slice::from_raw_parts_mut(self.base().wrapping_add(at), len) }
     }
@@ -65,122 +78,178 @@ impl Shared {
     /// As `bytes_mut`, for the consumer's side.
     #[inline]
     unsafe fn bytes(&self, at: usize, len: usize) -> &[u8] {
-        debug_assert!(at + len <= self.cap);
+        debug_assert!(at + len <= self.cap());
         // SAFETY: per this function's contract.
         unsafe { std::slice::from_raw_parts(self.base().wrapping_add(at), len) }
     }
+
+    /// Run slot `i` (a position; wrapped here).
+    #[inline]
+    fn run(&self, i: usize) -> *mut u64 {
+        UnsafeCell::raw_get(&self.runs[i & (RUNS - 1)])
+    }
 }
 
+/// A run in the run ring: `bytes` (< 2^32: rings hold at most 1 GiB), `records`, `slot`.
 #[inline]
-fn word(bytes: &[u8], at: usize) -> u64 {
-    u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+fn run_word(slot: u16, bytes: usize, records: u16) -> u64 {
+    bytes as u64 | u64::from(records) << 32 | u64::from(slot) << 48
 }
 
-/// Creates a ring of `cap` bytes (a power of two, at least `MIN_RING_BYTES`).
+/// Creates a ring of `cap` data bytes (a power of two, at least `MIN_RING_BYTES`).
 pub fn ring(cap: usize) -> (Producer, Consumer) {
     assert!(cap.is_power_of_two() && cap >= MIN_RING_BYTES, "ring size {cap} must be a power of two >= 1 MiB");
-    let buf = (0..cap / 8).map(|_| UnsafeCell::new(0u64)).collect();
-    let shared =
-        Arc::new(Shared { buf, cap, head: Position(AtomicUsize::new(0)), tail: Position(AtomicUsize::new(0)) });
-    (
-        Producer { ring: Arc::clone(&shared), tail: 0, published: 0, head: 0, prefetched: 0 },
-        Consumer { ring: shared, head: 0 },
-    )
+    let shared = Arc::new(Shared {
+        data: (0..cap).map(|_| UnsafeCell::new(0)).collect(),
+        runs: (0..RUNS).map(|_| UnsafeCell::new(0)).collect(),
+        data_head: Position(AtomicUsize::new(0)),
+        runs_head: Position(AtomicUsize::new(0)),
+        runs_tail: Position(AtomicUsize::new(0)),
+    });
+    let producer = Producer {
+        ring: Arc::clone(&shared),
+        data_tail: 0,
+        runs_tail: 0,
+        open: None,
+        data_head: 0,
+        runs_head: 0,
+        published: 0,
+        prefetched: 0,
+    };
+    (producer, Consumer { ring: shared, data_head: 0, runs_head: 0 })
 }
 
 /// The RX core's end.
 pub struct Producer {
     ring: Arc<Shared>,
-    /// Where the next entry goes (ahead of `published` until `publish`).
-    tail: usize,
+    /// Where the next record goes.
+    data_tail: usize,
+    /// Runs written to the run ring (published up to `published`).
+    runs_tail: usize,
+    /// The run being filled: (slot, bytes, records). Written to the run ring when it closes.
+    open: Option<(u16, usize, u16)>,
+    /// The consumer's positions as last read: stale values only make the ring look fuller.
+    data_head: usize,
+    runs_head: usize,
     published: usize,
-    /// The consumer's position as last read: stale values only make the ring look fuller.
-    head: usize,
-    /// Bytes up to here have been prefetched for writing (see `publish`).
+    /// Data bytes up to here have been prefetched for writing (see `publish`).
     prefetched: usize,
 }
 
-/// How far ahead of the next entry `publish` asks for ring lines in exclusive state.
+/// How far ahead of the next record `publish` asks for ring lines in exclusive state.
 const PREFETCH_AHEAD: usize = 32 << 10;
 
-#[inline]
-fn entry_len(caplen: usize) -> usize {
-    (HEADER + caplen + 7) & !7
-}
-
 impl Producer {
-    /// Appends one record of `caplen` bytes taken from the start of `data` (which must hold at
-    /// least that many). Returns false, writing nothing, when the ring is full. Visible to the
-    /// consumer after the next `publish`.
+    /// Appends one PCAP record: timestamp `ts` as (seconds, fraction in the file's precision),
+    /// `caplen` bytes taken from the start of `data` (which must hold at least that many).
+    /// Returns false, writing nothing, when the ring is full. Visible after the next `publish`.
     #[inline]
     pub fn push<'a>(
         &mut self,
         slot: u16,
-        ts_ns: u64,
+        ts: (u32, u32),
         orig_len: u32,
         caplen: u32,
         data: impl Iterator<Item = &'a [u8]>,
     ) -> bool {
         debug_assert_ne!(slot, PAD);
-        let cap = self.ring.cap;
-        let len = entry_len(caplen as usize);
-        let at = self.tail & (cap - 1);
-        let room_to_end = cap - at;
-        let pad = if len > room_to_end { room_to_end } else { 0 };
-        if self.tail + pad + len - self.head > cap {
-            self.head = self.ring.head.0.load(Acquire);
-            if self.tail + pad + len - self.head > cap {
+        let cap = self.ring.cap();
+        let len = RECORD_HEADER_LEN + caplen as usize;
+        let at = self.data_tail & (cap - 1);
+        let pad = if len > cap - at { cap - at } else { 0 };
+        // Runs this record may close: the open one, and a pad run; the one it opens is written
+        // later (by `publish` or the next slot change), which this reserve also covers.
+        let runs_needed = 3;
+        if !self.has_room(pad + len, runs_needed) {
+            self.data_head = self.ring.data_head.0.load(Acquire);
+            self.runs_head = self.ring.runs_head.0.load(Acquire);
+            if !self.has_room(pad + len, runs_needed) {
                 return false;
             }
         }
         if pad > 0 {
-            // SAFETY: `[tail, tail + pad)` is free (checked above against the consumer's
-            // position) and ends exactly at the end of the buffer; a pad entry is >= 8 bytes.
-            let p = unsafe { self.ring.bytes_mut(at, 8) };
-            p.copy_from_slice(&(pad as u64 | u64::from(PAD) << 32).to_ne_bytes());
-            self.tail += pad;
+            self.close_run();
+            self.write_run(PAD, pad, 0);
+            self.data_tail += pad;
         }
-        let at = self.tail & (cap - 1);
-        // SAFETY: `[tail, tail + len)` is free and does not cross the end of the buffer (a pad
-        // entry moved it to offset 0 otherwise).
-        let entry = unsafe { self.ring.bytes_mut(at, len) };
-        let (header, body) = entry.split_at_mut(HEADER);
-        header[..8].copy_from_slice(&(len as u64 | u64::from(slot) << 32).to_ne_bytes());
-        header[8..16].copy_from_slice(&(u64::from(orig_len) | u64::from(caplen) << 32).to_ne_bytes());
-        header[16..].copy_from_slice(&ts_ns.to_ne_bytes());
-        let (caplen, mut done) = (caplen as usize, 0);
+        let at = self.data_tail & (cap - 1);
+        if at == 0 {
+            // A run never wraps: the writer gets each as one slice.
+            self.close_run();
+        }
+        match self.open {
+            Some((s, ref mut bytes, ref mut records)) if s == slot && *records < u16::MAX => {
+                *bytes += len;
+                *records += 1;
+            }
+            _ => {
+                self.close_run();
+                self.open = Some((slot, len, 1));
+            }
+        }
+        // SAFETY: `[data_tail, data_tail + len)` is free (checked against the consumer's
+        // position) and does not cross the end of the buffer (a pad run moved it to 0 otherwise).
+        let rec = unsafe { self.ring.bytes_mut(at, len) };
+        let (header, body) = rec.split_at_mut(RECORD_HEADER_LEN);
+        // The PCAP record header, little-endian as the file header's magic says.
+        header[0..4].copy_from_slice(&ts.0.to_le_bytes());
+        header[4..8].copy_from_slice(&ts.1.to_le_bytes());
+        header[8..12].copy_from_slice(&caplen.to_le_bytes());
+        header[12..16].copy_from_slice(&orig_len.to_le_bytes());
+        let mut done = 0;
         for seg in data {
-            let n = seg.len().min(caplen - done);
+            let n = seg.len().min(body.len() - done);
             body[done..done + n].copy_from_slice(&seg[..n]);
             done += n;
-            if done == caplen {
+            if done == body.len() {
                 break;
             }
         }
-        debug_assert_eq!(done, caplen, "data shorter than caplen");
-        // The alignment padding (< 8 bytes), and never stale bytes should `data` fall short.
+        debug_assert_eq!(done, body.len(), "data shorter than caplen");
         if done < body.len() {
+            // Never hand the writer stale bytes should `data` fall short.
             body[done..].fill(0);
         }
-        self.tail += len;
+        self.data_tail += len;
         true
     }
 
-    /// Makes every entry pushed so far visible to the consumer (one store; call once per burst).
-    ///
-    /// Then asks for the lines the next entries will go to in exclusive state: the consumer's
-    /// core read them last, and waiting for each line's ownership while copying a packet cost
-    /// the RX core more than the copy itself. The requests overlap with the next receive.
+    #[inline]
+    fn has_room(&self, bytes: usize, runs: usize) -> bool {
+        self.data_tail + bytes - self.data_head <= self.ring.cap() && self.runs_tail + runs - self.runs_head <= RUNS
+    }
+
+    #[inline]
+    fn close_run(&mut self) {
+        if let Some((slot, bytes, records)) = self.open.take() {
+            self.write_run(slot, bytes, records);
+        }
+    }
+
+    #[inline]
+    fn write_run(&mut self, slot: u16, bytes: usize, records: u16) {
+        // SAFETY: run slot `runs_tail` is free: `has_room` checked it against the consumer's
+        // position before this record, and publish/push keep `runs_tail - runs_head <= RUNS`.
+        unsafe { self.ring.run(self.runs_tail).write(run_word(slot, bytes, records)) };
+        self.runs_tail += 1;
+    }
+
+    /// Makes every record pushed so far visible to the consumer (one store; call once per
+    /// burst). Then asks for the lines the next records will go to in exclusive state: the
+    /// consumer's core read them last, and waiting for each line's ownership while copying a
+    /// packet cost the RX core more than the copy itself. The requests overlap with the next
+    /// receive.
     #[inline]
     pub fn publish(&mut self) {
-        if self.tail == self.published && self.prefetched != 0 {
+        if self.open.is_none() && self.runs_tail == self.published && self.prefetched != 0 {
             return;
         }
-        self.ring.tail.0.store(self.tail, Release);
-        self.published = self.tail;
-        let (cap, base) = (self.ring.cap, self.ring.base());
-        let from = self.prefetched.max(self.tail) & !63;
-        let to = self.tail + PREFETCH_AHEAD.min(cap / 2);
+        self.close_run();
+        self.ring.runs_tail.0.store(self.runs_tail, Release);
+        self.published = self.runs_tail;
+        let (cap, base) = (self.ring.cap(), self.ring.base());
+        let from = self.prefetched.max(self.data_tail) & !63;
+        let to = self.data_tail + PREFETCH_AHEAD.min(cap / 2);
         let mut at = from;
         while at < to {
             prefetch_write(base.wrapping_add(at & (cap - 1)));
@@ -208,63 +277,105 @@ fn prefetch_write(p: *const u8) {
     let _ = p;
 }
 
-/// One record as the writer sees it.
-pub struct Entry<'a> {
-    pub slot: u16,
-    pub ts_ns: u64,
-    pub orig_len: u32,
-    pub data: &'a [u8],
-}
-
 /// The writer's end.
 pub struct Consumer {
     ring: Arc<Shared>,
-    head: usize,
+    data_head: usize,
+    runs_head: usize,
+}
+
+/// A run as the writer sees it: `count` whole PCAP records of one capture, back to back.
+pub struct Run<'a> {
+    pub slot: u16,
+    pub records: &'a [u8],
+    pub count: u64,
+}
+
+/// The published runs of one `drain`, in order.
+pub struct Runs<'a> {
+    ring: &'a Shared,
+    data: usize,
+    run: usize,
+    tail: usize,
+    end_after: usize,
+}
+
+impl<'a> Iterator for Runs<'a> {
+    type Item = Run<'a>;
+
+    /// The next run, merged with the runs right after it while they are the same capture's
+    /// and follow it in memory: the writer gets long stretches to write at once.
+    fn next(&mut self) -> Option<Run<'a>> {
+        let mask = self.ring.cap() - 1;
+        let mut found: Option<(u16, usize, usize, u64)> = None; // (slot, start offset, bytes, records)
+        while self.run != self.tail && self.data < self.end_after {
+            // SAFETY: runs before `tail` were written before the producer's Release store of
+            // `runs_tail` (read with Acquire in `drain`); it reuses them only after we publish.
+            let w = unsafe { self.ring.run(self.run).read() };
+            let (slot, bytes, records) = ((w >> 48) as u16, w as u32 as usize, u64::from((w >> 32) as u16));
+            let at = self.data & mask;
+            match found {
+                None if slot == PAD => {}
+                None => found = Some((slot, at, bytes, records)),
+                Some((s, start, ref mut len, ref mut count)) if s == slot && start + *len == at => {
+                    *len += bytes;
+                    *count += records;
+                }
+                Some(_) => break,
+            }
+            self.run += 1;
+            self.data += bytes;
+        }
+        // SAFETY: as above, for the runs' bytes, which never cross the end of the ring.
+        found.map(|(slot, at, bytes, count)| Run { slot, records: unsafe { self.ring.bytes(at, bytes) }, count })
+    }
 }
 
 impl Consumer {
-    /// Hands `f` the published entries, in order, until about `max_bytes` were consumed, then
-    /// gives their space back to the producer. Returns how many records `f` saw.
-    pub fn drain(&mut self, max_bytes: usize, mut f: impl FnMut(Entry<'_>)) -> usize {
-        let tail = self.ring.tail.0.load(Acquire);
-        let (start, mask) = (self.head, self.ring.cap - 1);
-        let mut records = 0;
-        while self.head != tail && self.head - start < max_bytes {
-            let at = self.head & mask;
-            // SAFETY: `[head, tail)` was written by the producer before its Release store of
-            // `tail` (read above with Acquire) and it will not touch it until we publish `head`;
-            // each entry starts 8-aligned with at least its first word inside the buffer.
-            let w0 = word(unsafe { self.ring.bytes(at, 8) }, 0);
-            let (len, slot) = (w0 as u32 as usize, (w0 >> 32) as u16);
-            if slot != PAD {
-                // SAFETY: as above, for the whole entry (entries never cross the end).
-                let entry = unsafe { self.ring.bytes(at, len) };
-                let w1 = word(entry, 8);
-                let caplen = (w1 >> 32) as usize;
-                f(Entry { slot, ts_ns: word(entry, 16), orig_len: w1 as u32, data: &entry[HEADER..HEADER + caplen] });
-                records += 1;
-            }
-            self.head += len;
+    /// Hands `f` the published runs (about `max_bytes` of them, at least one if any), then
+    /// gives the space of those `f` took from the iterator back to the producer.
+    pub fn drain<R>(&mut self, max_bytes: usize, f: impl FnOnce(&mut Runs<'_>) -> R) -> R {
+        let tail = self.ring.runs_tail.0.load(Acquire);
+        let mut runs = Runs {
+            ring: &self.ring,
+            data: self.data_head,
+            run: self.runs_head,
+            tail,
+            end_after: self.data_head.saturating_add(max_bytes),
+        };
+        let r = f(&mut runs);
+        let (data, run) = (runs.data, runs.run);
+        if run != self.runs_head {
+            (self.data_head, self.runs_head) = (data, run);
+            self.ring.data_head.0.store(data, Release);
+            self.ring.runs_head.0.store(run, Release);
         }
-        if self.head != start {
-            self.ring.head.0.store(self.head, Release);
-        }
-        records
+        r
     }
 
     /// Nothing published is waiting.
     pub fn is_empty(&self) -> bool {
-        self.ring.tail.0.load(Acquire) == self.head
+        self.ring.runs_tail.0.load(Acquire) == self.runs_head
     }
 
     /// The position of everything published so far; `reached` tells when it has been drained.
     pub fn mark(&self) -> usize {
-        self.ring.tail.0.load(Acquire)
+        self.ring.runs_tail.0.load(Acquire)
     }
 
     pub fn reached(&self, mark: usize) -> bool {
-        self.head >= mark
+        self.runs_head >= mark
     }
+}
+
+/// Splits a run into its records (a run holds whole records only).
+pub fn records(mut run: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let caplen = u32::from_le_bytes(run.get(8..12)?.try_into().ok()?) as usize;
+        let (rec, rest) = run.split_at(RECORD_HEADER_LEN + caplen);
+        run = rest;
+        Some(rec)
+    })
 }
 
 /// All rings: `by_core[c][w]` carries records from RX core `c` to writer `w`.
@@ -292,67 +403,136 @@ impl Rings {
 mod tests {
     use super::*;
 
-    fn collect(c: &mut Consumer) -> Vec<(u16, u64, u32, Vec<u8>)> {
-        let mut out = Vec::new();
-        c.drain(usize::MAX, |e| out.push((e.slot, e.ts_ns, e.orig_len, e.data.to_vec())));
-        out
+    /// (slot, secs, frac, caplen, orig_len, data) of every record drained.
+    type Rec = (u16, u32, u32, u32, u32, Vec<u8>);
+
+    fn collect(c: &mut Consumer, max: usize) -> Vec<Rec> {
+        c.drain(max, |runs| {
+            let mut out = Vec::new();
+            for run in runs {
+                assert_eq!(records(run.records).count() as u64, run.count);
+                for r in records(run.records) {
+                    let le = |at: usize| u32::from_le_bytes(r[at..at + 4].try_into().unwrap());
+                    assert_eq!(r.len(), 16 + le(8) as usize);
+                    out.push((run.slot, le(0), le(4), le(8), le(12), r[16..].to_vec()));
+                }
+            }
+            out
+        })
+    }
+
+    fn push1(p: &mut Producer, slot: u16, secs: u32, byte: u8) -> bool {
+        p.push(slot, (secs, 0), 1, 1, std::iter::once(&[byte][..]))
     }
 
     #[test]
-    fn entries_arrive_in_order_after_publish_with_segments_joined_and_cut() {
+    fn records_arrive_in_order_after_publish_as_pcap_records() {
         let (mut p, mut c) = ring(MIN_RING_BYTES);
-        assert!(p.push(3, 42, 100, 5, [&[1u8, 2][..], &[3, 4, 5, 6]].into_iter()));
-        assert!(p.push(7, 43, 1, 1, std::iter::once(&[9u8][..])));
+        assert!(p.push(3, (42, 7), 100, 5, [&[1u8, 2][..], &[3, 4, 5, 6]].into_iter()));
+        assert!(push1(&mut p, 3, 43, 9));
+        assert!(push1(&mut p, 7, 44, 8));
         assert!(c.is_empty(), "nothing is visible before publish");
-        assert!(collect(&mut c).is_empty());
+        assert!(collect(&mut c, usize::MAX).is_empty());
         p.publish();
         let mark = c.mark();
         assert!(!c.reached(mark));
-        assert!(p.push(8, 44, 1, 1, std::iter::once(&[1u8][..])));
+        assert!(push1(&mut p, 3, 45, 1));
         p.publish();
-        assert_eq!(c.drain(1, |_| {}), 1, "at least one entry per call");
+        // Bounded drains take whole runs, at least one.
+        assert_eq!(collect(&mut c, 1), vec![(3, 42, 7, 5, 100, vec![1, 2, 3, 4, 5]), (3, 43, 0, 1, 1, vec![9])]);
         assert!(!c.reached(mark));
-        assert_eq!(collect(&mut c), vec![(7, 43, 1, vec![9]), (8, 44, 1, vec![1])]);
+        assert_eq!(collect(&mut c, usize::MAX), vec![(7, 44, 0, 1, 1, vec![8]), (3, 45, 0, 1, 1, vec![1])]);
         assert!(c.reached(mark) && c.is_empty());
+        // The record header is the one the PCAP encoder writes.
+        assert!(p.push(1, (1_700_000_000, 123_456_789), 1500, 2, std::iter::once(&[5u8, 6][..])));
+        p.publish();
+        let rec = c.drain(usize::MAX, |runs| runs.next().unwrap().records.to_vec());
+        let want =
+            crate::pcap::format::record_header(crate::pcap::Precision::Nanos, 1_700_000_000_123_456_789, 2, 1500);
+        assert_eq!((&rec[..16], &rec[16..]), (&want[..], &[5u8, 6][..]));
+    }
+
+    #[test]
+    fn runs_not_taken_stay_for_the_next_drain() {
+        let (mut p, mut c) = ring(MIN_RING_BYTES);
+        for i in 0..3u8 {
+            assert!(push1(&mut p, u16::from(i), 0, i));
+        }
+        p.publish();
+        assert_eq!(c.drain(usize::MAX, |runs| runs.next().map(|r| r.records[16])), Some(0));
+        assert_eq!(collect(&mut c, usize::MAX).iter().map(|r| r.5[0]).collect::<Vec<_>>(), vec![1, 2]);
     }
 
     #[test]
     fn full_ring_refuses_then_accepts_after_drain_and_wraps() {
         let (mut p, mut c) = ring(MIN_RING_BYTES);
         let data = vec![0xabu8; 1000];
-        let per = entry_len(1000);
+        let per = 16 + 1000;
         let fit = MIN_RING_BYTES / per;
         for i in 0..fit {
-            assert!(p.push(1, i as u64, 1000, 1000, std::iter::once(&data[..])), "entry {i}");
+            assert!(p.push(1, (i as u32, 0), 1000, 1000, std::iter::once(&data[..])), "record {i}");
+            if i % 10 == 9 {
+                p.publish();
+            }
         }
-        assert!(!p.push(1, 0, 1000, 1000, std::iter::once(&data[..])), "a full ring refuses");
+        assert!(!p.push(1, (0, 0), 1000, 1000, std::iter::once(&data[..])), "a full ring refuses");
         p.publish();
-        // Draining a bounded amount frees exactly that space.
-        let n = c.drain(10 * per, |_| {});
-        assert_eq!(n, 10);
-        // The next entry does not fit before the end: a pad entry, then it starts at 0.
+        // Draining a bounded amount frees that space.
+        assert_eq!(collect(&mut c, 10 * per).len(), 10);
+        // The next record does not fit before the end: a pad run, then it starts at 0.
         for i in 0..5 {
-            assert!(p.push(2, 1000 + i, 1000, 1000, std::iter::once(&data[..])));
+            assert!(p.push(2, (1000 + i, 0), 1000, 1000, std::iter::once(&data[..])));
         }
         p.publish();
-        let rest = collect(&mut c);
+        let rest = collect(&mut c, usize::MAX);
         assert_eq!(rest.len(), fit - 10 + 5);
-        assert!(rest[..fit - 10].iter().all(|r| r.0 == 1 && r.3 == data));
+        assert!(rest[..fit - 10].iter().all(|r| r.0 == 1 && r.5 == data));
         assert_eq!(rest[fit - 10..].iter().map(|r| r.1).collect::<Vec<_>>(), vec![1000, 1001, 1002, 1003, 1004]);
+    }
+
+    #[test]
+    fn a_run_ending_exactly_at_the_end_does_not_continue_at_the_start() {
+        let (mut p, mut c) = ring(MIN_RING_BYTES);
+        // 1024-byte records fill the ring exactly: the 1025th of the same capture starts at 0.
+        let data = vec![7u8; 1024 - 16];
+        let fill = MIN_RING_BYTES / 1024;
+        for i in 0..fill - 1 {
+            assert!(p.push(1, (i as u32, 0), 1008, 1008, std::iter::once(&data[..])));
+        }
+        p.publish();
+        assert_eq!(collect(&mut c, usize::MAX).len(), fill - 1);
+        // One record right before the end and one at the start, in one run of one capture.
+        assert!(p.push(1, (1, 0), 1008, 1008, std::iter::once(&data[..])));
+        assert!(p.push(1, (2, 0), 1008, 1008, std::iter::once(&data[..])));
+        p.publish();
+        let runs = c.drain(usize::MAX, |runs| runs.map(|r| r.records.len()).collect::<Vec<_>>());
+        assert_eq!(runs, vec![1024, 1024], "two slices, each inside the ring");
+    }
+
+    #[test]
+    fn a_full_run_ring_refuses_too() {
+        let (mut p, mut c) = ring(MIN_RING_BYTES);
+        // Alternating slots: a run per record.
+        let mut pushed = 0;
+        while push1(&mut p, (pushed % 2) as u16, pushed, 0) {
+            pushed += 1;
+        }
+        assert!(pushed as usize >= RUNS - 3 && (pushed as usize) < RUNS, "{pushed}");
+        p.publish();
+        assert_eq!(collect(&mut c, usize::MAX).len(), pushed as usize);
+        assert!(push1(&mut p, 0, 0, 0));
     }
 
     #[test]
     fn two_threads_move_every_record_intact() {
         let (mut p, mut c) = ring(MIN_RING_BYTES);
-        const N: u64 = 300_000;
+        const N: u32 = 300_000;
         let producer = std::thread::spawn(move || {
             let mut buf = [0u8; 2000];
-            let mut refused = 0u64;
             for i in 0..N {
                 let len = (i * 7919 % 1999 + 1) as usize;
                 buf[..len].iter_mut().enumerate().for_each(|(k, b)| *b = (i as usize + k) as u8);
-                while !p.push((i % 5) as u16, i, len as u32 + 3, len as u32, std::iter::once(&buf[..len])) {
-                    refused += 1;
+                while !p.push((i / 3 % 5) as u16, (i, 0), len as u32 + 3, len as u32, std::iter::once(&buf[..len])) {
                     p.publish();
                     std::thread::yield_now();
                 }
@@ -360,16 +540,15 @@ mod tests {
                     p.publish();
                 }
             }
-            refused
         });
-        let mut next = 0u64;
+        let mut next = 0u32;
         while next < N {
-            c.drain(64 << 10, |e| {
+            for (slot, sec, _, caplen, orig, data) in collect(&mut c, 64 << 10) {
                 let len = (next * 7919 % 1999 + 1) as usize;
-                assert_eq!((e.ts_ns, e.slot, e.orig_len, e.data.len()), (next, (next % 5) as u16, len as u32 + 3, len));
-                assert!(e.data.iter().enumerate().all(|(k, b)| *b == (next as usize + k) as u8), "record {next}");
+                assert_eq!((sec, slot, orig, caplen as usize), (next, (next / 3 % 5) as u16, len as u32 + 3, len));
+                assert!(data.iter().enumerate().all(|(k, b)| *b == (next as usize + k) as u8), "record {next}");
                 next += 1;
-            });
+            }
             std::thread::yield_now();
         }
         producer.join().unwrap();

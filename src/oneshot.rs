@@ -154,6 +154,7 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
         writer: 0,
         matcher: req.filter.compile(),
         snaplen: req.snaplen,
+        precision: cfg.writer.timestamp_precision,
         budget: Arc::clone(&budget),
         counters: Arc::clone(&counters),
     }]);

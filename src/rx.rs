@@ -9,6 +9,7 @@ use crate::active::{ActiveSet, SharedActiveSet};
 use crate::clock::TscClock;
 use crate::dpdk::{Burst, RxQueue, BURST};
 use crate::handoff::Producer;
+use crate::pcap::Precision;
 use crate::samples::Sampler;
 use crate::stats::StatsWriter;
 use crate::wire;
@@ -152,6 +153,7 @@ impl RxWorker {
             *take = mask;
             any |= mask;
         }
+        let ts = Stamp::new(ts_ns);
         for (take, cap) in sc.takes.iter().zip(&set.captures) {
             let ring = &mut self.rings[cap.writer];
             let mut bits = *take;
@@ -159,7 +161,7 @@ impl RxWorker {
                 let p = burst.packet(bits.trailing_zeros() as usize);
                 bits &= bits - 1;
                 let caplen = p.pkt_len().min(cap.snaplen);
-                let mut pushed = ring.push(cap.slot, ts_ns, p.pkt_len(), caplen, p.segments());
+                let mut pushed = ring.push(cap.slot, ts.of(cap.precision), p.pkt_len(), caplen, p.segments());
                 if !pushed && self.wait_when_full {
                     // Let the writer see everything so far, then wait for room.
                     ring.publish();
@@ -179,7 +181,7 @@ impl RxWorker {
                         } else {
                             std::thread::yield_now();
                         }
-                        pushed = ring.push(cap.slot, ts_ns, p.pkt_len(), caplen, p.segments());
+                        pushed = ring.push(cap.slot, ts.of(cap.precision), p.pkt_len(), caplen, p.segments());
                     }
                 }
                 if !pushed {
@@ -189,5 +191,26 @@ impl RxWorker {
             }
         }
         (bytes, u64::from(any.count_ones()))
+    }
+}
+
+/// The burst's timestamp as PCAP seconds and fraction, divided once per burst.
+struct Stamp {
+    secs: u32,
+    nanos: u32,
+}
+
+impl Stamp {
+    #[inline]
+    fn new(ts_ns: u64) -> Self {
+        Stamp { secs: (ts_ns / 1_000_000_000) as u32, nanos: (ts_ns % 1_000_000_000) as u32 }
+    }
+
+    #[inline]
+    fn of(&self, precision: Precision) -> (u32, u32) {
+        match precision {
+            Precision::Nanos => (self.secs, self.nanos),
+            Precision::Micros => (self.secs, self.nanos / 1000),
+        }
     }
 }

@@ -10,7 +10,7 @@ use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::active::CaptureCounters;
 use crate::clock::realtime_ns;
-use crate::handoff::Consumer;
+use crate::handoff::{Consumer, Run};
 use crate::pcap::PcapSink;
 
 /// Bytes taken from one ring before looking at the next (fairness between RX cores).
@@ -148,25 +148,7 @@ impl Writer {
         let mut moved = 0;
         let (name, sinks) = (&self.name, &mut self.sinks);
         for ring in &mut self.rings {
-            moved += ring.drain(DRAIN_BYTES, |rec| {
-                let Some(Some(s)) = sinks.get_mut(usize::from(rec.slot)) else {
-                    // The control side opens a sink before publishing its capture to RX cores
-                    // and closes it only after they stopped producing for it: a bug if reached.
-                    tracing::error!("{name}: record for capture slot {} without an open file", rec.slot);
-                    return;
-                };
-                if s.error.is_some() {
-                    s.counters.dropped_writer_error.fetch_add(1, Relaxed);
-                    return;
-                }
-                match s.sink.write_truncated(rec.ts_ns, rec.orig_len, rec.data, now) {
-                    Ok(()) => s.written_unpublished += 1,
-                    Err(e) => {
-                        s.error = Some(e.to_string());
-                        s.counters.dropped_writer_error.fetch_add(1, Relaxed);
-                    }
-                }
-            });
+            moved += ring.drain(DRAIN_BYTES, |runs| runs.map(|run| write_run(name, sinks, &run, now)).sum::<u64>());
         }
         if moved > 0 {
             for s in self.sinks.iter_mut().flatten() {
@@ -176,8 +158,30 @@ impl Writer {
                 }
             }
         }
-        moved
+        moved as usize
     }
+}
+
+/// Writes one run (whole PCAP records of one capture), or counts its records as dropped once
+/// the capture's sink has failed. Returns how many records the run held.
+fn write_run(name: &str, sinks: &mut [Option<SinkSlot>], run: &Run<'_>, now: u64) -> u64 {
+    let Some(Some(s)) = sinks.get_mut(usize::from(run.slot)) else {
+        // The control side opens a sink before publishing its capture to RX cores and closes it
+        // only after they stopped producing for it: a bug if reached.
+        tracing::error!("{name}: {} records for capture slot {} without an open file", run.count, run.slot);
+        return run.count;
+    };
+    if s.error.is_none() {
+        match s.sink.write_records(run.records, run.count, now) {
+            Ok(n) => {
+                s.written_unpublished += n;
+                return n;
+            }
+            Err(e) => s.error = Some(e.to_string()),
+        }
+    }
+    s.counters.dropped_writer_error.fetch_add(run.count, Relaxed);
+    run.count
 }
 
 fn close(slot: u16, s: SinkSlot) -> CloseReport {

@@ -126,6 +126,7 @@ impl FullRuntime {
             writer,
             matcher: c.filter.filter().compile(),
             snaplen: FULL_SNAPLEN,
+            precision: self.ctx.precision,
             budget: Arc::new(Budget::new(c.packet_limit, c.byte_limit)),
             counters,
         };
