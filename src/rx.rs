@@ -161,29 +161,9 @@ impl RxWorker {
                 let p = burst.packet(bits.trailing_zeros() as usize);
                 bits &= bits - 1;
                 let caplen = p.pkt_len().min(cap.snaplen);
-                let mut pushed = ring.push(cap.slot, ts.of(cap.precision), p.pkt_len(), caplen, p.segments());
-                if !pushed && self.wait_when_full {
-                    // Let the writer see everything so far, then wait for room.
-                    ring.publish();
-                    let (mut tries, mut give_up) = (0u32, None);
-                    while !pushed {
-                        if self.stop.load(Relaxed) {
-                            // Stopping: the writer keeps draining for a while yet; only a writer
-                            // that is stuck loses these packets.
-                            let at = *give_up.get_or_insert_with(|| Instant::now() + STOP_GRACE);
-                            if Instant::now() >= at {
-                                break;
-                            }
-                        }
-                        tries += 1;
-                        if tries < SPIN_POLLS {
-                            std::hint::spin_loop();
-                        } else {
-                            std::thread::yield_now();
-                        }
-                        pushed = ring.push(cap.slot, ts.of(cap.precision), p.pkt_len(), caplen, p.segments());
-                    }
-                }
+                let push =
+                    |ring: &mut Producer| ring.push(cap.slot, ts.of(cap.precision), p.pkt_len(), caplen, p.segments());
+                let pushed = push(ring) || (self.wait_when_full && wait_for_room(ring, &self.stop, push));
                 if !pushed {
                     cap.counters.dropped_ring_full.fetch_add(1, Relaxed);
                     cap.budget.give_back(caplen);
@@ -191,6 +171,28 @@ impl RxWorker {
             }
         }
         (bytes, u64::from(any.count_ones()))
+    }
+}
+
+/// Retries `push` (which failed: the ring is full) until the writer made room, after letting it
+/// see everything so far. Once `stop` is set it keeps trying for `STOP_GRACE` only: the writer
+/// drains for a while yet, and only a stuck writer loses the packet. Returns whether it got in.
+fn wait_for_room(ring: &mut Producer, stop: &AtomicBool, mut push: impl FnMut(&mut Producer) -> bool) -> bool {
+    ring.publish();
+    let (mut tries, mut give_up) = (0u32, None);
+    loop {
+        if stop.load(Relaxed) && Instant::now() >= *give_up.get_or_insert_with(|| Instant::now() + STOP_GRACE) {
+            return false;
+        }
+        tries = tries.saturating_add(1);
+        if tries < SPIN_POLLS {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+        if push(ring) {
+            return true;
+        }
     }
 }
 
