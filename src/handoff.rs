@@ -249,7 +249,8 @@ impl Producer {
         self.published = self.runs_tail;
         let (cap, base) = (self.ring.cap(), self.ring.base());
         let from = self.prefetched.max(self.data_tail) & !63;
-        let to = self.data_tail + PREFETCH_AHEAD.min(cap / 2);
+        // Only lines the consumer is done with (as far as we know): never steal ones it reads.
+        let to = (self.data_tail + PREFETCH_AHEAD.min(cap / 2)).min(self.data_head + cap);
         let mut at = from;
         while at < to {
             prefetch_write(base.wrapping_add(at & (cap - 1)));
