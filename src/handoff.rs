@@ -25,8 +25,9 @@ use crate::pcap::format::RECORD_HEADER_LEN;
 const PAD: u16 = u16::MAX;
 /// The smallest ring: every record (at most 16 + 262,144 bytes) must fit several times.
 pub const MIN_RING_BYTES: usize = 1 << 20;
-/// Runs the run ring holds: a run per capture and burst at most, so plenty.
-const RUNS: usize = 4096;
+/// Runs the run ring holds (8 bytes each). Live traffic at low rates makes a run of one record
+/// per poll: this many let the data ring, not the run ring, bound what a slow writer may owe.
+const RUNS: usize = 1 << 16;
 
 #[repr(align(64))]
 struct Position(AtomicUsize);
@@ -512,7 +513,8 @@ mod tests {
 
     #[test]
     fn a_full_run_ring_refuses_too() {
-        let (mut p, mut c) = ring(MIN_RING_BYTES);
+        // 17-byte records, a run each: the run ring fills before 2 MiB of data do.
+        let (mut p, mut c) = ring(2 * MIN_RING_BYTES);
         // Alternating slots: a run per record.
         let mut pushed = 0;
         while push1(&mut p, (pushed % 2) as u16, pushed, 0) {

@@ -112,8 +112,15 @@ fn bucket_packets(m: &Moto, bucket: &str, prefix: &str, tmp: &Path) -> (Vec<Stri
 /// `got` must be a contiguous stretch of `cycle` repeated (an endless replay).
 fn assert_contiguous_in_cycle(got: &[Vec<u8>], cycle: &[Vec<u8>]) {
     assert!(!got.is_empty() && !cycle.is_empty());
-    let ok = (0..cycle.len()).any(|start| got.iter().enumerate().all(|(i, g)| *g == cycle[(start + i) % cycle.len()]));
-    assert!(ok, "the {} captured packets are not a contiguous stretch of the replay", got.len());
+    // For each start in the cycle, how far `got` follows it; all the way for one start = ok.
+    let follows =
+        |start: usize| got.iter().enumerate().take_while(|(i, g)| **g == cycle[(start + i) % cycle.len()]).count();
+    let best = (0..cycle.len()).map(follows).max().unwrap_or(0);
+    assert!(
+        best == got.len(),
+        "the {} captured packets are not a contiguous stretch of the replay: at best the first {best} are",
+        got.len()
+    );
 }
 
 /// An appliance receiving from `veth` and uploading to `m`, writer files rotated at `rotate_bytes`.
