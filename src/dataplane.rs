@@ -112,8 +112,8 @@ impl DataPlane {
             for (_, cmd) in first_cmds.extract_if(.., |(to, _)| *to == w) {
                 let _ = tx.send(cmd);
             }
-            let writer = Writer { name: format!("pcapd-writer{w}"), rings: consumers, cmds: rx, sinks: Vec::new() };
-            let name = writer.name.clone();
+            let writer = Writer::new(format!("pcapd-writer{w}"), consumers, rx);
+            let name = writer.name().to_string();
             let h = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || writer.run())

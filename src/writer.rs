@@ -1,6 +1,6 @@
 //! Writer threads: drain the RX rings, write each capture's records into its `PcapSink`, rotate
-//! on idle ticks, and close captures on command (after draining, so a
-//! capture's file holds every record RX handed off before the close).
+//! on idle ticks, and close captures on command (after draining, so a capture's file holds every
+//! record RX handed off before the close).
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -37,7 +37,7 @@ pub struct CloseReport {
     pub bytes: u64,
 }
 
-pub struct SinkSlot {
+struct SinkSlot {
     sink: PcapSink,
     counters: Arc<CaptureCounters>,
     error: Option<String>,
@@ -45,15 +45,23 @@ pub struct SinkSlot {
 }
 
 pub struct Writer {
-    pub name: String,
+    name: String,
     /// Consumer ends, one per RX core.
-    pub rings: Vec<Consumer>,
-    pub cmds: Receiver<WriterCmd>,
+    rings: Vec<Consumer>,
+    cmds: Receiver<WriterCmd>,
     /// Open captures, by slot.
-    pub sinks: Vec<Option<SinkSlot>>,
+    sinks: Vec<Option<SinkSlot>>,
 }
 
 impl Writer {
+    pub fn new(name: String, rings: Vec<Consumer>, cmds: Receiver<WriterCmd>) -> Self {
+        Writer { name, rings, cmds, sinks: Vec::new() }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     pub fn run(mut self) {
         let mut idle = IDLE_MIN;
         loop {

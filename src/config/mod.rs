@@ -89,8 +89,9 @@ pub struct WriterConfig {
     /// Writer threads (captures are spread over them; one capture is written by one thread).
     #[serde(default = "one_usize")]
     pub threads: usize,
-    /// Bytes of packets (each plus a 24-byte header) each RX core may queue per writer before
-    /// dropping: a power of two from 1 MiB to 1 GiB. Memory: rx_cores x threads x ring_bytes.
+    /// Bytes of PCAP records (16-byte header + packet) each RX core may queue per writer before
+    /// a full ring drops or waits: a power of two from 1 MiB to 1 GiB. Memory: rx_cores x threads
+    /// x (ring_bytes + 512 KiB of run bookkeeping).
     #[serde(default = "default_ring")]
     pub ring_bytes: usize,
     /// Start a new file when the next record would pass this size (bytes).
