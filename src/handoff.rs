@@ -20,7 +20,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::{Acquire, Release};
 use std::sync::Arc;
 
-use crate::pcap::format::RECORD_HEADER_LEN;
+use crate::pcap::format::{record_header_of, RECORD_HEADER_LEN};
 
 const PAD: u16 = u16::MAX;
 /// The smallest ring: every record (at most 16 + 262,144 bytes) must fit several times.
@@ -192,11 +192,7 @@ impl Producer {
         // position) and does not cross the end of the buffer (a pad run moved it to 0 otherwise).
         let rec = unsafe { self.ring.bytes_mut(at, len) };
         let (header, body) = rec.split_at_mut(RECORD_HEADER_LEN);
-        // The PCAP record header, little-endian as the file header's magic says.
-        header[0..4].copy_from_slice(&ts.0.to_le_bytes());
-        header[4..8].copy_from_slice(&ts.1.to_le_bytes());
-        header[8..12].copy_from_slice(&caplen.to_le_bytes());
-        header[12..16].copy_from_slice(&orig_len.to_le_bytes());
+        header.copy_from_slice(&record_header_of(ts, caplen, orig_len));
         let mut done = 0;
         for seg in data {
             let n = seg.len().min(body.len() - done);
@@ -370,16 +366,6 @@ impl Consumer {
     }
 }
 
-/// Splits a run into its records (a run holds whole records only).
-pub fn records(mut run: &[u8]) -> impl Iterator<Item = &[u8]> {
-    std::iter::from_fn(move || {
-        let caplen = u32::from_le_bytes(run.get(8..12)?.try_into().ok()?) as usize;
-        let (rec, rest) = run.split_at(RECORD_HEADER_LEN + caplen);
-        run = rest;
-        Some(rec)
-    })
-}
-
 /// All rings: `by_core[c][w]` carries records from RX core `c` to writer `w`.
 pub struct Rings {
     pub by_core: Vec<Vec<Producer>>,
@@ -404,6 +390,7 @@ impl Rings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pcap::format::records;
 
     /// (slot, secs, frac, caplen, orig_len, data) of every record drained.
     type Rec = (u16, u32, u32, u32, u32, Vec<u8>);

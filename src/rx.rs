@@ -9,7 +9,7 @@ use crate::active::{ActiveSet, SharedActiveSet};
 use crate::clock::TscClock;
 use crate::dpdk::{Burst, RxQueue, BURST};
 use crate::handoff::Producer;
-use crate::pcap::Precision;
+use crate::pcap::format::Stamp;
 use crate::samples::Sampler;
 use crate::stats::StatsWriter;
 use crate::wire;
@@ -161,8 +161,9 @@ impl RxWorker {
                 let p = burst.packet(bits.trailing_zeros() as usize);
                 bits &= bits - 1;
                 let caplen = p.pkt_len().min(cap.snaplen);
-                let push =
-                    |ring: &mut Producer| ring.push(cap.slot, ts.of(cap.precision), p.pkt_len(), caplen, p.segments());
+                let push = |ring: &mut Producer| {
+                    ring.push(cap.slot, ts.parts(cap.precision), p.pkt_len(), caplen, p.segments())
+                };
                 let pushed = push(ring) || (self.wait_when_full && wait_for_room(ring, &self.stop, push));
                 if !pushed {
                     cap.counters.dropped_ring_full.fetch_add(1, Relaxed);
@@ -192,27 +193,6 @@ fn wait_for_room(ring: &mut Producer, stop: &AtomicBool, mut push: impl FnMut(&m
         }
         if push(ring) {
             return true;
-        }
-    }
-}
-
-/// The burst's timestamp as PCAP seconds and fraction, divided once per burst.
-struct Stamp {
-    secs: u32,
-    nanos: u32,
-}
-
-impl Stamp {
-    #[inline]
-    fn new(ts_ns: u64) -> Self {
-        Stamp { secs: (ts_ns / 1_000_000_000) as u32, nanos: (ts_ns % 1_000_000_000) as u32 }
-    }
-
-    #[inline]
-    fn of(&self, precision: Precision) -> (u32, u32) {
-        match precision {
-            Precision::Nanos => (self.secs, self.nanos),
-            Precision::Micros => (self.secs, self.nanos / 1000),
         }
     }
 }

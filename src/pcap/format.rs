@@ -34,20 +34,56 @@ pub fn file_header(precision: Precision, snaplen: u32) -> [u8; FILE_HEADER_LEN] 
     h
 }
 
+/// A timestamp split into a record's seconds and fraction once (two divisions), then read in
+/// either precision: the RX cores split one per burst.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp {
+    secs: u32,
+    nanos: u32,
+}
+
+impl Stamp {
+    #[inline]
+    pub fn new(ts_ns: u64) -> Self {
+        Stamp { secs: (ts_ns / 1_000_000_000) as u32, nanos: (ts_ns % 1_000_000_000) as u32 }
+    }
+
+    /// (seconds, fraction) as a record header in `precision` holds them.
+    #[inline]
+    pub fn parts(self, precision: Precision) -> (u32, u32) {
+        match precision {
+            Precision::Nanos => (self.secs, self.nanos),
+            Precision::Micros => (self.secs, self.nanos / 1_000),
+        }
+    }
+}
+
 /// The header of one record: `ts_ns` since the epoch, `caplen` bytes stored of `orig_len`.
 #[inline]
 pub fn record_header(precision: Precision, ts_ns: u64, caplen: u32, orig_len: u32) -> [u8; RECORD_HEADER_LEN] {
-    let secs = (ts_ns / 1_000_000_000) as u32;
-    let frac = match precision {
-        Precision::Nanos => (ts_ns % 1_000_000_000) as u32,
-        Precision::Micros => (ts_ns % 1_000_000_000 / 1_000) as u32,
-    };
+    record_header_of(Stamp::new(ts_ns).parts(precision), caplen, orig_len)
+}
+
+/// The header of one record whose timestamp is already (seconds, fraction).
+#[inline]
+pub fn record_header_of(ts: (u32, u32), caplen: u32, orig_len: u32) -> [u8; RECORD_HEADER_LEN] {
     let mut h = [0u8; RECORD_HEADER_LEN];
-    h[0..4].copy_from_slice(&secs.to_le_bytes());
-    h[4..8].copy_from_slice(&frac.to_le_bytes());
+    h[0..4].copy_from_slice(&ts.0.to_le_bytes());
+    h[4..8].copy_from_slice(&ts.1.to_le_bytes());
     h[8..12].copy_from_slice(&caplen.to_le_bytes());
     h[12..16].copy_from_slice(&orig_len.to_le_bytes());
     h
+}
+
+/// Splits bytes holding whole records back to back (little-endian headers, as pcapd writes
+/// them) into those records.
+pub fn records(mut data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let caplen = u32::from_le_bytes(data.get(8..12)?.try_into().ok()?) as usize;
+        let (rec, rest) = data.split_at(RECORD_HEADER_LEN + caplen);
+        data = rest;
+        Some(rec)
+    })
 }
 
 /// Appends one whole record (header + the first `caplen` bytes of `segments`) to `out`.
@@ -152,6 +188,22 @@ mod tests {
         assert_eq!(u32::from_le_bytes(out[8..12].try_into().unwrap()), 4);
         assert_eq!(u32::from_le_bytes(out[12..16].try_into().unwrap()), 6);
         assert_eq!(out[16..], [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn split_records_and_stamps() {
+        let mut b = Vec::new();
+        encode_record(&mut b, Precision::Micros, 1_700_000_000_123_456_789, 10, 3, std::iter::once(&[1u8, 2, 3][..]));
+        encode_record(&mut b, Precision::Micros, 5, 0, 0, std::iter::empty());
+        let recs: Vec<&[u8]> = records(&b).collect();
+        assert_eq!(recs.iter().map(|r| r.len()).collect::<Vec<_>>(), vec![19, 16]);
+        assert_eq!(&recs[0][16..], &[1, 2, 3]);
+        let s = Stamp::new(1_700_000_000_123_456_789);
+        assert_eq!(
+            (s.parts(Precision::Nanos), s.parts(Precision::Micros)),
+            ((1_700_000_000, 123_456_789), (1_700_000_000, 123_456))
+        );
+        assert_eq!(recs[0][..16], record_header_of(s.parts(Precision::Micros), 3, 10));
     }
 
     #[test]

@@ -232,7 +232,7 @@ impl PcapSink {
             }
         }
         let (mut start, mut at, mut n) = (0, 0, 0);
-        for rec in crate::handoff::records(records) {
+        for rec in format::records(records) {
             debug_assert!(rec.len() - RECORD_HEADER_LEN <= self.snaplen as usize);
             let rec_len = rec.len() as u64;
             if let Some(cur) = &self.current {
