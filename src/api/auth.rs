@@ -1,10 +1,13 @@
 //! Credentials from the config: `Authorization: Bearer <token>` or `X-Auth-Email` + `X-Auth-Key`,
 //! each bound to accounts with read or write permission. Secrets are compared in constant time,
 //! and every configured credential is compared, so timing does not tell which one matched.
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use subtle::ConstantTimeEq;
 
 use super::envelope::ApiError;
+use super::AppState;
 use crate::config::{AccountConfig, ConfigError, Permission, Secret};
 
 struct Cred {
@@ -108,6 +111,32 @@ impl Auth {
     /// True when no credential is configured (the API then refuses every request).
     pub fn is_empty(&self) -> bool {
         self.creds.is_empty()
+    }
+}
+
+/// The account a request's path names (`{account_id}`), extracted only once the presented
+/// credential may act on it: read (`WRITE = false`) or write. Handlers name it as `ReadAccess`
+/// or `WriteAccess` and so cannot forget the check. Runs before the body is looked at, so 401/403
+/// come before any 400 about the body.
+pub struct Authorized<const WRITE: bool>(pub String);
+
+pub type ReadAccess = Authorized<false>;
+pub type WriteAccess = Authorized<true>;
+
+impl<const WRITE: bool> FromRequestParts<AppState> for Authorized<WRITE> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
+        let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, s)
+            .await
+            .map_err(|e| ApiError::invalid(format!("path: {}", e.body_text())))?;
+        let account = params
+            .into_iter()
+            .find_map(|(k, v)| (k == "account_id").then_some(v))
+            .ok_or_else(|| ApiError::internal("route without {account_id}"))?;
+        let need = if WRITE { Permission::Write } else { Permission::Read };
+        s.auth.authorize(&parts.headers, &account, need)?;
+        Ok(Authorized(account))
     }
 }
 

@@ -2,15 +2,15 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use super::auth::{Authorized, ReadAccess, WriteAccess};
 use super::envelope::{ok, ApiError};
 use super::pcaps::body_bytes;
 use super::AppState;
 use crate::captures::model::is_id;
-use crate::config::Permission;
 use crate::upload::ownership::{self, OwnershipError};
 
 impl From<OwnershipError> for ApiError {
@@ -43,33 +43,24 @@ fn fields(body: &[u8], names: &[&str]) -> Result<Vec<String>, ApiError> {
 
 pub async fn create(
     State(s): State<AppState>,
-    Path(account): Path<String>,
-    headers: HeaderMap,
+    Authorized(account): WriteAccess,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    s.auth.authorize(&headers, &account, Permission::Write)?;
     let f = fields(&body_bytes(body)?, &["destination_conf"])?;
     let o = ownership::create(&s.stores, s.ownerships.as_ref(), &account, &f[0]).await?;
     Ok(ok(o.to_api()))
 }
 
-pub async fn list(
-    State(s): State<AppState>,
-    Path(account): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    s.auth.authorize(&headers, &account, Permission::Read)?;
+pub async fn list(State(s): State<AppState>, Authorized(account): ReadAccess) -> Result<Response, ApiError> {
     let all = s.ownerships.ownerships(&account).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(ok(Value::Array(all.iter().map(|o| o.to_api()).collect())))
 }
 
 pub async fn validate(
     State(s): State<AppState>,
-    Path(account): Path<String>,
-    headers: HeaderMap,
+    Authorized(account): WriteAccess,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    s.auth.authorize(&headers, &account, Permission::Write)?;
     let f = fields(&body_bytes(body)?, &["destination_conf", "ownership_challenge"])?;
     let o = ownership::validate(s.ownerships.as_ref(), &account, &f[0], &f[1])?;
     Ok(ok(o.to_api()))
@@ -77,10 +68,9 @@ pub async fn validate(
 
 pub async fn delete(
     State(s): State<AppState>,
-    Path((account, id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Authorized(account): WriteAccess,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    s.auth.authorize(&headers, &account, Permission::Write)?;
     if !is_id(&id) || !s.ownerships.delete_ownership(&account, &id).map_err(|e| ApiError::internal(e.to_string()))? {
         return Err(OwnershipError::NotFound.into());
     }

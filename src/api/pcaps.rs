@@ -2,17 +2,17 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::Value;
 
+use super::auth::{Authorized, ReadAccess, WriteAccess};
 use super::envelope::{code, ok, ApiError};
 use super::AppState;
 use crate::captures::manager::ManagerError;
 use crate::captures::model::is_id;
 use crate::captures::request::parse_create;
-use crate::config::Permission;
 
 impl From<ManagerError> for ApiError {
     fn from(e: ManagerError) -> Self {
@@ -52,11 +52,9 @@ pub(super) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, A
 
 pub async fn create(
     State(s): State<AppState>,
-    Path(account): Path<String>,
-    headers: HeaderMap,
+    Authorized(account): WriteAccess,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    s.auth.authorize(&headers, &account, Permission::Write)?;
     let body = body_bytes(body)?;
     let req = parse_create(&body, Utc::now(), s.full_time_limit_max)
         .map_err(|e| ApiError::invalid(format!("{}: {}", e.field, e.message)))?;
@@ -67,32 +65,25 @@ pub async fn create(
     Ok(ok(c.to_api()))
 }
 
-pub async fn list(
-    State(s): State<AppState>,
-    Path(account): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    s.auth.authorize(&headers, &account, Permission::Read)?;
+pub async fn list(State(s): State<AppState>, Authorized(account): ReadAccess) -> Result<Response, ApiError> {
     let caps = s.manager.list(&account)?;
     Ok(ok(Value::Array(caps.iter().map(|c| c.to_api()).collect())))
 }
 
 pub async fn get_one(
     State(s): State<AppState>,
-    Path((account, pcap_id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Authorized(account): ReadAccess,
+    Path((_, pcap_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    s.auth.authorize(&headers, &account, Permission::Read)?;
     check_id(&pcap_id)?;
     Ok(ok(s.manager.get(&account, &pcap_id)?.to_api()))
 }
 
 pub async fn download(
     State(s): State<AppState>,
-    Path((account, pcap_id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Authorized(account): ReadAccess,
+    Path((_, pcap_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    s.auth.authorize(&headers, &account, Permission::Read)?;
     check_id(&pcap_id)?;
     let m = s.manager.clone();
     let id = pcap_id.clone();
@@ -111,10 +102,9 @@ pub async fn download(
 
 pub async fn stop(
     State(s): State<AppState>,
-    Path((account, pcap_id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Authorized(account): WriteAccess,
+    Path((_, pcap_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    s.auth.authorize(&headers, &account, Permission::Write)?;
     check_id(&pcap_id)?;
     Ok(ok(s.manager.stop(&account, &pcap_id)?.to_api()))
 }
