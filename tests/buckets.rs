@@ -123,6 +123,29 @@ fn assert_contiguous_in_cycle(got: &[Vec<u8>], cycle: &[Vec<u8>]) {
     );
 }
 
+/// What a live-traffic test starts from: a temp dir, moto with the bucket, a veth pair, the
+/// frames to send (`cycle`: their bytes, as an endless replay repeats them) and a data dir path.
+struct Rig {
+    tmp: tempfile::TempDir,
+    m: Moto,
+    veth: Veth,
+    input: PathBuf,
+    cycle: Vec<Vec<u8>>,
+    data: PathBuf,
+}
+
+impl Rig {
+    fn new(veth: &str) -> Rig {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = Moto::start(&[BUCKET]);
+        let veth = Veth::new(veth);
+        let input = sendable(tmp.path());
+        let cycle = datas(&read_pcap(&input));
+        let data = tmp.path().join("data");
+        Rig { tmp, m, veth, input, cycle, data }
+    }
+}
+
 /// An appliance receiving from `veth` and uploading to `m`, writer files rotated at `rotate_bytes`.
 fn live_appliance(m: &Moto, veth: &Veth, input: &Path, data: &Path, rotate_bytes: u64) -> Appliance {
     let extra = s3_extra(m, rotate_bytes, 10);
@@ -161,12 +184,7 @@ fn no_spool_left(data: &Path, id: &str) {
 
 #[test]
 fn ownership_then_full_captures_land_in_the_bucket() {
-    let tmp = tempfile::tempdir().unwrap();
-    let m = Moto::start(&[BUCKET]);
-    let veth = Veth::new("a");
-    let input = sendable(tmp.path());
-    let cycle = datas(&read_pcap(&input));
-    let data = tmp.path().join("data");
+    let Rig { tmp, m, veth, input, cycle, data } = Rig::new("a");
     let app = live_appliance(&m, &veth, &input, &data, 6_000_000);
     let d = dest("site1");
 
@@ -304,12 +322,7 @@ fn stop_conflict_and_the_python_sdk() {
 
 #[test]
 fn faults_wrong_credentials_kill_and_an_unreachable_store() {
-    let tmp = tempfile::tempdir().unwrap();
-    let m = Moto::start(&[BUCKET]);
-    let veth = Veth::new("f");
-    let input = sendable(tmp.path());
-    let cycle = datas(&read_pcap(&input));
-    let data = tmp.path().join("data");
+    let Rig { tmp, m, veth, input, cycle, data } = Rig::new("f");
     let d = dest("faults");
     let good = s3_extra(&m, 4_000_000, 2);
     let opts = Opts {
@@ -426,12 +439,8 @@ fn gcs_destinations_through_object_stores_gcs_client() {
 
 #[test]
 fn disk_full_fails_that_capture_and_nothing_else() {
-    let tmp = tempfile::tempdir().unwrap();
-    let m = Moto::start(&[BUCKET]);
-    let veth = Veth::new("d");
-    let input = sendable(tmp.path());
+    let Rig { tmp, m, veth, input, data, .. } = Rig::new("d");
     // The data directory on a 24 MiB tmpfs: a full capture of everything fills it.
-    let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let st = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
@@ -489,11 +498,7 @@ fn post_other(app: &Appliance, path: &str, body: &Value) -> Resp {
 
 #[test]
 fn two_accounts_capture_at_once_each_gets_only_its_packets() {
-    let tmp = tempfile::tempdir().unwrap();
-    let m = Moto::start(&[BUCKET]);
-    let veth = Veth::new("t");
-    let input = sendable(tmp.path());
-    let data = tmp.path().join("data");
+    let Rig { tmp, m, veth, input, data, .. } = Rig::new("t");
     let app = live_appliance(&m, &veth, &input, &data, 100_000_000);
     let (da, db) = (dest("acct-a"), dest("acct-b"));
     own(&app, &m, BUCKET, &da, "acct-a", tmp.path());
