@@ -35,8 +35,8 @@ fn parse_and_match(c: &mut Criterion) {
                 // As the RX loop does: the plain-IPv4 fast path, else the general parser.
                 for f in frames {
                     let f = black_box(f);
-                    hits += u32::from(match wire::plain_ipv4(f) {
-                        Some(k) => m.matches_v4(&k),
+                    hits += u32::from(match wire::PlainV4::of(f) {
+                        Some(h) => m.matches_plain_v4(&h),
                         None => m.matches(&wire::parse_general(f)),
                     });
                 }

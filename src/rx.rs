@@ -12,7 +12,7 @@ use crate::handoff::Producer;
 use crate::pcap::format::Stamp;
 use crate::samples::Sampler;
 use crate::stats::StatsWriter;
-use crate::wire;
+use crate::wire::{self, PlainV4};
 
 /// Empty polls before yielding, and before sleeping.
 const SPIN_POLLS: u32 = 256;
@@ -97,8 +97,8 @@ impl RxWorker {
             let mut take = 0u32;
             for (i, p) in burst.iter().enumerate() {
                 bytes += u64::from(p.pkt_len());
-                let hit = match wire::plain_ipv4(p.first_segment()) {
-                    Some(k) => m.matches_v4(&k),
+                let hit = match PlainV4::of(p.first_segment()) {
+                    Some(h) => m.matches_plain_v4(&h),
                     None => m.matches(&wire::parse_general(p.first_segment())),
                 };
                 take |= u32::from(hit) << i;
@@ -108,8 +108,8 @@ impl RxWorker {
             for (i, p) in burst.iter().enumerate() {
                 bytes += u64::from(p.pkt_len());
                 let takes = sc.takes.iter_mut().zip(&set.captures);
-                match wire::plain_ipv4(p.first_segment()) {
-                    Some(k) => takes.for_each(|(t, cap)| *t |= u32::from(cap.matcher.matches_v4(&k)) << i),
+                match PlainV4::of(p.first_segment()) {
+                    Some(h) => takes.for_each(|(t, cap)| *t |= u32::from(cap.matcher.matches_plain_v4(&h)) << i),
                     None => {
                         let k = wire::parse_general(p.first_segment());
                         takes.for_each(|(t, cap)| *t |= u32::from(cap.matcher.matches(&k)) << i);

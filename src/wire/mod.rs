@@ -87,56 +87,86 @@ impl PacketKey {
 /// Parses an Ethernet frame into a `PacketKey`. Never fails: what cannot be proven is `None`.
 #[inline]
 pub fn parse(frame: &[u8]) -> PacketKey {
-    match plain_ipv4(frame) {
-        Some(k) => k.into(),
+    match PlainV4::of(frame) {
+        Some(h) => h.key(),
         None => parse_general(frame),
     }
 }
 
-/// What filter_v1 can ask about an untagged IPv4 packet without options: small enough to live
-/// in registers on the RX core's hot path (`PacketKey`, with room for IPv6, goes through memory).
+/// Bytes 8..40 of an untagged IPv4 frame without IP options (most traffic), as four little-endian
+/// words. Everything filter_v1 asks of such a frame sits at a fixed offset in them, so a compiled
+/// filter is a mask and an expected value per word (`filter::Matcher::matches_plain_v4`): the RX
+/// core's hottest code, with no branch per field. The words are read where a NIC or memcpy
+/// wrote them (16-byte aligned stores never split a word).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct V4Key {
-    pub src: u32,
-    pub dst: u32,
-    pub protocol: u8,
-    /// (source, destination) for TCP/UDP/SCTP in unfragmented packets and first fragments.
-    pub ports: Option<(u16, u16)>,
-}
+pub struct PlainV4(pub [u64; 4]);
 
-impl From<V4Key> for PacketKey {
-    fn from(k: V4Key) -> PacketKey {
+impl PlainV4 {
+    /// First byte of the frame the words hold.
+    pub const FROM: usize = 8;
+    /// Shortest frame the fast path takes (shorter ones take `parse_general`).
+    pub const MIN_FRAME: usize = 40;
+    /// Frame offsets of the fields filter_v1 reads.
+    pub const ETHERTYPE: usize = 12;
+    pub const VERSION_IHL: usize = 14;
+    pub const TOTAL_LEN: usize = 16;
+    pub const FRAGMENT: usize = 20;
+    pub const PROTOCOL: usize = 23;
+    pub const SRC: usize = 26;
+    pub const DST: usize = 30;
+    pub const SRC_PORT: usize = 34;
+    pub const DST_PORT: usize = 36;
+
+    #[inline(always)]
+    pub fn of(frame: &[u8]) -> Option<PlainV4> {
+        let h: &[u8; 32] = frame.get(Self::FROM..Self::MIN_FRAME)?.try_into().ok()?;
+        let words: [u64; 4] = std::array::from_fn(|i| u64::from_le_bytes(*h[i * 8..].first_chunk().unwrap()));
+        // Ethertype 0x0800, then version 4 with a 20-byte header: bytes 12..15 of the frame.
+        (words[0] >> 32 & 0xff_ffff == 0x45_00_08).then_some(PlainV4(words))
+    }
+
+    /// The frame's byte at `at` (`FROM <= at < MIN_FRAME`).
+    #[inline(always)]
+    pub fn byte(&self, at: usize) -> u8 {
+        let at = at - Self::FROM;
+        (self.0[at / 8] >> (at % 8 * 8)) as u8
+    }
+
+    fn be16(&self, at: usize) -> u16 {
+        u16::from_be_bytes([self.byte(at), self.byte(at + 1)])
+    }
+
+    fn be32(&self, at: usize) -> u32 {
+        u32::from(self.be16(at)) << 16 | u32::from(self.be16(at + 2))
+    }
+
+    #[inline(always)]
+    pub fn protocol(&self) -> u8 {
+        self.byte(Self::PROTOCOL)
+    }
+
+    /// Whether the payload has room for the two ports, as `Ipv4View::payload` bounds it (by
+    /// total_len when that is at least a header, else by the frame): a frame of `MIN_FRAME` bytes
+    /// has 6 after the header, so only a total_len of 20 to 23 leaves less than 4.
+    #[inline(always)]
+    pub fn has_room_for_ports(&self) -> bool {
+        (self.be16(Self::TOTAL_LEN).wrapping_sub(20)) >= 4
+    }
+
+    /// The `PacketKey` `parse_general` gives for the same frame.
+    pub fn key(&self) -> PacketKey {
+        let protocol = self.protocol();
+        let ports = self.be16(Self::FRAGMENT) & 0x1fff == 0
+            && matches!(protocol, PROTO_TCP | PROTO_UDP | PROTO_SCTP)
+            && self.has_room_for_ports();
         PacketKey {
-            l3: L3::V4 { src: k.src, dst: k.dst },
-            protocol: Some(k.protocol),
-            src_port: k.ports.map(|p| p.0),
-            dst_port: k.ports.map(|p| p.1),
+            l3: L3::V4 { src: self.be32(Self::SRC), dst: self.be32(Self::DST) },
+            protocol: Some(protocol),
+            src_port: ports.then(|| self.be16(Self::SRC_PORT)),
+            dst_port: ports.then(|| self.be16(Self::DST_PORT)),
             vlan_tags: 0,
         }
     }
-}
-
-/// Most traffic is untagged IPv4 without options: that case is read at fixed offsets with one
-/// bounds check (the RX core's hottest code). `None` for everything else, which takes
-/// `parse_general` (that gives the same key for these frames too: a unit test holds the two
-/// together).
-#[inline(always)]
-pub fn plain_ipv4(frame: &[u8]) -> Option<V4Key> {
-    const IP: usize = 14;
-    let h = frame.first_chunk::<38>()?;
-    if h[12] != 0x08 || h[13] != 0x00 || h[IP] != 0x45 {
-        return None;
-    }
-    let word = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
-    let protocol = h[IP + 9];
-    // As `Ipv4View::payload`: bounded by total_len when consistent, else all that was captured.
-    let total = usize::from(be16(h, IP + 2));
-    let ip_len = frame.len() - IP;
-    let l4_len = if total >= 20 { total.min(ip_len) } else { ip_len } - 20;
-    let ports =
-        (be16(h, IP + 6) & 0x1fff == 0 && matches!(protocol, PROTO_TCP | PROTO_UDP | PROTO_SCTP) && l4_len >= 4)
-            .then(|| (be16(h, IP + 20), be16(h, IP + 22)));
-    Some(V4Key { src: word(IP + 12), dst: word(IP + 16), protocol, ports })
 }
 
 /// Every frame `parse` handles, the slow way: VLAN tags, IPv4 options, IPv6 extension headers.
@@ -302,13 +332,13 @@ mod tests {
             for frag in [0u16, 0x4000, 0x2000, 0x0001, 0x1fff, 0x8000] {
                 let base = eth(0x0800, &[], &ipv4([10, 0, 0, 1], [192, 168, 1, 2], proto, frag, &ports(4321, 443)));
                 for total in [0u16, 19, 20, 21, 23, 24, 25, 40, 60, 1500] {
-                    for len in 38..=base.len() + 4 {
+                    for len in PlainV4::MIN_FRAME..=base.len() + 4 {
                         let mut f = base.clone();
                         f.resize(len, 0);
                         f[16..18].copy_from_slice(&total.to_be_bytes());
-                        let fast = plain_ipv4(&f).expect("a plain IPv4 frame");
+                        let fast = PlainV4::of(&f).expect("a plain IPv4 frame");
                         assert_eq!(
-                            PacketKey::from(fast),
+                            fast.key(),
                             parse_general(&f),
                             "proto {proto} frag {frag:#x} total {total} len {len}"
                         );
