@@ -49,8 +49,10 @@ impl RxWorker {
         let mut burst = Burst::default();
         let mut sc = Scratch { takes: Vec::with_capacity(64), caplens: [0; BURST] };
         let mut empty_polls: u32 = 0;
+        // Re-reads the shared set only when it was replaced: one pointer compare per loop.
+        let mut active = arc_swap::Cache::new(Arc::clone(&self.active));
         while !self.stop.load(Relaxed) {
-            let set = self.active.load();
+            let set = active.load();
             let mut received = 0;
             for qi in 0..self.queues.len() {
                 let n = self.queues[qi].poll(&mut burst);
@@ -62,7 +64,7 @@ impl RxWorker {
                 if let Some(s) = self.sampler.as_mut() {
                     s.burst(n, ts_ns, |i| (burst.packet(i).first_segment(), burst.packet(i).pkt_len()));
                 }
-                let (bytes, taken) = self.process_burst(&set, &burst, ts_ns, &mut sc);
+                let (bytes, taken) = self.process_burst(set, &burst, ts_ns, &mut sc);
                 burst.free();
                 self.stats.record_burst(n as u64, bytes, taken);
             }
