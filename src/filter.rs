@@ -361,7 +361,11 @@ mod tests {
                     for frag in [0u16, 0x4000, 0x2000, 185] {
                         for total in [0u16, 21, 24, 60] {
                             for (sport, dport) in [(4321, 443), (0, 0), (443, 4321)] {
-                                let mut frame = eth(0x0800, &[], &ipv4(src, [192, 168, 1, 2], protocol, frag, &ports(sport, dport)));
+                                let mut frame = eth(
+                                    0x0800,
+                                    &[],
+                                    &ipv4(src, [192, 168, 1, 2], protocol, frag, &ports(sport, dport)),
+                                );
                                 frame[16..18].copy_from_slice(&total.to_be_bytes());
                                 let h = PlainV4::of(&frame).unwrap();
                                 assert_eq!(m.matches_plain_v4(&h), m.matches(&h.key()), "{f} {:?}", h.key());
