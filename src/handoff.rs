@@ -54,6 +54,21 @@ unsafe impl Sync for Shared {}
 unsafe impl Send for Shared {}
 
 impl Shared {
+    /// Touches every page now, on the thread that builds the ring: zeroed allocations are mapped
+    /// lazily, and a page fault on the RX core costs microseconds in which the NIC queue fills.
+    fn prefault(&self) {
+        const PAGE: usize = 4096;
+        for cell in self.data.iter().step_by(PAGE) {
+            // SAFETY: a valid, aligned byte no other thread can see yet; volatile so that the
+            // compiler cannot drop the store of the zero the allocation already holds.
+            unsafe { std::ptr::write_volatile(cell.get(), 0) };
+        }
+        for cell in self.runs.iter().step_by(PAGE / 8) {
+            // SAFETY: as above.
+            unsafe { std::ptr::write_volatile(cell.get(), 0) };
+        }
+    }
+
     #[inline]
     fn cap(&self) -> usize {
         self.data.len()
@@ -107,6 +122,7 @@ pub fn ring(cap: usize) -> (Producer, Consumer) {
         runs_head: Position(AtomicUsize::new(0)),
         runs_tail: Position(AtomicUsize::new(0)),
     });
+    shared.prefault();
     let producer = Producer {
         ring: Arc::clone(&shared),
         data_tail: 0,
