@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::wire::{PacketKey, PlainV4, L3, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
+use crate::wire::{carries_ports, PacketKey, PlainV4, L3};
 
 /// A validated filter, as given (echoed back by the API).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -117,7 +117,7 @@ impl FilterV1 {
         let ports = self.source_port.is_some() || self.destination_port.is_some();
         if ports {
             set(PlainV4::FRAGMENT, &[0x1f, 0xff], &[0, 0]);
-            never |= self.protocol.is_some_and(|p| !has_ports(p));
+            never |= self.protocol.is_some_and(|p| !carries_ports(p));
         }
         let words = |b: [u8; 32]| std::array::from_fn(|i| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap()));
         V4Rule {
@@ -128,10 +128,6 @@ impl FilterV1 {
             never,
         }
     }
-}
-
-fn has_ports(protocol: u8) -> bool {
-    matches!(protocol, PROTO_TCP | PROTO_UDP | PROTO_SCTP)
 }
 
 /// "a number", "a string", ...: for error messages about JSON values.
@@ -255,7 +251,7 @@ impl Matcher {
     pub fn matches_plain_v4(&self, h: &PlainV4) -> bool {
         let r = &self.v4;
         let diff = (0..4).fold(0, |d, i| d | ((h.0[i] & r.mask[i]) ^ r.want[i]));
-        let ports = !r.needs_ports | (h.has_room_for_ports() & (!r.needs_port_protocol | has_ports(h.protocol())));
+        let ports = !r.needs_ports | (h.has_room_for_ports() & (!r.needs_port_protocol | carries_ports(h.protocol())));
         (diff == 0) & ports & !r.never
     }
 

@@ -120,8 +120,10 @@ impl PlainV4 {
     pub fn of(frame: &[u8]) -> Option<PlainV4> {
         let h: &[u8; 32] = frame.get(Self::FROM..Self::MIN_FRAME)?.try_into().ok()?;
         let words: [u64; 4] = std::array::from_fn(|i| u64::from_le_bytes(*h[i * 8..].first_chunk().unwrap()));
-        // Ethertype 0x0800, then version 4 with a 20-byte header: bytes 12..15 of the frame.
-        (words[0] >> 32 & 0xff_ffff == 0x45_00_08).then_some(PlainV4(words))
+        // Ethertype 0x0800, then version 4 with a 20-byte header (bytes 12..15, little-endian).
+        const SHIFT: usize = (PlainV4::ETHERTYPE - PlainV4::FROM) * 8;
+        const _: () = assert!(PlainV4::VERSION_IHL == PlainV4::ETHERTYPE + 2);
+        (words[0] >> SHIFT & 0xff_ffff == 0x45_00_08).then_some(PlainV4(words))
     }
 
     /// The frame's byte at `at` (`FROM <= at < MIN_FRAME`).
@@ -155,9 +157,7 @@ impl PlainV4 {
     /// The `PacketKey` `parse_general` gives for the same frame.
     pub fn key(&self) -> PacketKey {
         let protocol = self.protocol();
-        let ports = self.be16(Self::FRAGMENT) & 0x1fff == 0
-            && matches!(protocol, PROTO_TCP | PROTO_UDP | PROTO_SCTP)
-            && self.has_room_for_ports();
+        let ports = self.be16(Self::FRAGMENT) & 0x1fff == 0 && carries_ports(protocol) && self.has_room_for_ports();
         PacketKey {
             l3: L3::V4 { src: self.be32(Self::SRC), dst: self.be32(Self::DST) },
             protocol: Some(protocol),
@@ -204,10 +204,16 @@ pub fn parse_general(frame: &[u8]) -> PacketKey {
     key
 }
 
+/// Whether packets of this IP protocol have the ports filter_v1 matches (TCP, UDP, SCTP).
+#[inline(always)]
+pub fn carries_ports(protocol: u8) -> bool {
+    matches!(protocol, PROTO_TCP | PROTO_UDP | PROTO_SCTP)
+}
+
 /// TCP, UDP and SCTP all start with source and destination port: 4 bytes prove both.
 #[inline]
 fn set_ports(key: &mut PacketKey, protocol: u8, l4: &[u8]) {
-    if matches!(protocol, PROTO_TCP | PROTO_UDP | PROTO_SCTP) && l4.len() >= 4 {
+    if carries_ports(protocol) && l4.len() >= 4 {
         key.src_port = Some(be16(l4, 0));
         key.dst_port = Some(be16(l4, 2));
     }
