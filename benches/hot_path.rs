@@ -1,8 +1,10 @@
 //! Criterion benches of the per-packet work: parse + filter_v1 match (target: >= 30 Mpps per
-//! core on 64-byte packets) and PCAP record encoding (target: >= 2 GB/s).
+//! core on 64-byte packets), PCAP record encoding (target: >= 2 GB/s) and the RX core's push of
+//! a record into the writer's ring.
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use pcapd::filter::FilterV1;
+use pcapd::handoff::ring;
 use pcapd::pcap::format::encode_record;
 use pcapd::pcap::Precision;
 use pcapd::wire;
@@ -74,5 +76,30 @@ fn pcap_encode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse_and_match, pcap_encode);
+/// RX's side of the hand-off: records pushed into an SPSC ring, published per burst of 32 (the
+/// consumer drains in the same thread between batches, so this is the producer's cost alone).
+fn handoff_push(c: &mut Criterion) {
+    let mut g = c.benchmark_group("handoff-push");
+    for size in [64usize, 576, 1500] {
+        let pkt = vec![0xabu8; size];
+        let n = 4096;
+        g.throughput(Throughput::Elements(n as u64));
+        let (mut tx, mut rx) = ring(16 << 20);
+        g.bench_with_input(BenchmarkId::from_parameter(size), &pkt, |b, pkt| {
+            b.iter(|| {
+                for i in 0..n {
+                    assert!(tx.push(1, (i as u32, 0), size as u32, size as u32, std::iter::once(&pkt[..])));
+                    if i % 32 == 31 {
+                        tx.publish();
+                    }
+                }
+                tx.publish();
+                while rx.drain(usize::MAX, |runs| runs.map(|r| r.count).sum::<u64>()) > 0 {}
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, parse_and_match, pcap_encode, handoff_push);
 criterion_main!(benches);
