@@ -129,7 +129,8 @@ fn main() -> ExitCode {
 
 fn capture(a: CaptureArgs) -> Result<(), Fail> {
     let mut cfg = match &a.config {
-        Some(path) => Config::load(path).map_err(|e| usage(e.to_string()))?,
+        // Validated below, once the command line has had its say.
+        Some(path) => Config::read(path).map_err(|e| usage(e.to_string()))?,
         None => Config::default(),
     };
     if !a.vdevs.is_empty() || !a.pcis.is_empty() {

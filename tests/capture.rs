@@ -280,6 +280,25 @@ fn rotation_by_packets_and_bytes_splits_the_whole() {
     assert!(files_ending(bdir.path(), ".partial").is_empty());
 }
 
+/// A config file may carry only settings (here the writer's) when `--vdev` names the device.
+#[test]
+fn a_config_without_ports_serves_a_capture_from_vdev() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("writer-only.toml");
+    std::fs::write(&cfg, "[writer]\nrotate_packets = 10\ntimestamp_precision = \"us\"\n").unwrap();
+    let out = dir.path().join("c.pcap");
+    let input = fixture("frames.pcap");
+    let args = ["--config", cfg.to_str().unwrap(), "--vdev", &vdev_pcap(&[&input]), "-w", out.to_str().unwrap()];
+    // The config's DPDK section is absent: the EAL arguments of a config-less capture apply.
+    let eal = "--no-huge -m 512 --no-shconf --no-pci --file-prefix pcapd-cfgonly";
+    capture(&[&args[..], &["--eal-args", eal]].concat()).ok();
+    let files = files_ending(dir.path(), ".pcap");
+    assert_eq!(files.len(), all_frames().len().div_ceil(10), "rotate_packets from the file: {files:?}");
+    assert_eq!(datas(&concat(&files)), datas(&all_frames()));
+    let magic = std::fs::read(&files[0]).unwrap()[..4].to_vec();
+    assert_eq!(magic, 0xa1b2c3d4u32.to_le_bytes(), "microsecond files, as the config says");
+}
+
 #[test]
 fn rotation_by_seconds() {
     let dir = tempfile::tempdir().unwrap();

@@ -247,14 +247,19 @@ impl PortConfig {
 }
 
 impl Config {
+    /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.into(),
-            message: e.to_string().trim_end().replace('\n', " "),
-        })?;
+        let cfg = Config::read(path)?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Reads a config file (syntax, types and known keys only): for callers that change it before
+    /// `validate`, as `pcapd capture` does when `--vdev`/`--pci` replace the ports.
+    pub fn read(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string().trim_end().replace('\n', " ") })
     }
 
     /// Every cross-field rule lives here, so the rest of the program may assume them.
