@@ -280,6 +280,51 @@ fn rotation_by_packets_and_bytes_splits_the_whole() {
     assert!(files_ending(bdir.path(), ".partial").is_empty());
 }
 
+/// `-w` into a FIFO streams the capture to a reader (tcpdump here) and `-w /dev/null` keeps the
+/// device: both are written in place, never replaced by a renamed file.
+#[test]
+fn fifos_and_devices_are_written_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("live.pcap");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let copy = dir.path().join("copy.pcap");
+    let mut reader = std::process::Command::new("tcpdump")
+        .arg("-r")
+        .arg(&fifo)
+        .arg("-w")
+        .arg(&copy)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let input = fixture("frames.pcap");
+    let r = capture(&["--vdev", &vdev_pcap(&[&input]), "-w", fifo.to_str().unwrap()]);
+    // Had pcapd not written into the FIFO (say, renamed a file over it), tcpdump would wait for
+    // a writer forever: give it 10 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = reader.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = reader.kill();
+            panic!("tcpdump got no capture through the FIFO; pcapd said:\n{}", r.stderr);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    r.ok();
+    assert!(status.success());
+    assert_eq!(datas(&read_pcap(&copy)), datas(&all_frames()), "tcpdump read every frame from the FIFO");
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&std::fs::metadata(&fifo).unwrap().file_type()));
+
+    let r = capture(&["--vdev", &vdev_pcap(&[&input]), "-w", "/dev/null"]);
+    r.ok();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(&std::fs::metadata("/dev/null").unwrap().file_type()));
+    let r = capture(&["--vdev", &vdev_pcap(&[&input]), "--rotate-packets", "5", "-w", "/dev/null"]);
+    assert_clean_failure(&r, "cannot be rotated", dir.path());
+    let r = capture(&["--vdev", &vdev_pcap(&[&input]), "-w", dir.path().to_str().unwrap()]);
+    assert_clean_failure(&r, "is a directory", dir.path());
+}
+
 /// A config file may carry only settings (here the writer's) when `--vdev` names the device.
 #[test]
 fn a_config_without_ports_serves_a_capture_from_vdev() {

@@ -3,7 +3,9 @@
 //! Each file is written as a hidden `.NAME.partial` beside its final name with large buffered
 //! writes (or, for records already in PCAP form, straight from where they are), then flushed,
 //! fsynced and renamed, so a reader never sees a half-written file under
-//! its final name. Pure std: no DPDK types, so it is tested with plain byte slices.
+//! its final name. A path naming an existing FIFO or device (`-w /dev/null`, a pipe into tshark)
+//! is written in place instead: renaming over it would replace the node with a regular file.
+//! Pure std: no DPDK types, so it is tested with plain byte slices.
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -20,15 +22,21 @@ pub enum SinkError {
     Io { path: PathBuf, op: &'static str, source: io::Error },
     #[error("output path {0:?} has no file name")]
     NoFileName(PathBuf),
+    #[error("output path {0:?} is a directory; give a file name in it")]
+    IsDirectory(PathBuf),
+    #[error("output path {0:?} is a FIFO or device: it cannot be rotated (drop the --rotate-* options)")]
+    StreamRotation(PathBuf),
 }
 
-/// Where a capture's files go: `DIR/STEM.EXT`, or `DIR/STEM_00000.EXT`, … when rotating.
+/// Where a capture's files go: `DIR/STEM.EXT`, or `DIR/STEM_00000.EXT`, … when rotating; or,
+/// for an existing FIFO or device, that path itself (`stream`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputPath {
     dir: PathBuf,
     stem: String,
     ext: String,
     numbered: bool,
+    stream: Option<PathBuf>,
 }
 
 impl OutputPath {
@@ -40,10 +48,24 @@ impl OutputPath {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        Ok(OutputPath { dir, stem, ext, numbered })
+        let stream = match fs::metadata(path) {
+            Ok(m) if m.is_dir() => return Err(SinkError::IsDirectory(path.to_path_buf())),
+            Ok(m) if !m.is_file() && numbered => return Err(SinkError::StreamRotation(path.to_path_buf())),
+            Ok(m) if !m.is_file() => Some(path.to_path_buf()),
+            _ => None,
+        };
+        Ok(OutputPath { dir, stem, ext, numbered, stream })
+    }
+
+    /// Whether the output is an existing FIFO or device, written in place.
+    pub fn is_stream(&self) -> bool {
+        self.stream.is_some()
     }
 
     pub fn file(&self, seq: u32) -> PathBuf {
+        if let Some(p) = &self.stream {
+            return p.clone();
+        }
         if self.numbered {
             self.dir.join(format!("{}_{seq:05}{}", self.stem, self.ext))
         } else {
@@ -51,7 +73,11 @@ impl OutputPath {
         }
     }
 
+    /// Where file `seq` is written until it is complete (a stream: the path itself).
     pub fn partial(&self, seq: u32) -> PathBuf {
+        if let Some(p) = &self.stream {
+            return p.clone();
+        }
         let f = self.file(seq);
         let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         self.dir.join(format!(".{name}.partial"))
@@ -128,10 +154,11 @@ impl PcapSink {
     fn open(&mut self) -> Result<(), SinkError> {
         let seq = self.next_seq;
         let partial = self.out.partial(seq);
+        let stream = self.out.is_stream();
         let file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create(!stream)
+            .truncate(!stream)
             .open(&partial)
             .map_err(|source| SinkError::Io { path: self.out.file(seq), op: "create", source })?;
         self.next_seq += 1;
@@ -157,12 +184,16 @@ impl PcapSink {
         Ok(())
     }
 
-    /// Flushes, fsyncs and renames the current file to its final name.
+    /// Flushes, fsyncs and renames the current file to its final name (a stream: flushes only).
     fn close_current(&mut self) -> Result<(), SinkError> {
         self.flush_buf()?;
         let Some(cur) = self.current.take() else {
             return Ok(());
         };
+        if self.out.is_stream() {
+            self.finished.push(self.out.file(cur.seq));
+            return Ok(());
+        }
         cur.file.sync_all().map_err(self.io(cur.seq, "fsync"))?;
         drop(cur.file);
         let (from, to) = (self.out.partial(cur.seq), self.out.file(cur.seq));
@@ -304,8 +335,9 @@ impl PcapSink {
 
 impl Drop for PcapSink {
     fn drop(&mut self) {
-        // Reached without `finish` only on an error path: leave no `.partial` behind.
-        if let Some(cur) = self.current.take() {
+        // Reached without `finish` only on an error path: leave no `.partial` behind (and never
+        // remove a FIFO or device).
+        if let (Some(cur), false) = (self.current.take(), self.out.is_stream()) {
             let _ = fs::remove_file(self.out.partial(cur.seq));
         }
     }
@@ -346,6 +378,43 @@ mod tests {
             .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".partial"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn a_fifo_is_written_in_place_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("live.pcap");
+        let st = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(st.success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || fs::read(fifo).unwrap())
+        };
+        let mut s = PcapSink::create(&fifo, RotatePolicy::default(), Precision::Nanos, 100).unwrap();
+        s.write(1000, 60, std::iter::once(&pkt(7, 60)[..]), 0).unwrap();
+        assert_eq!(s.finish().unwrap(), vec![fifo.clone()]);
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), 24 + 16 + 60, "file header and one record through the FIFO");
+        assert_eq!(&got[40..], &pkt(7, 60)[..]);
+        let kind = fs::metadata(&fifo).unwrap().file_type();
+        assert!(std::os::unix::fs::FileTypeExt::is_fifo(&kind), "still a FIFO");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no .partial beside it");
+    }
+
+    #[test]
+    fn devices_are_streams_and_directories_and_rotated_streams_are_refused() {
+        // Only the naming: the FIFO test proves streams are written in place, and a regression
+        // here must not replace the machine's /dev/null.
+        let o = OutputPath::new(Path::new("/dev/null"), false).unwrap();
+        assert!(o.is_stream());
+        assert_eq!((o.file(0), o.partial(0)), (PathBuf::from("/dev/null"), PathBuf::from("/dev/null")));
+
+        let dir = tempfile::tempdir().unwrap();
+        let e = PcapSink::create(dir.path(), RotatePolicy::default(), Precision::Nanos, 10).err().unwrap();
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        let rotate = RotatePolicy { max_packets: Some(3), ..Default::default() };
+        let e = PcapSink::create(Path::new("/dev/null"), rotate, Precision::Nanos, 10).err().unwrap();
+        assert!(e.to_string().contains("cannot be rotated"), "{e}");
     }
 
     #[test]
