@@ -55,6 +55,8 @@ pub enum StopReason {
     Duration,
     EndOfInput,
     Signal,
+    /// The file could not be written (disk full, a FIFO's reader gone): nothing more would land.
+    WriteFailed,
 }
 
 /// What a capture did, printed at the end.
@@ -84,6 +86,7 @@ impl fmt::Display for Summary {
             StopReason::Duration => "duration elapsed",
             StopReason::EndOfInput => "end of input",
             StopReason::Signal => "interrupted",
+            StopReason::WriteFailed => "writing failed",
         };
         writeln!(
             f,
@@ -165,7 +168,7 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
     // memory set-up or while a PMD loads its files (seconds for a large `infinite_rx` file).
     let started_at = Instant::now();
 
-    let reason = wait_for_end(&dp.stats, &budget, req.duration, finite, &interrupted, started_at);
+    let reason = wait_for_end(&dp.stats, &budget, &counters, req.duration, finite, &interrupted, started_at);
     let rx_failure = dp.stop_rx().err();
     let elapsed = started_at.elapsed();
     let (reply_tx, reply_rx) = channel::bounded(1);
@@ -204,6 +207,7 @@ const QUIET_END: Duration = Duration::from_millis(500);
 fn wait_for_end(
     stats: &crate::stats::StatsReader,
     budget: &Budget,
+    counters: &CaptureCounters,
     duration: Option<Duration>,
     finite: Option<Option<u64>>,
     interrupted: &AtomicBool,
@@ -218,6 +222,9 @@ fn wait_for_end(
         }
         if budget.is_exhausted() {
             return StopReason::Limit;
+        }
+        if counters.dropped_writer_error.load(Relaxed) > 0 {
+            return StopReason::WriteFailed;
         }
         if duration.is_some_and(|d| started_at.elapsed() >= d) {
             return StopReason::Duration;

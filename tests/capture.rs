@@ -316,6 +316,20 @@ fn fifos_and_devices_are_written_in_place() {
     assert_eq!(datas(&read_pcap(&copy)), datas(&all_frames()), "tcpdump read every frame from the FIFO");
     assert!(std::os::unix::fs::FileTypeExt::is_fifo(&std::fs::metadata(&fifo).unwrap().file_type()));
 
+    // A reader that goes away: the capture stops at once with the error, not at --duration.
+    let reader = std::process::Command::new("head")
+        .args(["-c", "1000"])
+        .arg(&fifo)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let endless = format!("{},infinite_rx=1", vdev_pcap(&[&small_frames(dir.path())]));
+    let t = std::time::Instant::now();
+    let r = capture(&["--vdev", &endless, "--duration", "60", "-w", fifo.to_str().unwrap()]);
+    assert!(t.elapsed() < std::time::Duration::from_secs(30), "stopped after {:?}", t.elapsed());
+    assert_clean_failure(&r, "Broken pipe", dir.path());
+    reader.wait_with_output().unwrap();
+
     let r = capture(&["--vdev", &vdev_pcap(&[&input]), "-w", "/dev/null"]);
     r.ok();
     assert!(std::os::unix::fs::FileTypeExt::is_char_device(&std::fs::metadata("/dev/null").unwrap().file_type()));
