@@ -393,12 +393,13 @@ mod tests {
         let mut s = PcapSink::create(&fifo, RotatePolicy::default(), Precision::Nanos, 100).unwrap();
         s.write(1000, 60, std::iter::once(&pkt(7, 60)[..]), 0).unwrap();
         assert_eq!(s.finish().unwrap(), vec![fifo.clone()]);
-        let got = reader.join().unwrap();
-        assert_eq!(got.len(), 24 + 16 + 60, "file header and one record through the FIFO");
-        assert_eq!(&got[40..], &pkt(7, 60)[..]);
+        // Before joining: had the sink renamed a file over the FIFO, the reader would wait forever.
         let kind = fs::metadata(&fifo).unwrap().file_type();
         assert!(std::os::unix::fs::FileTypeExt::is_fifo(&kind), "still a FIFO");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no .partial beside it");
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), 24 + 16 + 60, "file header and one record through the FIFO");
+        assert_eq!(&got[40..], &pkt(7, 60)[..]);
     }
 
     #[test]
