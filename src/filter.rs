@@ -119,10 +119,9 @@ impl FilterV1 {
             set(PlainV4::FRAGMENT, &[0x1f, 0xff], &[0, 0]);
             never |= self.protocol.is_some_and(|p| !carries_ports(p));
         }
-        let words = |b: [u8; 32]| std::array::from_fn(|i| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap()));
         V4Rule {
-            mask: words(mask),
-            want: words(want),
+            mask: PlainV4::from_bytes(&mask).0,
+            want: PlainV4::from_bytes(&want).0,
             needs_ports: ports,
             needs_port_protocol: ports && self.protocol.is_none(),
             never,

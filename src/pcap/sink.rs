@@ -155,12 +155,10 @@ impl PcapSink {
         let seq = self.next_seq;
         let partial = self.out.partial(seq);
         let stream = self.out.is_stream();
-        let file = OpenOptions::new()
-            .write(true)
-            .create(!stream)
-            .truncate(!stream)
-            .open(&partial)
-            .map_err(|source| SinkError::Io { path: self.out.file(seq), op: "create", source })?;
+        let file =
+            OpenOptions::new().write(true).create(!stream).truncate(!stream).open(&partial).map_err(|source| {
+                SinkError::Io { path: self.out.file(seq), op: if stream { "open" } else { "create" }, source }
+            })?;
         self.next_seq += 1;
         self.buf.extend_from_slice(&format::file_header(self.precision, self.snaplen));
         self.bytes += FILE_HEADER_LEN as u64;

@@ -118,12 +118,17 @@ impl PlainV4 {
 
     #[inline(always)]
     pub fn of(frame: &[u8]) -> Option<PlainV4> {
-        let h: &[u8; 32] = frame.get(Self::FROM..Self::MIN_FRAME)?.try_into().ok()?;
-        let words: [u64; 4] = std::array::from_fn(|i| u64::from_le_bytes(*h[i * 8..].first_chunk().unwrap()));
+        let words = PlainV4::from_bytes(frame.get(Self::FROM..Self::MIN_FRAME)?.try_into().ok()?);
         // Ethertype 0x0800, then version 4 with a 20-byte header (bytes 12..15, little-endian).
         const SHIFT: usize = (PlainV4::ETHERTYPE - PlainV4::FROM) * 8;
         const _: () = assert!(PlainV4::VERSION_IHL == PlainV4::ETHERTYPE + 2);
-        (words[0] >> SHIFT & 0xff_ffff == 0x45_00_08).then_some(PlainV4(words))
+        (words.0[0] >> SHIFT & 0xff_ffff == 0x45_00_08).then_some(words)
+    }
+
+    /// Frame bytes `FROM..MIN_FRAME` as words (also how a filter's masks are built).
+    #[inline(always)]
+    pub fn from_bytes(b: &[u8; 32]) -> PlainV4 {
+        PlainV4(std::array::from_fn(|i| u64::from_le_bytes(*b[i * 8..].first_chunk().unwrap())))
     }
 
     /// The frame's byte at `at` (`FROM <= at < MIN_FRAME`).
