@@ -88,9 +88,10 @@ impl FilterV1 {
         }
     }
 
-    /// The same conditions over `PlainV4` words: each field is a byte range to equal, a port also
-    /// asks for an unfragmented packet or first fragment (offset bits zero) of a protocol with
-    /// ports whose payload has room for them.
+    /// The same conditions over `PlainV4` words: each address and port is a byte range to
+    /// equal; the protocol is a table lookup that also says which protocols a port filter may
+    /// match (with ports, or only the one named: none if it has none); a port also asks for an
+    /// unfragmented packet or first fragment (offset bits zero) whose payload has room for it.
     fn plain_v4_rule(&self) -> V4Rule {
         let (mut mask, mut want) = ([0u8; 32], [0u8; 32]);
         let mut set = |at: usize, m: &[u8], v: &[u8]| {
@@ -98,33 +99,29 @@ impl FilterV1 {
             mask[at..at + m.len()].copy_from_slice(m);
             want[at..at + v.len()].copy_from_slice(v);
         };
-        let mut never = false;
+        let ports = self.source_port.is_some() || self.destination_port.is_some();
+        let mut protocols: [bool; 256] =
+            std::array::from_fn(|p| self.protocol.is_none_or(|want| want as usize == p) && (!ports || carries_ports(p as u8)));
         for (addr, at) in [(self.source_address, PlainV4::SRC), (self.destination_address, PlainV4::DST)] {
             match addr {
                 Some(IpAddr::V4(a)) => set(at, &[0xff; 4], &a.octets()),
-                Some(IpAddr::V6(_)) => never = true,
+                Some(IpAddr::V6(_)) => protocols = [false; 256],
                 None => {}
             }
-        }
-        if let Some(p) = self.protocol {
-            set(PlainV4::PROTOCOL, &[0xff], &[p]);
         }
         for (port, at) in [(self.source_port, PlainV4::SRC_PORT), (self.destination_port, PlainV4::DST_PORT)] {
             if let Some(p) = port {
                 set(at, &[0xff; 2], &p.to_be_bytes());
             }
         }
-        let ports = self.source_port.is_some() || self.destination_port.is_some();
         if ports {
             set(PlainV4::FRAGMENT, &[0x1f, 0xff], &[0, 0]);
-            never |= self.protocol.is_some_and(|p| !carries_ports(p));
         }
         V4Rule {
             mask: PlainV4::from_bytes(&mask).0,
             want: PlainV4::from_bytes(&want).0,
-            needs_ports: ports,
-            needs_port_protocol: ports && self.protocol.is_none(),
-            never,
+            min_payload: if ports { PlainV4::PORTS_LEN } else { 0 },
+            protocols,
         }
     }
 }
@@ -205,16 +202,21 @@ pub struct Matcher {
     v4: V4Rule,
 }
 
-/// A filter over `PlainV4` words: equal to `want` under `mask`, and when it asks for a port, the
-/// packet must carry ports (`needs_port_protocol`: the filter names no protocol, so the packet's
-/// must be one with ports). `never`: it asks for an IPv6 address, or a port of a protocol without.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// A filter over `PlainV4` words: equal to `want` under `mask`, of a protocol `protocols` allows,
+/// with at least `min_payload` bytes of payload (`PlainV4::payload_len`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct V4Rule {
     mask: [u64; 4],
     want: [u64; 4],
-    needs_ports: bool,
-    needs_port_protocol: bool,
-    never: bool,
+    min_payload: u16,
+    protocols: [bool; 256],
+}
+
+impl Default for V4Rule {
+    /// The rule of `{}`: everything matches.
+    fn default() -> Self {
+        V4Rule { mask: [0; 4], want: [0; 4], min_payload: 0, protocols: [true; 256] }
+    }
 }
 
 impl Matcher {
@@ -250,8 +252,7 @@ impl Matcher {
     pub fn matches_plain_v4(&self, h: &PlainV4) -> bool {
         let r = &self.v4;
         let diff = (0..4).fold(0, |d, i| d | ((h.0[i] & r.mask[i]) ^ r.want[i]));
-        let ports = !r.needs_ports | (h.has_room_for_ports() & (!r.needs_port_protocol | carries_ports(h.protocol())));
-        (diff == 0) & ports & !r.never
+        (diff == 0) & (h.payload_len() >= r.min_payload) & r.protocols[usize::from(h.protocol())]
     }
 
     pub fn matches_all(&self) -> bool {
@@ -352,7 +353,7 @@ mod tests {
         for f in filters {
             let m = m(f.clone());
             for src in [[10, 0, 0, 1], [10, 0, 0, 2]] {
-                for protocol in [1u8, 6, 17, 132] {
+                for protocol in [0u8, 1, 6, 17, 47, 132, 255] {
                     for frag in [0u16, 0x4000, 0x2000, 185] {
                         for total in [0u16, 21, 24, 60] {
                             for (sport, dport) in [(4321, 443), (0, 0), (443, 4321)] {
@@ -371,6 +372,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 13 * 2 * 4 * 4 * 4 * 3);
+        assert_eq!(checked, 13 * 2 * 7 * 4 * 4 * 3);
     }
 }

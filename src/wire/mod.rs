@@ -138,6 +138,7 @@ impl PlainV4 {
         (self.0[at / 8] >> (at % 8 * 8)) as u8
     }
 
+    #[inline(always)]
     fn be16(&self, at: usize) -> u16 {
         u16::from_be_bytes([self.byte(at), self.byte(at + 1)])
     }
@@ -151,12 +152,21 @@ impl PlainV4 {
         self.byte(Self::PROTOCOL)
     }
 
-    /// Whether the payload has room for the two ports, as `Ipv4View::payload` bounds it (by
+    /// Bytes of source and destination port at the start of a TCP, UDP or SCTP header.
+    pub const PORTS_LEN: u16 = 4;
+
+    /// The payload length as far as the ports need it, as `Ipv4View::payload` bounds it (by
     /// total_len when that is at least a header, else by the frame): a frame of `MIN_FRAME` bytes
-    /// has 6 after the header, so only a total_len of 20 to 23 leaves less than 4.
+    /// has 6 after the header, so only a total_len of 20 to 23 says less than `PORTS_LEN`. (A
+    /// total_len under 20 wraps to a large value: the frame bounds the payload then.)
+    #[inline(always)]
+    pub fn payload_len(&self) -> u16 {
+        self.be16(Self::TOTAL_LEN).wrapping_sub(20)
+    }
+
     #[inline(always)]
     pub fn has_room_for_ports(&self) -> bool {
-        (self.be16(Self::TOTAL_LEN).wrapping_sub(20)) >= 4
+        self.payload_len() >= Self::PORTS_LEN
     }
 
     /// The `PacketKey` `parse_general` gives for the same frame.
