@@ -4,11 +4,13 @@
 //! IPv6 source/destination; `protocol` is the IPv4 protocol or the IPv6 upper-layer next header;
 //! ports are TCP/UDP/SCTP ports of unfragmented packets and first fragments. A packet that cannot
 //! prove a field (no IP header, truncated L4, later fragment) does not match a filter on it.
+#![deny(unsafe_code)]
 use std::net::IpAddr;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::simd;
 use crate::wire::{carries_ports, PacketKey, PlainV4, L3};
 
 /// A validated filter, as given (echoed back by the API).
@@ -100,8 +102,9 @@ impl FilterV1 {
             want[at..at + v.len()].copy_from_slice(v);
         };
         let ports = self.source_port.is_some() || self.destination_port.is_some();
-        let mut protocols: [bool; 256] =
-            std::array::from_fn(|p| self.protocol.is_none_or(|want| want as usize == p) && (!ports || carries_ports(p as u8)));
+        let mut protocols: [bool; 256] = std::array::from_fn(|p| {
+            self.protocol.is_none_or(|want| want as usize == p) && (!ports || carries_ports(p as u8))
+        });
         for (addr, at) in [(self.source_address, PlainV4::SRC), (self.destination_address, PlainV4::DST)] {
             match addr {
                 Some(IpAddr::V4(a)) => set(at, &[0xff; 4], &a.octets()),
@@ -251,8 +254,9 @@ impl Matcher {
     #[inline(always)]
     pub fn matches_plain_v4(&self, h: &PlainV4) -> bool {
         let r = &self.v4;
-        let diff = (0..4).fold(0, |d, i| d | ((h.0[i] & r.mask[i]) ^ r.want[i]));
-        (diff == 0) & (h.payload_len() >= r.min_payload) & r.protocols[usize::from(h.protocol())]
+        simd::masked_eq(&h.0, &r.mask, &r.want)
+            & (h.payload_len() >= r.min_payload)
+            & r.protocols[usize::from(h.protocol())]
     }
 
     pub fn matches_all(&self) -> bool {

@@ -18,6 +18,7 @@ pub mod oneshot;
 pub mod pcap;
 pub mod rx;
 pub mod samples;
+pub mod simd;
 pub mod stats;
 pub mod store;
 pub mod upload;

@@ -97,13 +97,14 @@ impl RxWorker {
             // One capture (always so for `pcapd capture`): its matches gather in a register.
             let m = &only.matcher;
             let mut take = 0u32;
-            for (i, p) in burst.iter().enumerate() {
+            // Last packet first, each shifting the earlier ones' bits up: packet i ends at bit i.
+            for p in burst.iter().rev() {
                 bytes += u64::from(p.pkt_len());
                 let hit = match PlainV4::of(p.first_segment()) {
                     Some(h) => m.matches_plain_v4(&h),
                     None => m.matches(&wire::parse_general(p.first_segment())),
                 };
-                take |= u32::from(hit) << i;
+                take = take << 1 | u32::from(hit);
             }
             sc.takes[0] = take;
         } else if set.needs_parse {

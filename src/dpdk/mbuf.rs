@@ -41,8 +41,10 @@ impl Burst {
         unsafe { &*self.raw[i].cast::<Packet>() }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Packet> {
-        (0..self.len).map(|i| self.packet(i))
+    #[inline]
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Packet> + ExactSizeIterator {
+        // SAFETY: as in `packet`, for each of the first `len` slots.
+        self.raw[..self.len].iter().map(|&m| unsafe { &*m.cast::<Packet>() })
     }
 
     /// The slots for `rte_eth_rx_burst` to fill, after freeing what the burst still holds.

@@ -3,6 +3,7 @@
 //! Invariants: no `unsafe`, no panics on any input (every length is checked once, in each view's
 //! `parse`), and a key only holds what the packet proves: a truncated or malformed header leaves
 //! the fields it would have provided as `None`.
+#![deny(unsafe_code)]
 use std::net::IpAddr;
 
 pub mod ethernet;
