@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::simd;
+use crate::simd::Masked32;
 use crate::wire::{carries_ports, PacketKey, PlainV4, L3};
 
 /// A validated filter, as given (echoed back by the API).
@@ -90,7 +90,7 @@ impl FilterV1 {
         }
     }
 
-    /// The same conditions over `PlainV4` words: each address and port is a byte range to
+    /// The same conditions over `PlainV4` bytes: each address and port is a byte range to
     /// equal; the protocol is a table lookup that also says which protocols a port filter may
     /// match (with ports, or only the one named: none if it has none); a port also asks for an
     /// unfragmented packet or first fragment (offset bits zero) whose payload has room for it.
@@ -120,12 +120,7 @@ impl FilterV1 {
         if ports {
             set(PlainV4::FRAGMENT, &[0x1f, 0xff], &[0, 0]);
         }
-        V4Rule {
-            mask: PlainV4::from_bytes(&mask).0,
-            want: PlainV4::from_bytes(&want).0,
-            min_payload: if ports { PlainV4::PORTS_LEN } else { 0 },
-            protocols,
-        }
+        V4Rule { bytes: Masked32::new(mask, want), min_payload: if ports { PlainV4::PORTS_LEN } else { 0 }, protocols }
     }
 }
 
@@ -194,7 +189,7 @@ fn addr_key(ip: IpAddr) -> AddrKey {
 }
 
 /// A compiled filter_v1: a handful of optional integer compares over a `PacketKey`, and the same
-/// filter as masks over `PlainV4` words.
+/// filter as masks over `PlainV4` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Matcher {
     src: Option<AddrKey>,
@@ -205,12 +200,12 @@ pub struct Matcher {
     v4: V4Rule,
 }
 
-/// A filter over `PlainV4` words: equal to `want` under `mask`, of a protocol `protocols` allows,
-/// with at least `min_payload` bytes of payload (`PlainV4::payload_len`).
+/// A filter over `PlainV4` bytes: their addresses, ports and fragment offset as `bytes` asks,
+/// of a protocol `protocols` allows, with at least `min_payload` bytes of payload
+/// (`PlainV4::payload_len`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct V4Rule {
-    mask: [u64; 4],
-    want: [u64; 4],
+    bytes: Masked32,
     min_payload: u16,
     protocols: [bool; 256],
 }
@@ -218,7 +213,7 @@ struct V4Rule {
 impl Default for V4Rule {
     /// The rule of `{}`: everything matches.
     fn default() -> Self {
-        V4Rule { mask: [0; 4], want: [0; 4], min_payload: 0, protocols: [true; 256] }
+        V4Rule { bytes: Masked32::new([0; 32], [0; 32]), min_payload: 0, protocols: [true; 256] }
     }
 }
 
@@ -254,9 +249,7 @@ impl Matcher {
     #[inline(always)]
     pub fn matches_plain_v4(&self, h: &PlainV4) -> bool {
         let r = &self.v4;
-        simd::masked_eq(&h.0, &r.mask, &r.want)
-            & (h.payload_len() >= r.min_payload)
-            & r.protocols[usize::from(h.protocol())]
+        r.bytes.matches(h.0) & (h.payload_len() >= r.min_payload) & r.protocols[usize::from(h.protocol())]
     }
 
     pub fn matches_all(&self) -> bool {
