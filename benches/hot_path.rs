@@ -3,8 +3,8 @@
 //! a record into the writer's ring.
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
+use pcapd::dataplane::handoff::ring;
 use pcapd::filter::FilterV1;
-use pcapd::handoff::ring;
 use pcapd::pcap::format::encode_record;
 use pcapd::pcap::Precision;
 use pcapd::wire;

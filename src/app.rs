@@ -11,16 +11,16 @@ use std::time::Duration;
 
 use crossbeam::channel;
 
-use crate::active::ActiveSet;
+use crate::api::metrics::{ApiMetrics, DataPlaneView};
 use crate::api::{self, auth::Auth, AppState};
 use crate::captures::full::{FullContext, FullRuntime};
 use crate::captures::manager::{Manager, SampleAccess};
 use crate::config::{Config, Secret};
+use crate::dataplane::active::ActiveSet;
 use crate::dataplane::{DataPlane, SamplingSpec};
-use crate::metrics::{ApiMetrics, DataPlaneView};
+use crate::db::Db;
 use crate::samples::store::{SampleStore, StoreCmd, StoreConfig};
-use crate::store::SqliteStore;
-use crate::upload::stores::Stores;
+use crate::upload::buckets::Buckets;
 use crate::upload::uploader::{UploadStats, Uploader};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +28,7 @@ pub enum AppError {
     #[error("data dir {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::db::StoreError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
@@ -46,7 +46,7 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
     let mkdir =
         |p: &PathBuf| std::fs::create_dir_all(p).map_err(|source| AppError::DataDir { path: p.clone(), source });
     mkdir(&data)?;
-    let store = Arc::new(SqliteStore::open(&data.join("pcapd.db"))?);
+    let store = Arc::new(Db::open(&data.join("pcapd.db"))?);
     std::fs::create_dir_all(data.join("spool"))
         .map_err(|source| AppError::DataDir { path: data.join("spool"), source })?;
     let auth = Arc::new(Auth::from_config(&cfg.accounts)?);
@@ -93,7 +93,7 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
         .map_err(|e| AppError::Other(format!("cannot start the sample store thread: {e}")))?;
 
     // Full captures: spool, upload queue and the uploader thread.
-    let stores = Arc::new(Stores::new(cfg.upload.clone()));
+    let stores = Arc::new(Buckets::new(cfg.upload.clone()));
     let (wake_tx, wake_rx) = channel::bounded(1);
     let full = Arc::new(FullRuntime::new(FullContext {
         active: Arc::clone(&dp.active),

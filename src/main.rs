@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use pcapd::capture::{self, CaptureRequest};
 use pcapd::config::{self, Config, PortConfig, WhenFull};
 use pcapd::filter::FilterV1;
-use pcapd::oneshot::{self, CaptureRequest};
 
 #[derive(Parser)]
 #[command(name = "pcapd", version, about = "DPDK packet-capture appliance")]
@@ -186,7 +186,7 @@ fn capture(a: CaptureArgs) -> Result<(), Fail> {
         output: a.write,
         devices: a.interfaces,
     };
-    let summary = oneshot::run(&cfg, &req).map_err(|e| Fail(1, e.to_string()))?;
+    let summary = capture::run(&cfg, &req).map_err(|e| Fail(1, e.to_string()))?;
     eprint!("{summary}");
     Ok(())
 }

@@ -14,14 +14,15 @@ use axum::Router;
 
 pub mod auth;
 pub mod envelope;
+pub mod metrics;
 mod ownership;
 mod pcaps;
 mod web;
 
 use crate::captures::manager::Manager;
-use crate::metrics::{self, ApiMetrics, DataPlaneView};
 use auth::Auth;
 use envelope::{code, ApiError};
+use metrics::{ApiMetrics, DataPlaneView};
 
 /// Everything handlers need. Cheap to clone.
 #[derive(Clone)]
@@ -32,8 +33,8 @@ pub struct AppState {
     pub dataplane: Option<DataPlaneView>,
     pub ready: Arc<AtomicBool>,
     pub full_time_limit_max: u64,
-    pub stores: Arc<crate::upload::stores::Stores>,
-    pub ownerships: Arc<dyn crate::store::OwnershipStore>,
+    pub stores: Arc<crate::upload::buckets::Buckets>,
+    pub ownerships: Arc<dyn crate::upload::ownership::OwnershipRecords>,
     pub uploads: Arc<crate::upload::uploader::UploadStats>,
 }
 

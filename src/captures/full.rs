@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{self, Sender};
 
 use super::model::{Capture, Status};
-use crate::active::{ActiveCapture, ActiveSet, Budget, CaptureCounters, SharedActiveSet};
+use super::CaptureRecords;
+use crate::dataplane::active::{ActiveCapture, ActiveSet, Budget, CaptureCounters, SharedActiveSet};
+use crate::dataplane::stats::StatsReader;
+use crate::dataplane::writer::WriterCmd;
 use crate::pcap::format;
 use crate::pcap::{PcapSink, Precision, RotatePolicy};
-use crate::stats::StatsReader;
-use crate::store::{CaptureStore, UploadQueue};
 use crate::upload::destination::Destination;
-use crate::writer::WriterCmd;
+use crate::upload::UploadQueue;
 
 /// Snaplen of full captures: whole packets.
 pub const FULL_SNAPLEN: u32 = 262_144;
@@ -101,7 +102,7 @@ impl FullRuntime {
     }
 
     /// Starts capturing for `c` (already stored as `pending`); returns it `running`.
-    pub fn start(self: &Arc<Self>, store: &Arc<dyn CaptureStore>, mut c: Capture) -> Result<Capture, String> {
+    pub fn start(self: &Arc<Self>, store: &Arc<dyn CaptureRecords>, mut c: Capture) -> Result<Capture, String> {
         let mut running = self.lock();
         let used: Vec<u16> = running.values().map(|r| r.spec.slot).collect();
         let slot = (0..ActiveSet::MAX_CAPTURES as u16).find(|s| !used.contains(s)).ok_or_else(|| {
@@ -171,7 +172,7 @@ impl FullRuntime {
         }
     }
 
-    fn monitor(&self, store: Arc<dyn CaptureStore>, c: Capture, spec: ActiveCapture, stop: Arc<AtomicBool>) {
+    fn monitor(&self, store: Arc<dyn CaptureRecords>, c: Capture, spec: ActiveCapture, stop: Arc<AtomicBool>) {
         let started = Instant::now();
         let limit = Duration::from_secs(c.time_limit);
         loop {

@@ -17,13 +17,14 @@ use crossbeam::channel::{self, Sender};
 use super::full::FullRuntime;
 use super::model::{Capture, CaptureType, Status};
 use super::request::{CreateRequest, FullRequest, SimpleRequest};
+use super::CaptureRecords;
+use crate::db::StoreError;
 use crate::pcap::{PcapSink, Precision, RotatePolicy};
 use crate::samples::query;
 use crate::samples::store::StoreCmd;
-use crate::store::OwnershipStore;
-use crate::store::{CaptureStore, StoreError};
 use crate::upload::destination::Destination;
 use crate::upload::ownership;
+use crate::upload::ownership::OwnershipRecords;
 
 /// How to read the sample store.
 #[derive(Clone)]
@@ -54,8 +55,8 @@ pub enum ManagerError {
 }
 
 pub struct Manager {
-    store: Arc<dyn CaptureStore>,
-    ownerships: Arc<dyn OwnershipStore>,
+    store: Arc<dyn CaptureRecords>,
+    ownerships: Arc<dyn OwnershipRecords>,
     full: Option<Arc<FullRuntime>>,
     /// Serialises "at most one pending or running full capture per account".
     full_gate: Mutex<()>,
@@ -68,8 +69,8 @@ pub struct Manager {
 
 impl Manager {
     pub fn new(
-        store: Arc<dyn CaptureStore>,
-        ownerships: Arc<dyn OwnershipStore>,
+        store: Arc<dyn CaptureRecords>,
+        ownerships: Arc<dyn OwnershipRecords>,
         full: Option<Arc<FullRuntime>>,
         samples: SampleAccess,
         captures_dir: PathBuf,

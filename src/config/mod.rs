@@ -335,7 +335,10 @@ impl Config {
         if w.threads == 0 || w.threads > 64 {
             return Err(invalid("writer.threads", format!("{} is out of range (1 to 64)", w.threads)));
         }
-        if !w.ring_bytes.is_power_of_two() || w.ring_bytes < crate::handoff::MIN_RING_BYTES || w.ring_bytes > 1 << 30 {
+        if !w.ring_bytes.is_power_of_two()
+            || w.ring_bytes < crate::dataplane::handoff::MIN_RING_BYTES
+            || w.ring_bytes > 1 << 30
+        {
             return Err(invalid(
                 "writer.ring_bytes",
                 format!("{} must be a power of two from 1048576 (1 MiB) to 1073741824 (1 GiB)", w.ring_bytes),

@@ -15,7 +15,7 @@ use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 use crossbeam::queue::ArrayQueue;
 
 use super::{SampleRec, SampleStats};
-use crate::clock::realtime_ns;
+use crate::dataplane::clock::realtime_ns;
 use crate::pcap::format::{self, Precision, FILE_HEADER_LEN, RECORD_HEADER_LEN};
 
 const NS: u64 = 1_000_000_000;

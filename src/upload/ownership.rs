@@ -8,10 +8,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use super::buckets::{store_reason, Buckets};
 use super::destination::Destination;
-use super::stores::{store_reason, Stores};
 use crate::captures::model::{new_id, rfc3339};
-use crate::store::{OwnershipStore, StoreError};
+use crate::db::StoreError;
+
+/// Bucket ownership records.
+pub trait OwnershipRecords: Send + Sync {
+    fn put_ownership(&self, o: &Ownership) -> Result<(), StoreError>;
+    fn ownerships(&self, account: &str) -> Result<Vec<Ownership>, StoreError>;
+    fn delete_ownership(&self, account: &str, id: &str) -> Result<bool, StoreError>;
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -64,8 +71,8 @@ fn token() -> String {
 
 /// Registers `destination_conf` for `account` and writes its challenge file.
 pub async fn create(
-    stores: &Stores,
-    db: &dyn OwnershipStore,
+    stores: &Buckets,
+    db: &dyn OwnershipRecords,
     account: &str,
     destination_conf: &str,
 ) -> Result<Ownership, OwnershipError> {
@@ -98,7 +105,7 @@ pub async fn create(
 
 /// Checks the challenge contents for `destination_conf`.
 pub fn validate(
-    db: &dyn OwnershipStore,
+    db: &dyn OwnershipRecords,
     account: &str,
     destination_conf: &str,
     challenge: &str,
@@ -127,7 +134,7 @@ pub fn validate(
 }
 
 /// Whether `account` owns `destination_conf` (a validated ownership).
-pub fn is_validated(db: &dyn OwnershipStore, account: &str, destination_conf: &str) -> Result<bool, StoreError> {
+pub fn is_validated(db: &dyn OwnershipRecords, account: &str, destination_conf: &str) -> Result<bool, StoreError> {
     Ok(db
         .ownerships(account)?
         .iter()

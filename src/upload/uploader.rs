@@ -13,10 +13,11 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::io::AsyncReadExt;
 
+use super::buckets::{is_permanent, store_reason, Buckets};
 use super::destination::Destination;
-use super::stores::{is_permanent, store_reason, Stores};
 use crate::captures::model::{CaptureType, Status};
-use crate::store::{CaptureStore, UploadJob, UploadQueue};
+use crate::captures::CaptureRecords;
+use crate::upload::{UploadJob, UploadQueue};
 
 /// Upload counters for /metrics.
 #[derive(Debug, Default)]
@@ -30,9 +31,9 @@ pub struct UploadStats {
 }
 
 pub struct Uploader {
-    pub stores: Arc<Stores>,
+    pub stores: Arc<Buckets>,
     pub queue: Arc<dyn UploadQueue>,
-    pub captures: Arc<dyn CaptureStore>,
+    pub captures: Arc<dyn CaptureRecords>,
     pub wake: Receiver<()>,
     pub stop: Arc<AtomicBool>,
     pub stats: Arc<UploadStats>,

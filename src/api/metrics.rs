@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::dataplane::stats::StatsReader;
 use crate::dpdk::Port;
 use crate::samples::SampleStats;
-use crate::stats::StatsReader;
 
 /// API request counters and latency histograms, keyed by route.
 #[derive(Default)]
@@ -164,7 +164,7 @@ pub fn render(dp: Option<&DataPlaneView>, api: &ApiMetrics, captures_running: us
 pub fn render_uploads(
     o: &mut String,
     u: &crate::upload::uploader::UploadStats,
-    running: Vec<(String, Arc<crate::active::CaptureCounters>)>,
+    running: Vec<(String, Arc<crate::dataplane::active::CaptureCounters>)>,
 ) {
     for (metric, kind, text, v) in [
         ("pcapd_upload_bytes_total", "counter", "Bytes uploaded to buckets.", u.bytes.load(Relaxed)),
@@ -182,8 +182,8 @@ pub fn render_uploads(
         (
             "pcapd_capture_matched_total",
             "Packets a running full capture took.",
-            (|c: &crate::active::CaptureCounters| c.matched.load(Relaxed))
-                as fn(&crate::active::CaptureCounters) -> u64,
+            (|c: &crate::dataplane::active::CaptureCounters| c.matched.load(Relaxed))
+                as fn(&crate::dataplane::active::CaptureCounters) -> u64,
         ),
         ("pcapd_capture_written_total", "Packets a running full capture wrote.", |c| c.written.load(Relaxed)),
         ("pcapd_capture_dropped_ring_full_total", "Packets a running full capture lost to a full ring.", |c| {

@@ -1,6 +1,13 @@
 //! The data plane as one object: EAL, mempool, ports, writer threads and RX lcores, started in
 //! that order and stopped in reverse. Used by `pcapd capture` (one capture, then exit) and by
 //! the appliance (captures come and go through the `ActiveSet` and writer commands).
+pub mod active;
+pub mod clock;
+pub mod handoff;
+pub mod rx;
+pub mod stats;
+pub mod writer;
+
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -8,14 +15,14 @@ use std::thread::JoinHandle;
 use crossbeam::channel::{self, Sender};
 use crossbeam::queue::ArrayQueue;
 
-use crate::active::{self, ActiveSet, SharedActiveSet};
-use crate::clock::TscClock;
+use self::active::{ActiveSet, SharedActiveSet};
+use self::clock::TscClock;
+use self::handoff::Rings;
+use self::stats::{per_core_stats, StatsReader};
+use self::writer::{Writer, WriterCmd};
 use crate::config::{Config, PortConfig};
 use crate::dpdk::{self, DpdkError, Eal, EthStats, LcoreId, LcoreJob, Mempool, Port, PortSetup, RxQueue};
-use crate::handoff::Rings;
 use crate::samples::{SampleRec, SampleStats, Sampler};
-use crate::stats::{per_core_stats, StatsReader};
-use crate::writer::{Writer, WriterCmd};
 
 /// Continuous sampling settings for the RX cores.
 #[derive(Debug, Clone)]
@@ -135,7 +142,7 @@ impl DataPlane {
                     Arc::clone(&dp.sample_stats),
                 )
             });
-            let worker = crate::rx::RxWorker {
+            let worker = crate::dataplane::rx::RxWorker {
                 queues: qs,
                 active: Arc::clone(&dp.active),
                 rings: producers,

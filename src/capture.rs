@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel;
 
-use crate::active::{ActiveCapture, ActiveSet, Budget, CaptureCounters};
 use crate::config::Config;
+use crate::dataplane::active::{ActiveCapture, ActiveSet, Budget, CaptureCounters};
+use crate::dataplane::writer::WriterCmd;
 use crate::dataplane::{DataPlane, DataPlaneError};
 use crate::dpdk::EthStats;
 use crate::filter::FilterV1;
 use crate::pcap::{PcapSink, SinkError};
-use crate::writer::WriterCmd;
 
 /// What to capture.
 #[derive(Debug, Clone)]
@@ -205,7 +205,7 @@ const QUIET_END: Duration = Duration::from_millis(500);
 /// Blocks the main lcore until a stop condition holds. `finite` is `None` for live sources,
 /// `Some(Some(n))` for files holding `n` packets, `Some(None)` for files of unknown length.
 fn wait_for_end(
-    stats: &crate::stats::StatsReader,
+    stats: &crate::dataplane::stats::StatsReader,
     budget: &Budget,
     counters: &CaptureCounters,
     duration: Option<Duration>,

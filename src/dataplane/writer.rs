@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::active::CaptureCounters;
-use crate::clock::realtime_ns;
-use crate::handoff::{Consumer, Run};
+use super::active::CaptureCounters;
+use super::clock::realtime_ns;
+use super::handoff::{Consumer, Run};
 use crate::pcap::PcapSink;
 
 /// Bytes taken from one ring before looking at the next (fairness between RX cores).

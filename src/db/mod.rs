@@ -5,36 +5,21 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+mod error;
+
+pub use error::StoreError;
+
 use crate::captures::model::{Capture, Status};
-use crate::upload::ownership::Ownership;
+use crate::captures::CaptureRecords;
+use crate::upload::ownership::{Ownership, OwnershipRecords};
+use crate::upload::{UploadJob, UploadQueue};
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("store: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("store: corrupt record {id}: {source}")]
-    Corrupt { id: String, source: serde_json::Error },
-    #[error("store: cannot encode record: {0}")]
-    Encode(serde_json::Error),
-}
-
-/// What the capture manager needs from persistence.
-pub trait CaptureStore: Send + Sync {
-    fn insert(&self, c: &Capture) -> Result<(), StoreError>;
-    fn update(&self, c: &Capture) -> Result<(), StoreError>;
-    fn get(&self, account: &str, id: &str) -> Result<Option<Capture>, StoreError>;
-    /// Newest first, at most `limit`.
-    fn list(&self, account: &str, limit: usize) -> Result<Vec<Capture>, StoreError>;
-    /// Every capture whose status is not final (for start-up reconciliation).
-    fn unfinished(&self) -> Result<Vec<Capture>, StoreError>;
-}
-
-pub struct SqliteStore {
+pub struct Db {
     conn: Mutex<Connection>,
 }
 
-impl SqliteStore {
-    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+impl Db {
+    pub fn open(path: &Path) -> Result<Db, StoreError> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -67,7 +52,7 @@ impl SqliteStore {
                  UNIQUE (capture_id, seq)
              );",
         )?;
-        Ok(SqliteStore { conn: Mutex::new(conn) })
+        Ok(Db { conn: Mutex::new(conn) })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -79,7 +64,7 @@ fn decode(id: String, body: String) -> Result<Capture, StoreError> {
     serde_json::from_str(&body).map_err(|source| StoreError::Corrupt { id, source })
 }
 
-impl CaptureStore for SqliteStore {
+impl CaptureRecords for Db {
     fn insert(&self, c: &Capture) -> Result<(), StoreError> {
         let body = serde_json::to_string(c).map_err(StoreError::Encode)?;
         self.conn().execute(
@@ -130,44 +115,7 @@ impl CaptureStore for SqliteStore {
     }
 }
 
-/// Bucket ownership records.
-pub trait OwnershipStore: Send + Sync {
-    fn put_ownership(&self, o: &Ownership) -> Result<(), StoreError>;
-    fn ownerships(&self, account: &str) -> Result<Vec<Ownership>, StoreError>;
-    fn delete_ownership(&self, account: &str, id: &str) -> Result<bool, StoreError>;
-}
-
-/// One file of a full capture waiting for (or done with) its upload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UploadJob {
-    pub id: i64,
-    pub capture_id: String,
-    pub seq: u32,
-    pub path: String,
-    pub key: String,
-    pub destination_conf: String,
-    pub state: String,
-    pub attempts: u32,
-    pub last_error: Option<String>,
-}
-
-/// The durable upload queue.
-pub trait UploadQueue: Send + Sync {
-    /// Adds a file (idempotent per capture and sequence number).
-    fn enqueue(
-        &self,
-        capture_id: &str,
-        seq: u32,
-        path: &str,
-        key: &str,
-        destination_conf: &str,
-    ) -> Result<(), StoreError>;
-    fn pending_uploads(&self) -> Result<Vec<UploadJob>, StoreError>;
-    fn uploads_of(&self, capture_id: &str) -> Result<Vec<UploadJob>, StoreError>;
-    fn set_upload_state(&self, id: i64, state: &str, attempts: u32, error: Option<&str>) -> Result<(), StoreError>;
-}
-
-impl OwnershipStore for SqliteStore {
+impl OwnershipRecords for Db {
     fn put_ownership(&self, o: &Ownership) -> Result<(), StoreError> {
         let body = serde_json::to_string(o).map_err(StoreError::Encode)?;
         self.conn().execute(
@@ -210,7 +158,7 @@ fn upload_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadJob> {
 
 const UPLOAD_COLUMNS: &str = "id, capture_id, seq, path, key, destination_conf, state, attempts, last_error";
 
-impl UploadQueue for SqliteStore {
+impl UploadQueue for Db {
     fn enqueue(
         &self,
         capture_id: &str,
@@ -272,7 +220,7 @@ mod tests {
         let (a, b) = ("a".repeat(32), "b".repeat(32));
         let caps: Vec<Capture> = (0..60).map(|i| cap(&a, i)).collect();
         {
-            let s = SqliteStore::open(&path).unwrap();
+            let s = Db::open(&path).unwrap();
             for c in &caps {
                 s.insert(c).unwrap();
             }
@@ -281,7 +229,7 @@ mod tests {
             done.status = Status::Success;
             s.update(&done).unwrap();
         }
-        let s = SqliteStore::open(&path).unwrap();
+        let s = Db::open(&path).unwrap();
         let list = s.list(&a, 50).unwrap();
         assert_eq!(list.len(), 50);
         assert_eq!(list[0].id, caps[0].id, "newest first");

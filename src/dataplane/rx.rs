@@ -5,13 +5,13 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::active::{ActiveSet, SharedActiveSet};
-use crate::clock::TscClock;
+use super::active::{ActiveSet, SharedActiveSet};
+use super::clock::TscClock;
+use super::handoff::Producer;
+use super::stats::StatsWriter;
 use crate::dpdk::{Burst, RxQueue, BURST};
-use crate::handoff::Producer;
 use crate::pcap::format::Stamp;
 use crate::samples::Sampler;
-use crate::stats::StatsWriter;
 use crate::wire::{self, PlainV4};
 
 /// Empty polls before yielding, and before sleeping.

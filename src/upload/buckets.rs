@@ -20,14 +20,14 @@ pub enum StoresError {
 }
 
 /// Builds (and caches) one client per bucket.
-pub struct Stores {
+pub struct Buckets {
     cfg: UploadConfig,
     cache: Mutex<HashMap<Destination, Arc<dyn ObjectStore>>>,
 }
 
-impl Stores {
+impl Buckets {
     pub fn new(cfg: UploadConfig) -> Self {
-        Stores { cfg, cache: Mutex::new(HashMap::new()) }
+        Buckets { cfg, cache: Mutex::new(HashMap::new()) }
     }
 
     pub fn config(&self) -> &UploadConfig {

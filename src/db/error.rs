@@ -1,0 +1,12 @@
+//! The one error type of the SQLite database (`db`): a leaf, so that the traits defined next to
+//! their users (captures, ownership, upload queue) can name it without importing `db`.
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store: corrupt record {id}: {source}")]
+    Corrupt { id: String, source: serde_json::Error },
+    #[error("store: cannot encode record: {0}")]
+    Encode(serde_json::Error),
+}
