@@ -21,7 +21,7 @@ pub struct Appliance {
     pub base: String,
     pub data: PathBuf,
     pub config: PathBuf,
-    _lock: std::sync::MutexGuard<'static, ()>,
+    _lock: super::DpdkLock,
 }
 
 pub fn free_port() -> u16 {
