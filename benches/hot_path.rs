@@ -4,6 +4,7 @@
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use pcapd::dataplane::handoff::ring;
+use pcapd::dataplane::lease::LeaseTag;
 use pcapd::filter::FilterV1;
 use pcapd::pcap::format::encode_record;
 use pcapd::pcap::Precision;
@@ -88,7 +89,13 @@ fn handoff_push(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::from_parameter(size), &pkt, |b, pkt| {
             b.iter(|| {
                 for i in 0..n {
-                    assert!(tx.push(1, (i as u32, 0), size as u32, size as u32, std::iter::once(&pkt[..])));
+                    assert!(tx.push(
+                        LeaseTag::from_raw(1),
+                        (i as u32, 0),
+                        size as u32,
+                        size as u32,
+                        std::iter::once(&pkt[..])
+                    ));
                     if i % 32 == 31 {
                         tx.publish();
                     }

@@ -16,7 +16,6 @@ use crate::api::{self, auth::Auth, AppState};
 use crate::captures::full::{FullContext, FullRuntime};
 use crate::captures::manager::{Manager, SampleAccess};
 use crate::config::{Config, Secret};
-use crate::dataplane::active::ActiveSet;
 use crate::dataplane::{DataPlane, SamplingSpec};
 use crate::db::Db;
 use crate::samples::store::{SampleStore, StoreCmd, StoreConfig};
@@ -70,7 +69,8 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
         snaplen: cfg.samples.snaplen as usize,
         ring_size: cfg.samples.ring_size,
     };
-    let mut dp = DataPlane::start(&cfg, &ports, ActiveSet::default(), Vec::new(), Some(sampling))?;
+    let mut dp = DataPlane::start(&cfg, &ports, Some(sampling))?;
+    dp.launch_rx()?;
 
     let samples_dir = data.join("samples");
     let (store_tx, store_rx) = channel::unbounded();
@@ -95,18 +95,21 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
     // Full captures: spool, upload queue and the uploader thread.
     let stores = Arc::new(Buckets::new(cfg.upload.clone()));
     let (wake_tx, wake_rx) = channel::bounded(1);
-    let full = Arc::new(FullRuntime::new(FullContext {
-        active: Arc::clone(&dp.active),
-        writers: (0..dp.writers()).map(|w| dp.writer(w).clone()).collect(),
-        stats: dp.stats.clone(),
-        spool_dir: data.join("spool"),
-        node: cfg.node.name.clone(),
-        colos: cfg.node.colos.clone(),
-        rotate: cfg.rotate_policy(),
-        precision: cfg.writer.timestamp_precision,
-        uploads: store.clone(),
-        upload_wake: wake_tx,
-    }));
+    let full = FullRuntime::new(
+        FullContext {
+            control: dp.control(),
+            spool_dir: data.join("spool"),
+            node: cfg.node.name.clone(),
+            colos: cfg.node.colos.clone(),
+            rotate: cfg.rotate_policy(),
+            precision: cfg.writer.timestamp_precision,
+            uploads: store.clone(),
+            upload_wake: wake_tx,
+        },
+        store.clone(),
+    )
+    .map(Arc::new)
+    .map_err(|e| AppError::Other(format!("cannot start the full-capture thread: {e}")))?;
     mkdir(&data.join("spool"))?;
     let upload_stats = Arc::new(UploadStats::default());
     let uploader_stop = Arc::new(AtomicBool::new(false));

@@ -13,7 +13,6 @@ use crossbeam::channel;
 
 use crate::config::Config;
 use crate::dataplane::active::{ActiveCapture, ActiveSet, Budget, CaptureCounters};
-use crate::dataplane::writer::WriterCmd;
 use crate::dataplane::{DataPlane, DataPlaneError};
 use crate::dpdk::EthStats;
 use crate::filter::FilterV1;
@@ -119,6 +118,8 @@ impl fmt::Display for Summary {
 
 /// How often the main lcore checks limits, signals and the source.
 const TICK: Duration = Duration::from_millis(5);
+/// The writer opens the file at once (it is not receiving yet): this only bounds a stuck one.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> {
     let ports: Vec<_> = if req.devices.is_empty() {
@@ -152,28 +153,32 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
 
     let counters = Arc::new(CaptureCounters::default());
     let budget = Arc::new(Budget::new(req.packet_limit, req.byte_limit));
-    let active = ActiveSet::new(vec![ActiveCapture {
-        slot: 0,
-        writer: 0,
-        matcher: req.filter.compile(),
-        snaplen: req.snaplen,
-        precision: cfg.writer.timestamp_precision,
-        budget: Arc::clone(&budget),
-        counters: Arc::clone(&counters),
-    }]);
-    // The file is opened in writer 0 before it starts, so before any record can arrive.
-    let open = WriterCmd::Open { slot: 0, sink: Box::new(sink), counters: Arc::clone(&counters), ack: None };
-    let mut dp = DataPlane::start(cfg, &ports, active, vec![(0, open)], None)?;
+    let mut dp = DataPlane::start(cfg, &ports, None)?;
+    // The file is opened and the capture published before the RX cores poll: a finite source
+    // loses none of its first packets.
+    let control = dp.control();
+    let lease = control
+        .open(0, sink, Arc::clone(&counters), None, OPEN_TIMEOUT)
+        .map_err(|e| CaptureError::Write(e.to_string()))?;
+    control.publish(ActiveSet::new(vec![ActiveCapture::new(
+        &lease,
+        req.filter.compile(),
+        req.snaplen,
+        cfg.writer.timestamp_precision,
+        Arc::clone(&budget),
+        Arc::clone(&counters),
+    )]));
+    dp.launch_rx()?;
     // Capture time (`--duration`, packets/s) starts once the RX cores poll: not during EAL
     // memory set-up or while a PMD loads its files (seconds for a large `infinite_rx` file).
     let started_at = Instant::now();
 
     let reason = wait_for_end(&dp.stats, &budget, &counters, req.duration, finite, &interrupted, started_at);
+    // The RX cores are stopped and waited for: nothing feeds the lease any more.
     let rx_failure = dp.stop_rx().err();
     let elapsed = started_at.elapsed();
     let (reply_tx, reply_rx) = channel::bounded(1);
-    let _ = dp.writer(0).send(WriterCmd::Close { slot: 0, reply: reply_tx });
-    let report = reply_rx.recv().ok();
+    let report = if lease.close(reply_tx) { reply_rx.recv().ok() } else { None };
     let complete = started_at.elapsed();
     let nic = dp.nic_totals();
     let totals = dp.stats.totals();

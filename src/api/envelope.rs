@@ -12,6 +12,7 @@ pub mod code {
     pub const CONFLICT: u32 = 1009;
     pub const TOO_LARGE: u32 = 1013;
     pub const RATE_LIMITED: u32 = 1015;
+    pub const UNAVAILABLE: u32 = 1016;
     pub const METHOD: u32 = 7001;
     pub const NO_ROUTE: u32 = 7003;
     pub const AUTH: u32 = 10000;

@@ -26,6 +26,12 @@ impl From<ManagerError> for ApiError {
             ManagerError::Invalid { field, message } => ApiError::invalid(format!("{field}: {message}")),
             ManagerError::NotDownloadable(m) => ApiError::invalid(m),
             ManagerError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, code::CONFLICT, e.to_string()).no_retry(),
+            // 503, not 500: the SDKs retry 5xx by themselves; a full appliance is worth a later
+            // retry by the caller, not an immediate one.
+            ManagerError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code::UNAVAILABLE, m)
+                .no_retry()
+                .header(header::RETRY_AFTER, "10"),
+            ManagerError::StartFailed(_) => ApiError::internal(e.to_string()).no_retry(),
             ManagerError::Store(e) => ApiError::internal(e.to_string()),
             ManagerError::Internal(m) => ApiError::internal(m),
         }

@@ -1,24 +1,36 @@
 //! Full captures: live, unsampled, whole packets of one account's filter, written by a writer
 //! thread into `spool/<pcap_id>/pcap_NNNNN.pcap` (rotated by `[writer]`), then uploaded.
 //!
-//! Start: open the sink in its writer (acknowledged), then publish a new `ActiveSet` including
-//! the capture. End (time limit, packet/byte limit, stop request, writer failure): publish a set
-//! without it, wait until every RX core has finished a burst with the new set, close the sink
-//! (the writer drains the rings first), enqueue the files for upload. `conversion_pending` lasts
-//! until every file is in the bucket (`success`), or an upload fails for good (`failed`).
+//! One thread, the lifecycle loop, owns every full capture from start to close and reacts to
+//! what ends one: a stop request, the time limit (its own timer), the packet/byte limit and a
+//! failed sink (events from the writer), and the writer's close report. Because one thread
+//! decides, "one capture per account" and the slot bookkeeping need no further locks.
+//!
+//! - Start: store it `pending`; a writer opens the sink and issues a `Lease` (slot +
+//!   generation); publish a set with the capture to the RX cores; store it `running`. A failure
+//!   after the lease rolls back completely: unpublished, drained, closed, lease returned, stored
+//!   `failed` with the reason, and only then is the caller answered.
+//! - End: publish a set without the capture; wait, however long it takes, until every RX core
+//!   finished a loop with that set (no timeout: until then an RX core may still feed the
+//!   lease); close the lease (the writer drains the rings first); on the writer's close report
+//!   (the slot is free again) queue the files for upload: `conversion_pending` until every file
+//!   is in the bucket (`success`), or an upload fails for good (`failed`).
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{self, Sender};
+use crossbeam::channel::{self, Receiver, Sender};
 
 use super::model::{Capture, Status};
 use super::CaptureRecords;
-use crate::dataplane::active::{ActiveCapture, ActiveSet, Budget, CaptureCounters, SharedActiveSet};
-use crate::dataplane::stats::StatsReader;
-use crate::dataplane::writer::WriterCmd;
+use crate::dataplane::active::{ActiveCapture, ActiveSet, Budget, CaptureCounters};
+use crate::dataplane::lease::Lease;
+use crate::dataplane::stats::Epoch;
+use crate::dataplane::writer::{CloseReport, Watch, WriterEvent, WriterEventKind};
+use crate::dataplane::CaptureControl;
 use crate::pcap::format;
 use crate::pcap::{PcapSink, Precision, RotatePolicy};
 use crate::upload::destination::Destination;
@@ -26,12 +38,16 @@ use crate::upload::UploadQueue;
 
 /// Snaplen of full captures: whole packets.
 pub const FULL_SNAPLEN: u32 = 262_144;
+/// How long a start waits for a writer to open the capture's file.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the loop looks at the RX cores while a capture waits for them to leave it behind.
+const EPOCH_POLL: Duration = Duration::from_millis(1);
+/// The loop wakes at least this often (time limits are computed exactly; this bounds drift).
+const MAX_SLEEP: Duration = Duration::from_secs(1);
 
 /// What full captures need from the data plane and the rest of the appliance.
 pub struct FullContext {
-    pub active: SharedActiveSet,
-    pub writers: Vec<Sender<WriterCmd>>,
-    pub stats: StatsReader,
+    pub control: CaptureControl,
     pub spool_dir: PathBuf,
     pub node: String,
     pub colos: Vec<String>,
@@ -41,210 +57,427 @@ pub struct FullContext {
     pub upload_wake: Sender<()>,
 }
 
-struct Running {
-    account: String,
-    spec: ActiveCapture,
-    stop: Arc<AtomicBool>,
+/// Why a full capture could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The account already has a pending or running full capture (its id).
+    #[error("full capture {0} is already pending or running for this account; stop it or wait for it to finish")]
+    Conflict(String),
+    /// No slot, writer or thread to run it now; nothing was stored. Worth retrying later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// It was stored and then failed to start; it is stored `failed` with this message.
+    #[error("{0}")]
+    Failed(String),
 }
 
-/// The running full captures (at most one per account) and their RX slots.
+/// Live captures' ids and counters, as the loop last published them.
+type LiveView = Arc<Mutex<Vec<(String, Arc<CaptureCounters>)>>>;
+
+enum Cmd {
+    Start { capture: Box<Capture>, reply: Sender<Result<Capture, StartError>> },
+    Stop { id: String },
+    StopAll { reply: Sender<()> },
+    Exit,
+}
+
+/// The running full captures and the thread that runs them.
 pub struct FullRuntime {
-    pub ctx: FullContext,
-    running: Mutex<HashMap<String, Running>>,
-}
-
-/// How a full capture ended.
-enum End {
-    Done,
-    WriterFailed(String),
+    pub ctx: Arc<FullContext>,
+    cmds: Sender<Cmd>,
+    /// Live captures' counters (for /metrics), kept by the loop.
+    view: LiveView,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl FullRuntime {
-    pub fn new(ctx: FullContext) -> Self {
-        FullRuntime { ctx, running: Mutex::new(HashMap::new()) }
+    pub fn new(ctx: FullContext, store: Arc<dyn CaptureRecords>) -> std::io::Result<FullRuntime> {
+        let ctx = Arc::new(ctx);
+        let (cmds, cmds_rx) = channel::unbounded();
+        let view = Arc::new(Mutex::new(Vec::new()));
+        let (events_tx, events) = channel::unbounded();
+        let (closed_tx, closed) = channel::unbounded();
+        let mut lifecycle = Lifecycle {
+            ctx: Arc::clone(&ctx),
+            store,
+            live: HashMap::new(),
+            view: Arc::clone(&view),
+            events_tx,
+            closed_tx,
+            stop_all: Vec::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("pcapd-full".into())
+            .spawn(move || lifecycle.run(&cmds_rx, &events, &closed))?;
+        Ok(FullRuntime { ctx, cmds, view, thread: Mutex::new(Some(thread)) })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    /// Starts `c` (a new full capture, not stored yet); returns it stored as `running`.
+    pub fn start(&self, c: Capture) -> Result<Capture, StartError> {
+        let (reply, answer) = channel::bounded(1);
+        self.cmds
+            .send(Cmd::Start { capture: Box::new(c), reply })
+            .map_err(|_| StartError::Unavailable("the full-capture thread is not running".into()))?;
+        answer.recv().map_err(|_| StartError::Unavailable("the full-capture thread exited".into()))?
     }
 
-    /// The id of the account's pending or running full capture, if any.
-    pub fn running_for(&self, account: &str) -> Option<String> {
-        self.lock().iter().find(|(_, r)| r.account == account).map(|(id, _)| id.clone())
+    /// Asks a pending or running capture to stop (nothing happens if it is not running here).
+    pub fn request_stop(&self, id: &str) {
+        let _ = self.cmds.send(Cmd::Stop { id: id.to_string() });
     }
 
-    /// Ids of all running full captures with their counters (for /metrics).
-    pub fn counters(&self) -> Vec<(String, Arc<CaptureCounters>)> {
-        self.lock().iter().map(|(id, r)| (id.clone(), Arc::clone(&r.spec.counters))).collect()
-    }
-
-    fn publish(&self, running: &HashMap<String, Running>) {
-        let set = ActiveSet::new(running.values().map(|r| r.spec.clone()).collect());
-        self.ctx.active.store(Arc::new(set));
-    }
-
-    /// Waits until every RX core has run two loops since now: none still uses an older set.
-    fn wait_rx_epoch(&self) {
-        let before: Vec<u64> = self.ctx.stats.cores().iter().map(|c| c.loops.load(Relaxed)).collect();
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            let done = self.ctx.stats.cores().iter().zip(&before).all(|(c, b)| c.loops.load(Relaxed) >= b + 2);
-            if done {
-                return;
-            }
-            std::thread::sleep(Duration::from_micros(200));
+    /// Stops every running capture and waits (up to `timeout`) until all are closed and stored.
+    pub fn stop_all(&self, timeout: Duration) {
+        let (reply, done) = channel::bounded(1);
+        if self.cmds.send(Cmd::StopAll { reply }).is_ok() && done.recv_timeout(timeout).is_err() {
+            tracing::warn!("full captures still closing after {} s", timeout.as_secs());
         }
-        tracing::warn!("an RX core did not finish a loop within 2 s");
     }
 
-    fn spool(&self, id: &str) -> PathBuf {
-        self.ctx.spool_dir.join(id)
+    /// Ids of all live full captures with their counters (for /metrics).
+    pub fn counters(&self) -> Vec<(String, Arc<CaptureCounters>)> {
+        self.view.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Starts capturing for `c` (already stored as `pending`); returns it `running`.
-    pub fn start(self: &Arc<Self>, store: &Arc<dyn CaptureRecords>, mut c: Capture) -> Result<Capture, String> {
-        let mut running = self.lock();
-        let used: Vec<u16> = running.values().map(|r| r.spec.slot).collect();
-        let slot = (0..ActiveSet::MAX_CAPTURES as u16).find(|s| !used.contains(s)).ok_or_else(|| {
-            format!("{} full captures are already running on this appliance", ActiveSet::MAX_CAPTURES)
-        })?;
-        let writer = usize::from(slot) % self.ctx.writers.len();
-        let dir = self.spool(&c.id);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("spool {}: {e}", dir.display()))?;
+    /// After a crash: repairs the capture's spool; see `FullContext::recover_spool`.
+    pub fn recover_spool(&self, id: &str) -> Result<u64, String> {
+        self.ctx.recover_spool(id)
+    }
+
+    pub fn enqueue_spool(&self, c: &Capture) -> Result<usize, String> {
+        self.ctx.enqueue_spool(c)
+    }
+}
+
+impl Drop for FullRuntime {
+    fn drop(&mut self) {
+        let _ = self.cmds.send(Cmd::Exit);
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Why a capture is ending.
+#[derive(Debug, Clone)]
+enum Why {
+    /// Time limit, packet/byte limit or stop request: upload what was written.
+    Done,
+    /// The sink failed: the capture fails.
+    WriterFailed(String),
+    /// A start failed after the lease was issued: fail it, then answer the start.
+    Rollback(String),
+}
+
+enum Phase {
+    Running {
+        deadline: Instant,
+    },
+    /// Unpublished; waiting for every RX core to leave the capture behind.
+    Draining {
+        epoch: Epoch,
+        why: Why,
+    },
+    /// The writer was told to close; waiting for its report.
+    Closing {
+        why: Why,
+    },
+}
+
+struct Live {
+    capture: Capture,
+    spec: ActiveCapture,
+    /// Held until the close is sent.
+    lease: Option<Lease>,
+    phase: Phase,
+    /// A rolled-back start answers once the capture is closed.
+    start_reply: Option<Sender<Result<Capture, StartError>>>,
+}
+
+struct Lifecycle {
+    ctx: Arc<FullContext>,
+    store: Arc<dyn CaptureRecords>,
+    live: HashMap<String, Live>,
+    view: LiveView,
+    events_tx: Sender<WriterEvent>,
+    closed_tx: Sender<CloseReport>,
+    /// `stop_all` callers waiting for `live` to empty.
+    stop_all: Vec<Sender<()>>,
+}
+
+impl Lifecycle {
+    fn run(&mut self, cmds: &Receiver<Cmd>, events: &Receiver<WriterEvent>, closed: &Receiver<CloseReport>) {
+        loop {
+            let timeout = self.sleep();
+            crossbeam::select! {
+                recv(cmds) -> cmd => match cmd {
+                    Ok(Cmd::Start { capture, reply }) => {
+                        if let Some(answer) = self.start(*capture, &reply) {
+                            let _ = reply.send(answer);
+                        }
+                    }
+                    Ok(Cmd::Stop { id }) => self.end(&id, Why::Done),
+                    Ok(Cmd::StopAll { reply }) => {
+                        let ids: Vec<String> = self.live.keys().cloned().collect();
+                        ids.iter().for_each(|id| self.end(id, Why::Done));
+                        self.stop_all.push(reply);
+                    }
+                    Ok(Cmd::Exit) | Err(_) => return,
+                },
+                recv(events) -> e => if let Ok(e) = e { self.writer_event(e) },
+                recv(closed) -> r => if let Ok(r) = r { self.closed(r) },
+                default(timeout) => {}
+            }
+            self.tick();
+        }
+    }
+
+    /// Until the next thing the loop must do by itself.
+    fn sleep(&self) -> Duration {
+        let now = Instant::now();
+        let mut next = MAX_SLEEP;
+        for l in self.live.values() {
+            match l.phase {
+                Phase::Running { deadline } => next = next.min(deadline.saturating_duration_since(now)),
+                Phase::Draining { .. } => next = next.min(EPOCH_POLL),
+                Phase::Closing { .. } => {}
+            }
+        }
+        next
+    }
+
+    /// Time limits, and captures whose RX epoch has passed.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<String> = self
+            .live
+            .iter()
+            .filter(|(_, l)| matches!(l.phase, Phase::Running { deadline } if deadline <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        expired.iter().for_each(|id| self.end(id, Why::Done));
+        let mut gone = Vec::new();
+        for (id, l) in self.live.iter_mut() {
+            let Phase::Draining { epoch, why } = &l.phase else { continue };
+            if !self.ctx.control.epoch_passed(*epoch) {
+                continue;
+            }
+            l.phase = Phase::Closing { why: why.clone() };
+            if !l.lease.take().is_some_and(|lease| lease.close(self.closed_tx.clone())) {
+                // The writer thread is gone (it closed its sinks itself): nothing will report.
+                gone.push(id.clone());
+            }
+        }
+        for id in gone {
+            self.finish(&id, Err("the writer thread exited".into()), 0);
+        }
+        if self.live.is_empty() {
+            self.stop_all.drain(..).for_each(|r| {
+                let _ = r.send(());
+            });
+        }
+    }
+
+    /// Returns the answer to send now, or `None` when a rollback will answer later.
+    fn start(
+        &mut self,
+        mut c: Capture,
+        reply: &Sender<Result<Capture, StartError>>,
+    ) -> Option<Result<Capture, StartError>> {
+        if let Some((id, _)) = self.live.iter().find(|(_, l)| l.capture.account == c.account) {
+            return Some(Err(StartError::Conflict(id.clone())));
+        }
+        if self.live.len() >= ActiveSet::MAX_CAPTURES {
+            return Some(Err(StartError::Unavailable(format!(
+                "{} full captures are already running on this appliance; retry when one has finished",
+                ActiveSet::MAX_CAPTURES
+            ))));
+        }
+        if let Err(e) = self.store.insert(&c) {
+            return Some(Err(StartError::Unavailable(format!("cannot store the capture: {e}"))));
+        }
+        let counters = Arc::new(CaptureCounters::default());
+        let budget = Arc::new(Budget::new(c.packet_limit, c.byte_limit));
+        let lease = match self.open(&c, &counters, &budget) {
+            Ok(l) => l,
+            Err((unavailable, msg)) => {
+                self.store_failed(&mut c, &msg);
+                return Some(Err(if unavailable { StartError::Unavailable(msg) } else { StartError::Failed(msg) }));
+            }
+        };
+        let spec = ActiveCapture::new(
+            &lease,
+            c.filter.filter().compile(),
+            FULL_SNAPLEN,
+            self.ctx.precision,
+            budget,
+            Arc::clone(&counters),
+        );
+        let deadline = Instant::now() + Duration::from_secs(c.time_limit);
+        let id = c.id.clone();
+        c.status = Status::Running;
+        self.live.insert(
+            id.clone(),
+            Live {
+                capture: c.clone(),
+                spec,
+                lease: Some(lease),
+                phase: Phase::Running { deadline },
+                start_reply: None,
+            },
+        );
+        self.publish();
+        if let Err(e) = self.store.update(&c) {
+            // Roll back: the capture is unpublished and closed before the caller hears of it.
+            let msg = format!("cannot store the capture as running: {e}");
+            if let Some(l) = self.live.get_mut(&id) {
+                l.start_reply = Some(reply.clone());
+            }
+            self.end(&id, Why::Rollback(msg));
+            return None;
+        }
+        tracing::info!("capture {id}: running ({})", self.live[&id].spec.tag());
+        Some(Ok(c))
+    }
+
+    /// Creates the spool and has the least busy writer open the capture's file. The error says
+    /// whether it is worth retrying (no slot or writer) and why.
+    fn open(
+        &self,
+        c: &Capture,
+        counters: &Arc<CaptureCounters>,
+        budget: &Arc<Budget>,
+    ) -> Result<Lease, (bool, String)> {
+        let dir = self.ctx.spool(&c.id);
+        std::fs::create_dir_all(&dir).map_err(|e| (false, format!("spool {}: {e}", dir.display())))?;
         let sink =
             PcapSink::create_with(&dir.join("pcap.pcap"), self.ctx.rotate, self.ctx.precision, FULL_SNAPLEN, true)
-                .map_err(|e| e.to_string())?;
-        let counters = Arc::new(CaptureCounters::default());
-        let (ack_tx, ack_rx) = channel::bounded(1);
-        self.ctx.writers[writer]
-            .send(WriterCmd::Open { slot, sink: Box::new(sink), counters: Arc::clone(&counters), ack: Some(ack_tx) })
-            .map_err(|_| "the writer thread is not running".to_string())?;
-        ack_rx
-            .recv_timeout(Duration::from_secs(5))
-            .map_err(|_| "the writer did not open the capture file".to_string())?;
-        let spec = ActiveCapture {
-            slot,
-            writer,
-            matcher: c.filter.filter().compile(),
-            snaplen: FULL_SNAPLEN,
-            precision: self.ctx.precision,
-            budget: Arc::new(Budget::new(c.packet_limit, c.byte_limit)),
-            counters,
+                .map_err(|e| (false, e.to_string()))?;
+        let writers = self.ctx.control.writers();
+        let busy = |w: usize| self.live.values().filter(|l| l.spec.writer() == w).count();
+        let writer = (0..writers).min_by_key(|&w| busy(w)).unwrap_or(0);
+        let watch = Watch { budget: Arc::clone(budget), events: self.events_tx.clone() };
+        self.ctx
+            .control
+            .open(writer, sink, Arc::clone(counters), Some(watch), OPEN_TIMEOUT)
+            .map_err(|e| (true, format!("cannot open the capture's file: {e}")))
+    }
+
+    /// Publishes the set of running captures (those ending are left out).
+    fn publish(&mut self) -> Epoch {
+        let running = self.live.values().filter(|l| matches!(l.phase, Phase::Running { .. }));
+        let epoch = self.ctx.control.publish(ActiveSet::new(running.map(|l| l.spec.clone()).collect()));
+        self.publish_view();
+        epoch
+    }
+
+    /// Takes a running capture out of the RX set; it closes once the RX cores left it behind.
+    fn end(&mut self, id: &str, why: Why) {
+        let Some(l) = self.live.get_mut(id) else { return };
+        if !matches!(l.phase, Phase::Running { .. }) {
+            return;
+        }
+        // Marked first, so that `publish` leaves it out.
+        l.phase = Phase::Closing { why: why.clone() };
+        let epoch = self.publish();
+        if let Some(l) = self.live.get_mut(id) {
+            l.phase = Phase::Draining { epoch, why };
+        }
+    }
+
+    fn writer_event(&mut self, e: WriterEvent) {
+        let found = self.live.iter().find(|(_, l)| l.spec.writer() == e.writer && l.spec.tag() == e.tag);
+        let Some((id, _)) = found else { return };
+        let id = id.clone();
+        match e.kind {
+            WriterEventKind::LimitReached => self.end(&id, Why::Done),
+            WriterEventKind::Failed(msg) => self.end(&id, Why::WriterFailed(msg)),
+        }
+    }
+
+    fn closed(&mut self, r: CloseReport) {
+        let found = self.live.iter().find(|(_, l)| l.spec.writer() == r.writer && l.spec.tag() == r.tag);
+        let Some((id, _)) = found else {
+            tracing::error!("close report for unknown capture {} of writer {}", r.tag, r.writer);
+            return;
         };
-        let stop = Arc::new(AtomicBool::new(false));
-        running
-            .insert(c.id.clone(), Running { account: c.account.clone(), spec: spec.clone(), stop: Arc::clone(&stop) });
-        self.publish(&running);
-        drop(running);
-        c.status = Status::Running;
-        store.update(&c).map_err(|e| e.to_string())?;
-        let me = Arc::clone(self);
-        let st = Arc::clone(store);
-        let cap = c.clone();
-        std::thread::Builder::new()
-            .name(format!("pcapd-full-{}", &c.id[..8]))
-            .spawn(move || me.monitor(st, cap, spec, stop))
-            .map_err(|e| format!("cannot start the capture's thread: {e}"))?;
-        Ok(c)
+        let id = id.clone();
+        self.finish(&id, r.files.map(|_| ()), r.packets);
     }
 
-    /// Stops every running capture and waits (up to `timeout`) until they have ended.
-    pub fn stop_all(&self, timeout: Duration) {
-        for r in self.lock().values() {
-            r.stop.store(true, Relaxed);
-        }
-        let deadline = Instant::now() + timeout;
-        while !self.lock().is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // The monitors update the store after leaving the map: give them a moment.
-        std::thread::sleep(Duration::from_millis(100));
-    }
-
-    /// Asks a running capture to stop; false if it is not running here.
-    pub fn request_stop(&self, id: &str) -> bool {
-        match self.lock().get(id) {
-            Some(r) => {
-                r.stop.store(true, Relaxed);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn monitor(&self, store: Arc<dyn CaptureRecords>, c: Capture, spec: ActiveCapture, stop: Arc<AtomicBool>) {
-        let started = Instant::now();
-        let limit = Duration::from_secs(c.time_limit);
-        loop {
-            std::thread::sleep(Duration::from_millis(20));
-            if stop.load(Relaxed) || spec.budget.is_exhausted() || started.elapsed() >= limit {
-                break;
-            }
-            if spec.counters.dropped_writer_error.load(Relaxed) > 0 {
-                break;
-            }
-        }
-        let end = self.end(&c.id, &spec);
+    /// The writer closed the capture (its slot is free again): store the outcome.
+    fn finish(&mut self, id: &str, files: Result<(), String>, packets: u64) {
+        let Some(l) = self.live.remove(id) else { return };
+        self.publish_view();
+        let Phase::Closing { why } = l.phase else {
+            tracing::error!("capture {id}: closed while not closing");
+            return;
+        };
         // Re-read: a stop request may have set stop_requested meanwhile.
-        let mut c = store.get(&c.account, &c.id).ok().flatten().unwrap_or(c);
-        c.packets_captured = Some(spec.counters.written.load(Relaxed));
-        match end {
-            End::WriterFailed(e) => {
-                c.status = Status::Failed;
-                c.error_message = Some(format!("writing the capture failed: {e}"));
-                let _ = std::fs::remove_dir_all(self.spool(&c.id));
+        let mut c = self.store.get(&l.capture.account, id).ok().flatten().unwrap_or(l.capture);
+        c.packets_captured = Some(l.spec.counters.written.load(Relaxed));
+        let lost = l.spec.counters.dropped_writer_error.load(Relaxed);
+        let failure = match (why, files) {
+            (Why::Rollback(m), _) => Some(m),
+            (Why::WriterFailed(e), _) | (Why::Done, Err(e)) => Some(format!("writing the capture failed: {e}")),
+            (Why::Done, Ok(())) if lost > 0 => {
+                Some(format!("writing the capture failed: {lost} records were lost to write errors"))
             }
-            End::Done => match self.enqueue_spool(&c) {
-                Ok(n) => {
-                    tracing::info!(
-                        "capture {}: {} packets in {n} file(s), uploading",
-                        c.id,
-                        c.packets_captured.unwrap_or(0)
-                    );
-                    c.status = Status::ConversionPending;
+            (Why::Done, Ok(())) => None,
+        };
+        match failure {
+            Some(msg) => {
+                tracing::warn!("capture {id}: {msg}");
+                let _ = std::fs::remove_dir_all(self.ctx.spool(id));
+                self.store_failed(&mut c, &msg);
+                if let Some(reply) = l.start_reply {
+                    let _ = reply.send(Err(StartError::Failed(msg)));
                 }
-                Err(e) => {
-                    c.status = Status::Failed;
-                    c.error_message = Some(e);
+            }
+            None => {
+                match self.ctx.enqueue_spool(&c) {
+                    Ok(n) => {
+                        tracing::info!("capture {id}: {packets} packets in {n} file(s), uploading");
+                        c.status = Status::ConversionPending;
+                    }
+                    Err(e) => {
+                        c.status = Status::Failed;
+                        c.error_message = Some(e);
+                    }
                 }
-            },
+                if let Err(e) = self.store.update(&c) {
+                    tracing::error!("capture {id}: {e}");
+                }
+                let _ = self.ctx.upload_wake.try_send(());
+            }
         }
-        if let Err(e) = store.update(&c) {
+    }
+
+    fn publish_view(&self) {
+        let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        *view = self.live.iter().map(|(id, l)| (id.clone(), Arc::clone(&l.spec.counters))).collect();
+    }
+
+    fn store_failed(&self, c: &mut Capture, msg: &str) {
+        c.status = Status::Failed;
+        c.error_message = Some(msg.to_string());
+        if let Err(e) = self.store.update(c) {
             tracing::error!("capture {}: {e}", c.id);
         }
-        let _ = self.ctx.upload_wake.try_send(());
+    }
+}
+
+impl FullContext {
+    fn spool(&self, id: &str) -> PathBuf {
+        self.spool_dir.join(id)
     }
 
-    /// Takes the capture out of the RX set, drains its writer and closes its files.
-    fn end(&self, id: &str, spec: &ActiveCapture) -> End {
-        {
-            let mut running = self.lock();
-            running.remove(id);
-            self.publish(&running);
-        }
-        self.wait_rx_epoch();
-        let (tx, rx) = channel::bounded(1);
-        if self.ctx.writers[spec.writer].send(WriterCmd::Close { slot: spec.slot, reply: tx }).is_err() {
-            return End::WriterFailed("the writer thread is not running".into());
-        }
-        match rx.recv() {
-            Ok(r) => match r.files {
-                Ok(_) if spec.counters.dropped_writer_error.load(Relaxed) == 0 => End::Done,
-                Ok(_) => End::WriterFailed("records were lost to write errors".into()),
-                Err(e) => End::WriterFailed(e),
-            },
-            Err(_) => End::WriterFailed("the writer thread exited".into()),
-        }
-    }
-
-    /// Queues every finished file of the capture's spool directory; returns how many.
-    pub fn enqueue_spool(&self, c: &Capture) -> Result<usize, String> {
+    fn enqueue_spool(&self, c: &Capture) -> Result<usize, String> {
         let dest = Destination::parse(c.destination_conf.as_deref().unwrap_or_default()).map_err(|e| e.to_string())?;
         let files = spool_files(&self.spool(&c.id)).map_err(|e| format!("reading the spool: {e}"))?;
         for (seq, path) in &files {
-            let key = dest.key(&format!("{}/{}-{seq}/pcap_{}.pcap", c.id, self.ctx.node, c.id));
-            self.ctx
-                .uploads
+            let key = dest.key(&format!("{}/{}-{seq}/pcap_{}.pcap", c.id, self.node, c.id));
+            self.uploads
                 .enqueue(&c.id, *seq, &path.to_string_lossy(), &key, c.destination_conf.as_deref().unwrap_or_default())
                 .map_err(|e| e.to_string())?;
         }
@@ -253,7 +486,7 @@ impl FullRuntime {
 
     /// After a crash: repairs `.partial` files of the capture's spool (cut to the last whole
     /// record, then renamed) and returns the packets the spool holds.
-    pub fn recover_spool(&self, id: &str) -> Result<u64, String> {
+    fn recover_spool(&self, id: &str) -> Result<u64, String> {
         let dir = self.spool(id);
         if !dir.exists() {
             return Ok(0);

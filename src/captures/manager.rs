@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use crossbeam::channel::{self, Sender};
 
-use super::full::FullRuntime;
+use super::full::{FullRuntime, StartError};
 use super::model::{Capture, CaptureType, Status};
 use super::request::{CreateRequest, FullRequest, SimpleRequest};
 use super::CaptureRecords;
@@ -48,6 +48,12 @@ pub enum ManagerError {
     NotDownloadable(String),
     #[error("full capture {0} is already pending or running for this account; stop it or wait for it to finish")]
     Conflict(String),
+    /// No capacity right now (capture slots, writers); nothing was stored.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Stored, then failed to start; it is stored `failed` with this message.
+    #[error("cannot start the capture: {0}")]
+    StartFailed(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -58,8 +64,6 @@ pub struct Manager {
     store: Arc<dyn CaptureRecords>,
     ownerships: Arc<dyn OwnershipRecords>,
     full: Option<Arc<FullRuntime>>,
-    /// Serialises "at most one pending or running full capture per account".
-    full_gate: Mutex<()>,
     samples: SampleAccess,
     captures_dir: PathBuf,
     simple_interval: Duration,
@@ -81,7 +85,6 @@ impl Manager {
             store,
             ownerships,
             full,
-            full_gate: Mutex::new(()),
             samples,
             captures_dir,
             simple_interval,
@@ -141,10 +144,6 @@ impl Manager {
                 ),
             ));
         }
-        let _gate = self.full_gate.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(id) = full.running_for(account) {
-            return Err(ManagerError::Conflict(id));
-        }
         let c = Capture {
             packet_limit: req.packet_limit,
             byte_limit: req.byte_limit,
@@ -153,17 +152,11 @@ impl Manager {
             packets_captured: Some(0),
             ..Capture::new(account, CaptureType::Full, now, req.time_limit, &req.filter)
         };
-        self.store.insert(&c)?;
-        match full.start(&self.store, c.clone()) {
-            Ok(c) => Ok(c),
-            Err(e) => {
-                let mut failed = c;
-                failed.status = Status::Failed;
-                failed.error_message = Some(e.clone());
-                self.store.update(&failed)?;
-                Err(ManagerError::Internal(format!("cannot start the capture: {e}")))
-            }
-        }
+        full.start(c).map_err(|e| match e {
+            StartError::Conflict(id) => ManagerError::Conflict(id),
+            StartError::Unavailable(m) => ManagerError::Unavailable(m),
+            StartError::Failed(m) => ManagerError::StartFailed(m),
+        })
     }
 
     fn create_simple(
@@ -275,7 +268,6 @@ impl Manager {
 
     /// Stops a running full capture early (`stop_requested` is set); its files are then uploaded.
     pub fn stop(&self, account: &str, id: &str) -> Result<Capture, ManagerError> {
-        let _gate = self.full_gate.lock().unwrap_or_else(|e| e.into_inner());
         let mut c = self.get(account, id)?;
         if c.kind == CaptureType::Simple {
             return Err(ManagerError::Invalid {

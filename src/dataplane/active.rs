@@ -10,6 +10,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use crossbeam::utils::CachePadded;
 
+use super::lease::{Lease, LeaseTag};
 use crate::filter::Matcher;
 use crate::pcap::Precision;
 
@@ -101,13 +102,14 @@ impl Budget {
     }
 }
 
-/// One running capture, compiled for the RX cores.
+/// One running capture, compiled for the RX cores. Built only from the `Lease` of its sink, so
+/// RX tags its records with a lease a writer really issued.
 #[derive(Debug, Clone)]
 pub struct ActiveCapture {
-    /// Slot number: the writers' key for this capture's sink.
-    pub slot: u16,
+    /// The lease of the capture's sink: RX tags each record with it.
+    pub(super) tag: LeaseTag,
     /// Writer thread that owns this capture's sink.
-    pub writer: usize,
+    pub(super) writer: usize,
     pub matcher: Matcher,
     pub snaplen: u32,
     /// Timestamp resolution of the capture's files (RX writes the PCAP record headers).
@@ -116,10 +118,34 @@ pub struct ActiveCapture {
     pub counters: Arc<CaptureCounters>,
 }
 
+impl ActiveCapture {
+    pub fn new(
+        lease: &Lease,
+        matcher: Matcher,
+        snaplen: u32,
+        precision: Precision,
+        budget: Arc<Budget>,
+        counters: Arc<CaptureCounters>,
+    ) -> ActiveCapture {
+        ActiveCapture { tag: lease.tag(), writer: lease.writer(), matcher, snaplen, precision, budget, counters }
+    }
+
+    pub fn tag(&self) -> LeaseTag {
+        self.tag
+    }
+
+    /// Index of the writer thread that holds the capture's sink.
+    pub fn writer(&self) -> usize {
+        self.writer
+    }
+}
+
 /// What RX cores match against; replaced whole, never mutated.
 #[derive(Debug, Default)]
 pub struct ActiveSet {
     pub captures: Vec<ActiveCapture>,
+    /// Set by `CaptureControl::publish` (increasing); RX cores report the version they used.
+    pub(super) version: u64,
     /// False when every capture matches everything: RX then skips parsing.
     pub needs_parse: bool,
 }
@@ -131,7 +157,7 @@ impl ActiveSet {
     pub fn new(captures: Vec<ActiveCapture>) -> Self {
         debug_assert!(captures.len() <= Self::MAX_CAPTURES);
         let needs_parse = captures.iter().any(|c| !c.matcher.matches_all());
-        ActiveSet { captures, needs_parse }
+        ActiveSet { captures, needs_parse, version: 0 }
     }
 }
 

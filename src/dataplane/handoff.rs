@@ -11,7 +11,7 @@
 //! cache) is cheaper, the producer publishes once per burst, and the writer copies nothing.
 //!
 //! Layout: a data ring of `cap` bytes holds PCAP records back to back, exactly as they go into
-//! the file; a small run ring says whose they are: each run is `(slot, bytes)`, a stretch of one
+//! the file; a small run ring says whose they are: each run is `(lease tag, bytes)`, a stretch of one
 //! capture's records, contiguous in the data ring. A record never wraps: when it does not fit
 //! before the end, a `PAD` run skips the rest and the record starts at offset 0. Positions are
 //! counts that only grow (bytes for data, runs for the run ring).
@@ -20,6 +20,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::{Acquire, Release};
 use std::sync::Arc;
 
+use super::lease::LeaseTag;
 use crate::pcap::format::{record_header_of, RECORD_HEADER_LEN};
 
 const PAD: u16 = u16::MAX;
@@ -188,12 +189,13 @@ impl Producer {
     #[inline]
     pub fn push<'a>(
         &mut self,
-        slot: u16,
+        tag: LeaseTag,
         ts: (u32, u32),
         orig_len: u32,
         caplen: u32,
         data: impl Iterator<Item = &'a [u8]>,
     ) -> bool {
+        let slot = tag.raw();
         debug_assert_ne!(slot, PAD);
         let cap = self.ring.cap();
         let len = RECORD_HEADER_LEN + caplen as usize;
@@ -325,7 +327,7 @@ pub struct Consumer {
 
 /// A run as the writer sees it: `count` whole PCAP records of one capture, back to back.
 pub struct Run<'a> {
-    pub slot: u16,
+    pub tag: LeaseTag,
     pub records: &'a [u8],
     pub count: u64,
 }
@@ -366,7 +368,11 @@ impl<'a> Iterator for Runs<'a> {
             self.data += bytes;
         }
         // SAFETY: as above, for the runs' bytes, which never cross the end of the ring.
-        found.map(|(slot, at, bytes, count)| Run { slot, records: unsafe { self.ring.bytes(at, bytes) }, count })
+        found.map(|(slot, at, bytes, count)| Run {
+            tag: LeaseTag::from_raw(slot),
+            records: unsafe { self.ring.bytes(at, bytes) },
+            count,
+        })
     }
 }
 
@@ -444,7 +450,7 @@ mod tests {
                 for r in records(run.records) {
                     let le = |at: usize| u32::from_le_bytes(r[at..at + 4].try_into().unwrap());
                     assert_eq!(r.len(), 16 + le(8) as usize);
-                    out.push((run.slot, le(0), le(4), le(8), le(12), r[16..].to_vec()));
+                    out.push((run.tag.raw(), le(0), le(4), le(8), le(12), r[16..].to_vec()));
                 }
             }
             out
@@ -452,13 +458,13 @@ mod tests {
     }
 
     fn push1(p: &mut Producer, slot: u16, secs: u32, byte: u8) -> bool {
-        p.push(slot, (secs, 0), 1, 1, std::iter::once(&[byte][..]))
+        p.push(LeaseTag::from_raw(slot), (secs, 0), 1, 1, std::iter::once(&[byte][..]))
     }
 
     #[test]
     fn records_arrive_in_order_after_publish_as_pcap_records() {
         let (mut p, mut c) = ring(MIN_RING_BYTES);
-        assert!(p.push(3, (42, 7), 100, 5, [&[1u8, 2][..], &[3, 4, 5, 6]].into_iter()));
+        assert!(p.push(LeaseTag::from_raw(3), (42, 7), 100, 5, [&[1u8, 2][..], &[3, 4, 5, 6]].into_iter()));
         assert!(push1(&mut p, 3, 43, 9));
         assert!(push1(&mut p, 7, 44, 8));
         assert!(c.is_empty(), "nothing is visible before publish");
@@ -474,7 +480,7 @@ mod tests {
         assert_eq!(collect(&mut c, usize::MAX), vec![(7, 44, 0, 1, 1, vec![8]), (3, 45, 0, 1, 1, vec![1])]);
         assert!(c.reached(mark) && c.is_empty());
         // The record header is the one the PCAP encoder writes.
-        assert!(p.push(1, (1_700_000_000, 123_456_789), 1500, 2, std::iter::once(&[5u8, 6][..])));
+        assert!(p.push(LeaseTag::from_raw(1), (1_700_000_000, 123_456_789), 1500, 2, std::iter::once(&[5u8, 6][..])));
         p.publish();
         let rec = c.drain(usize::MAX, |runs| runs.next().unwrap().records.to_vec());
         let want =
@@ -500,18 +506,18 @@ mod tests {
         let per = 16 + 1000;
         let fit = MIN_RING_BYTES / per;
         for i in 0..fit {
-            assert!(p.push(1, (i as u32, 0), 1000, 1000, std::iter::once(&data[..])), "record {i}");
+            assert!(p.push(LeaseTag::from_raw(1), (i as u32, 0), 1000, 1000, std::iter::once(&data[..])), "record {i}");
             if i % 10 == 9 {
                 p.publish();
             }
         }
-        assert!(!p.push(1, (0, 0), 1000, 1000, std::iter::once(&data[..])), "a full ring refuses");
+        assert!(!p.push(LeaseTag::from_raw(1), (0, 0), 1000, 1000, std::iter::once(&data[..])), "a full ring refuses");
         p.publish();
         // Draining a bounded amount frees that space.
         assert_eq!(collect(&mut c, 10 * per).len(), 10);
         // The next record does not fit before the end: a pad run, then it starts at 0.
         for i in 0..5 {
-            assert!(p.push(2, (1000 + i, 0), 1000, 1000, std::iter::once(&data[..])));
+            assert!(p.push(LeaseTag::from_raw(2), (1000 + i, 0), 1000, 1000, std::iter::once(&data[..])));
         }
         p.publish();
         let rest = collect(&mut c, usize::MAX);
@@ -527,13 +533,13 @@ mod tests {
         let data = vec![7u8; 1024 - 16];
         let fill = MIN_RING_BYTES / 1024;
         for i in 0..fill - 1 {
-            assert!(p.push(1, (i as u32, 0), 1008, 1008, std::iter::once(&data[..])));
+            assert!(p.push(LeaseTag::from_raw(1), (i as u32, 0), 1008, 1008, std::iter::once(&data[..])));
         }
         p.publish();
         assert_eq!(collect(&mut c, usize::MAX).len(), fill - 1);
         // One record right before the end and one at the start, in one run of one capture.
-        assert!(p.push(1, (1, 0), 1008, 1008, std::iter::once(&data[..])));
-        assert!(p.push(1, (2, 0), 1008, 1008, std::iter::once(&data[..])));
+        assert!(p.push(LeaseTag::from_raw(1), (1, 0), 1008, 1008, std::iter::once(&data[..])));
+        assert!(p.push(LeaseTag::from_raw(1), (2, 0), 1008, 1008, std::iter::once(&data[..])));
         p.publish();
         let runs = c.drain(usize::MAX, |runs| runs.map(|r| r.records.len()).collect::<Vec<_>>());
         assert_eq!(runs, vec![1024, 1024], "two slices, each inside the ring");
@@ -563,7 +569,13 @@ mod tests {
             for i in 0..N {
                 let len = (i * 7919 % 1999 + 1) as usize;
                 buf[..len].iter_mut().enumerate().for_each(|(k, b)| *b = (i as usize + k) as u8);
-                while !p.push((i / 3 % 5) as u16, (i, 0), len as u32 + 3, len as u32, std::iter::once(&buf[..len])) {
+                while !p.push(
+                    LeaseTag::from_raw((i / 3 % 5) as u16),
+                    (i, 0),
+                    len as u32 + 3,
+                    len as u32,
+                    std::iter::once(&buf[..len]),
+                ) {
                     p.publish();
                     std::thread::yield_now();
                 }

@@ -1,27 +1,34 @@
 //! The data plane as one object: EAL, mempool, ports, writer threads and RX lcores, started in
 //! that order and stopped in reverse. Used by `pcapd capture` (one capture, then exit) and by
-//! the appliance (captures come and go through the `ActiveSet` and writer commands).
+//! the appliance (captures come and go through `CaptureControl`: a writer issues a `Lease` for
+//! each capture's sink, the capture is published to RX cores in an `ActiveSet`, and the lease
+//! is closed once no RX core uses the capture any more).
 pub mod active;
 pub mod clock;
 pub mod handoff;
+pub mod lease;
 pub mod rx;
 pub mod stats;
 pub mod writer;
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam::channel::{self, Sender};
 use crossbeam::queue::ArrayQueue;
 
-use self::active::{ActiveSet, SharedActiveSet};
+use self::active::{ActiveSet, CaptureCounters, SharedActiveSet};
 use self::clock::TscClock;
 use self::handoff::Rings;
-use self::stats::{per_core_stats, StatsReader};
-use self::writer::{Writer, WriterCmd};
+use self::lease::Lease;
+use self::rx::RxWorker;
+use self::stats::{per_core_stats, Epoch, StatsReader};
+use self::writer::{OpenRefused, Watch, Writer, WriterCmd};
 use crate::config::{Config, PortConfig};
 use crate::dpdk::{self, DpdkError, Eal, EthStats, LcoreId, LcoreJob, Mempool, Port, PortSetup, RxQueue};
+use crate::pcap::PcapSink;
 use crate::samples::{SampleRec, SampleStats, Sampler};
 
 /// Continuous sampling settings for the RX cores.
@@ -49,8 +56,11 @@ pub struct DataPlane {
     pub sample_rings: Vec<Arc<ArrayQueue<SampleRec>>>,
     pub sample_stats: Arc<SampleStats>,
     stop: Arc<AtomicBool>,
+    /// RX workers built by `start`, launched by `launch_rx`.
+    unlaunched: Vec<(LcoreId, RxWorker)>,
     jobs: Vec<LcoreJob>,
-    writer_tx: Vec<Sender<WriterCmd>>,
+    control: CaptureControl,
+    stray: Vec<Arc<AtomicU64>>,
     writer_threads: Vec<JoinHandle<()>>,
     // Dropped in this order, after the threads are gone: ports, pool, EAL.
     ports: Vec<Port>,
@@ -59,13 +69,12 @@ pub struct DataPlane {
 }
 
 impl DataPlane {
-    /// Starts everything. `first_cmds` are queued to writers before they start (e.g. opening
-    /// a capture's file that the initial `active` set already refers to).
+    /// Starts the EAL, mempool, ports and writer threads, and builds the RX workers with an
+    /// empty capture set. `launch_rx` starts polling: in between, captures can be opened and
+    /// published, so that a capture of a finite source misses none of its packets.
     pub fn start(
         cfg: &Config,
         ports: &[&PortConfig],
-        active: ActiveSet,
-        first_cmds: Vec<(usize, WriterCmd)>,
         sampling: Option<SamplingSpec>,
     ) -> Result<DataPlane, DataPlaneError> {
         let eal = Eal::init(&cfg.eal_args(&format!("pcapd-{}", std::process::id())))?;
@@ -79,11 +88,17 @@ impl DataPlane {
             Arc::new(Mempool::new("pcapd_rx", cfg.mempool_size(replayed), 256, dpdk::MBUF_DEFAULT_BUF_SIZE, -1)?);
         let rx_cores = &cfg.dpdk.rx_cores;
         let (stats_w, stats) = per_core_stats(rx_cores.len());
-        let active = active::shared(active);
+        let active = active::shared(ActiveSet::default());
         let sample_stats = Arc::new(SampleStats::default());
         let sample_rings: Vec<Arc<ArrayQueue<SampleRec>>> = match &sampling {
             Some(s) => (0..rx_cores.len()).map(|_| Arc::new(ArrayQueue::new(s.ring_size))).collect(),
             None => Vec::new(),
+        };
+        let control = CaptureControl {
+            active: Arc::clone(&active),
+            writers: Vec::new(),
+            stats: stats.clone(),
+            published: Arc::new(Mutex::new(0)),
         };
         let mut dp = DataPlane {
             active,
@@ -91,8 +106,10 @@ impl DataPlane {
             sample_rings,
             sample_stats,
             stop: Arc::new(AtomicBool::new(false)),
+            unlaunched: Vec::new(),
             jobs: Vec::new(),
-            writer_tx: Vec::new(),
+            control,
+            stray: Vec::new(),
             writer_threads: Vec::new(),
             ports: Vec::new(),
             pool: Some(Arc::clone(&pool)),
@@ -113,19 +130,16 @@ impl DataPlane {
         }
 
         let Rings { by_core, by_writer } = Rings::new(rx_cores.len(), cfg.writer.threads, cfg.writer.ring_bytes);
-        let mut first_cmds = first_cmds;
         for (w, consumers) in by_writer.into_iter().enumerate() {
             let (tx, rx) = channel::unbounded();
-            for (_, cmd) in first_cmds.extract_if(.., |(to, _)| *to == w) {
-                let _ = tx.send(cmd);
-            }
-            let writer = Writer::new(format!("pcapd-writer{w}"), consumers, rx);
+            let writer = Writer::new(w, consumers, rx, tx.clone());
             let name = writer.name().to_string();
+            dp.stray.push(writer.stray_records());
             let h = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || writer.run())
                 .map_err(|source| DataPlaneError::Thread { name, source })?;
-            dp.writer_tx.push(tx);
+            dp.control.writers.push(tx);
             dp.writer_threads.push(h);
         }
 
@@ -142,7 +156,7 @@ impl DataPlane {
                     Arc::clone(&dp.sample_stats),
                 )
             });
-            let worker = crate::dataplane::rx::RxWorker {
+            let worker = RxWorker {
                 queues: qs,
                 active: Arc::clone(&dp.active),
                 rings: producers,
@@ -153,18 +167,27 @@ impl DataPlane {
                 wait_when_full,
                 sampler,
             };
-            dp.jobs.push(dpdk::launch(LcoreId(*core), move || worker.run())?);
+            dp.unlaunched.push((LcoreId(*core), worker));
         }
         Ok(dp)
     }
 
-    /// The command channel of writer `w`.
-    pub fn writer(&self, w: usize) -> &Sender<WriterCmd> {
-        &self.writer_tx[w]
+    /// Starts the RX lcores' poll loops (once; later calls do nothing).
+    pub fn launch_rx(&mut self) -> Result<(), DataPlaneError> {
+        for (core, worker) in std::mem::take(&mut self.unlaunched) {
+            self.jobs.push(dpdk::launch(core, move || worker.run())?);
+        }
+        Ok(())
     }
 
-    pub fn writers(&self) -> usize {
-        self.writer_tx.len()
+    /// Opens, publishes and closes captures (cheap to clone into the control plane).
+    pub fn control(&self) -> CaptureControl {
+        self.control.clone()
+    }
+
+    /// Records the writers dropped because no open sink held their lease (see `lease.rs`).
+    pub fn stray_records(&self) -> u64 {
+        self.stray.iter().map(|s| s.load(Relaxed)).sum()
     }
 
     /// Handles on the ports (for NIC counters elsewhere).
@@ -198,7 +221,7 @@ impl DataPlane {
     /// Stops RX, drains and closes every writer (their open files are finished).
     pub fn shutdown(&mut self) -> Result<(), String> {
         let rx = self.stop_rx();
-        for tx in &self.writer_tx {
+        for tx in &self.control.writers {
             let _ = tx.send(WriterCmd::Shutdown);
         }
         for h in self.writer_threads.drain(..) {
@@ -217,5 +240,69 @@ impl Drop for DataPlane {
         // Every mbuf is back: the writers drained the rings before exiting.
         self.pool = None;
         self.eal = None;
+    }
+}
+
+/// Why a capture could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Refused(#[from] OpenRefused),
+    #[error("writer thread {0} is not running")]
+    WriterGone(usize),
+    #[error("writer thread {writer} did not answer within {} ms", timeout.as_millis())]
+    NoAnswer { writer: usize, timeout: Duration },
+}
+
+/// The control side's door to the data plane: open a capture's sink (a writer issues a
+/// `Lease`), publish capture sets to the RX cores, and tell when they have left a set behind.
+#[derive(Clone)]
+pub struct CaptureControl {
+    active: SharedActiveSet,
+    writers: Vec<Sender<WriterCmd>>,
+    stats: StatsReader,
+    /// The version of the last published set; the lock also orders publications.
+    published: Arc<Mutex<u64>>,
+}
+
+impl CaptureControl {
+    pub fn writers(&self) -> usize {
+        self.writers.len()
+    }
+
+    /// Asks writer `writer` to open `sink` in a free slot and waits (up to `timeout`) for the
+    /// lease. A writer that answers after the timeout takes its slot back by itself.
+    pub fn open(
+        &self,
+        writer: usize,
+        sink: PcapSink,
+        counters: Arc<CaptureCounters>,
+        watch: Option<Watch>,
+        timeout: Duration,
+    ) -> Result<Lease, OpenError> {
+        let (reply, answer) = channel::bounded(1);
+        let tx = self.writers.get(writer).ok_or(OpenError::WriterGone(writer))?;
+        tx.send(WriterCmd::Open { sink: Box::new(sink), counters, watch, reply })
+            .map_err(|_| OpenError::WriterGone(writer))?;
+        match answer.recv_timeout(timeout) {
+            Ok(r) => Ok(r?),
+            Err(channel::RecvTimeoutError::Timeout) => Err(OpenError::NoAnswer { writer, timeout }),
+            Err(channel::RecvTimeoutError::Disconnected) => Err(OpenError::WriterGone(writer)),
+        }
+    }
+
+    /// Makes `set` the RX cores' capture set; returns its epoch (see `epoch_passed`).
+    pub fn publish(&self, mut set: ActiveSet) -> Epoch {
+        let mut version = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        *version += 1;
+        set.version = *version;
+        self.active.store(Arc::new(set));
+        Epoch(*version)
+    }
+
+    /// Whether no RX core uses a set published before `e` any more, and every record handed
+    /// off under one is published to the writers.
+    pub fn epoch_passed(&self, e: Epoch) -> bool {
+        self.stats.epoch_passed(e)
     }
 }

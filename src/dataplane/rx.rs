@@ -46,6 +46,7 @@ struct Scratch {
 
 impl RxWorker {
     pub fn run(mut self) {
+        let _polling = self.stats.polling();
         let mut burst = Burst::default();
         let mut sc = Scratch { takes: Vec::with_capacity(64), caplens: [0; BURST] };
         let mut empty_polls: u32 = 0;
@@ -70,7 +71,7 @@ impl RxWorker {
             }
             // One release store per ring and loop: the writers see this loop's records.
             self.rings.iter_mut().for_each(Producer::publish);
-            self.stats.record_loop();
+            self.stats.record_loop(set.version);
             if received > 0 || !self.idle_backoff {
                 empty_polls = 0;
                 continue;
@@ -165,7 +166,7 @@ impl RxWorker {
                 bits &= bits - 1;
                 let caplen = p.pkt_len().min(cap.snaplen);
                 let push = |ring: &mut Producer| {
-                    ring.push(cap.slot, ts.parts(cap.precision), p.pkt_len(), caplen, p.segments())
+                    ring.push(cap.tag, ts.parts(cap.precision), p.pkt_len(), caplen, p.segments())
                 };
                 let pushed = push(ring) || (self.wait_when_full && wait_for_room(ring, &self.stop, push));
                 if !pushed {

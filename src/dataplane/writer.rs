@@ -2,15 +2,16 @@
 //! on idle ticks, and close captures on command (after draining, so a capture's file holds every
 //! record RX handed off before the close).
 use std::path::PathBuf;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::active::CaptureCounters;
+use super::active::{Budget, CaptureCounters};
 use super::clock::realtime_ns;
 use super::handoff::{Consumer, Run};
+use super::lease::{Lease, LeaseTag, SlotTable, SLOTS_PER_WRITER};
 use crate::pcap::PcapSink;
 
 /// Bytes taken from one ring before looking at the next (fairness between RX cores).
@@ -19,18 +20,58 @@ const IDLE_MIN: Duration = Duration::from_micros(50);
 const IDLE_MAX: Duration = Duration::from_millis(2);
 
 pub enum WriterCmd {
-    /// Start writing records of `slot` into `sink`.
-    Open { slot: u16, sink: Box<PcapSink>, counters: Arc<CaptureCounters>, ack: Option<Sender<()>> },
-    /// Drain the rings, close the sink of `slot`, and report.
-    Close { slot: u16, reply: Sender<CloseReport> },
+    /// Take a free slot, write records tagged with its lease into `sink`, and reply with the
+    /// `Lease` (or why not). If `reply` is gone when the lease is ready (the caller gave up
+    /// waiting), the slot is taken back and the sink dropped (its partial file removed).
+    Open {
+        sink: Box<PcapSink>,
+        counters: Arc<CaptureCounters>,
+        watch: Option<Watch>,
+        reply: Sender<Result<Lease, OpenRefused>>,
+    },
+    /// Drain the rings, close the sink of `tag`, free its slot, and report (if asked to).
+    /// Sent only by `Lease` (closing or dropped): a slot is closed by its holder, once.
+    Close { tag: LeaseTag, reply: Option<Sender<CloseReport>> },
     /// Drain the rings, close every sink, and exit.
     Shutdown,
 }
 
-/// The outcome of a closed capture.
+/// Why a writer refused to open a capture.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenRefused {
+    #[error("{writer}: all {SLOTS_PER_WRITER} capture slots are in use")]
+    NoFreeSlot { writer: String },
+}
+
+/// What the writer tells the capture's owner about it while it runs (full captures; a one-shot
+/// capture polls its counters instead).
+pub struct Watch {
+    /// Reported once with `LimitReached` when exhausted.
+    pub budget: Arc<Budget>,
+    pub events: Sender<WriterEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriterEventKind {
+    /// The capture's packet or byte budget is used up: it is complete.
+    LimitReached,
+    /// The sink failed (disk full, I/O error); later records are dropped and counted.
+    Failed(String),
+}
+
+/// An event of the capture holding lease `tag` of writer `writer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterEvent {
+    pub writer: usize,
+    pub tag: LeaseTag,
+    pub kind: WriterEventKind,
+}
+
+/// The outcome of a closed capture. Sent once the slot is free again.
 #[derive(Debug)]
 pub struct CloseReport {
-    pub slot: u16,
+    pub writer: usize,
+    pub tag: LeaseTag,
     /// Finished files in order, or the first error (its files are removed).
     pub files: Result<Vec<PathBuf>, String>,
     pub packets: u64,
@@ -38,28 +79,53 @@ pub struct CloseReport {
 }
 
 struct SinkSlot {
+    tag: LeaseTag,
     sink: PcapSink,
     counters: Arc<CaptureCounters>,
     error: Option<String>,
     written_unpublished: u64,
+    watch: Option<Watch>,
+    /// `LimitReached` / `Failed` already sent.
+    told_limit: bool,
+    told_failure: bool,
 }
 
 pub struct Writer {
+    index: usize,
     name: String,
     /// Consumer ends, one per RX core.
     rings: Vec<Consumer>,
     cmds: Receiver<WriterCmd>,
+    /// Our own command channel, handed to each lease so that it can close itself.
+    cmds_tx: Sender<WriterCmd>,
+    slots: SlotTable,
     /// Open captures, by slot.
     sinks: Vec<Option<SinkSlot>>,
+    /// Records whose lease was not (or no longer) the one on their slot: dropped, counted.
+    stray: Arc<AtomicU64>,
 }
 
 impl Writer {
-    pub fn new(name: String, rings: Vec<Consumer>, cmds: Receiver<WriterCmd>) -> Self {
-        Writer { name, rings, cmds, sinks: Vec::new() }
+    pub fn new(index: usize, rings: Vec<Consumer>, cmds: Receiver<WriterCmd>, cmds_tx: Sender<WriterCmd>) -> Self {
+        Writer {
+            index,
+            name: format!("pcapd-writer{index}"),
+            rings,
+            cmds,
+            cmds_tx,
+            slots: SlotTable::new(),
+            sinks: (0..SLOTS_PER_WRITER).map(|_| None).collect(),
+            stray: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Records dropped because no open sink held their lease (see `lease.rs`).
+    pub fn stray_records(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.stray)
     }
 
     pub fn run(mut self) {
@@ -72,6 +138,7 @@ impl Writer {
                 }
             }
             if self.drain_once() > 0 {
+                self.tell();
                 idle = IDLE_MIN;
                 continue;
             }
@@ -83,6 +150,7 @@ impl Writer {
                     }
                 }
             }
+            self.tell();
             match self.cmds.recv_timeout(idle) {
                 Ok(cmd) => {
                     if !self.handle(cmd) {
@@ -98,47 +166,97 @@ impl Writer {
         }
     }
 
+    /// Sends each watched capture's news once: its budget ran out, its sink failed.
+    fn tell(&mut self) {
+        let writer = self.index;
+        for s in self.sinks.iter_mut().flatten() {
+            let Some(w) = &s.watch else { continue };
+            let send = |kind| {
+                let _ = w.events.send(WriterEvent { writer, tag: s.tag, kind });
+            };
+            if !s.told_failure {
+                if let Some(e) = &s.error {
+                    s.told_failure = true;
+                    send(WriterEventKind::Failed(e.clone()));
+                }
+            }
+            if !s.told_limit && w.budget.is_exhausted() {
+                s.told_limit = true;
+                send(WriterEventKind::LimitReached);
+            }
+        }
+    }
+
     /// Returns false when the thread should exit.
     fn handle(&mut self, cmd: WriterCmd) -> bool {
         match cmd {
-            WriterCmd::Open { slot, sink, counters, ack } => {
-                let i = usize::from(slot);
-                if self.sinks.len() <= i {
-                    self.sinks.resize_with(i + 1, || None);
-                }
-                self.sinks[i] = Some(SinkSlot { sink: *sink, counters, error: None, written_unpublished: 0 });
-                if let Some(ack) = ack {
-                    let _ = ack.send(());
+            WriterCmd::Open { sink, counters, watch, reply } => {
+                let Some(tag) = self.slots.take() else {
+                    let _ = reply.send(Err(OpenRefused::NoFreeSlot { writer: self.name.clone() }));
+                    return true;
+                };
+                self.sinks[tag.slot()] = Some(SinkSlot {
+                    tag,
+                    sink: *sink,
+                    counters,
+                    error: None,
+                    written_unpublished: 0,
+                    watch,
+                    told_limit: false,
+                    told_failure: false,
+                });
+                let lease = Lease::issue(self.index, tag, self.cmds_tx.clone());
+                if let Err(refused) = reply.send(Ok(lease)) {
+                    // Nobody waits for it: take the slot back (no record can carry its tag yet:
+                    // only the lease's holder could have published it to RX cores).
+                    if let Ok(lease) = refused.into_inner() {
+                        lease.disarm();
+                    }
+                    self.slots.give_back(tag);
+                    self.sinks[tag.slot()] = None;
                 }
                 true
             }
-            WriterCmd::Close { slot, reply } => {
+            WriterCmd::Close { tag, reply } => {
                 self.drain_published();
-                let report = match self.sinks.get_mut(usize::from(slot)).and_then(Option::take) {
-                    Some(s) => close(slot, s),
+                let report = match self.take_sink(tag) {
+                    Some(s) => close(self.index, s),
                     None => CloseReport {
-                        slot,
-                        files: Err(format!("capture slot {slot} is not open")),
+                        writer: self.index,
+                        tag,
+                        files: Err(format!("{}: capture {tag} is not open", self.name)),
                         packets: 0,
                         bytes: 0,
                     },
                 };
-                let _ = reply.send(report);
+                if let Some(reply) = reply {
+                    let _ = reply.send(report);
+                } else if let Err(e) = &report.files {
+                    tracing::warn!("{}: capture {tag} closed without its owner: {e}", self.name);
+                }
                 true
             }
             WriterCmd::Shutdown => {
                 self.drain_published();
-                for (slot, s) in self.sinks.iter_mut().enumerate() {
-                    if let Some(s) = s.take() {
-                        let r = close(slot as u16, s);
-                        if let Err(e) = r.files {
-                            tracing::error!("capture slot {slot} closed at shutdown: {e}");
+                for slot in 0..self.sinks.len() {
+                    let Some(tag) = self.sinks[slot].as_ref().map(|s| s.tag) else { continue };
+                    if let Some(s) = self.take_sink(tag) {
+                        if let Err(e) = close(self.index, s).files {
+                            tracing::error!("{}: capture {tag} closed at shutdown: {e}", self.name);
                         }
                     }
                 }
                 false
             }
         }
+    }
+
+    /// Takes the sink of `tag` out of its slot and frees the slot (if `tag` holds it).
+    fn take_sink(&mut self, tag: LeaseTag) -> Option<SinkSlot> {
+        if !self.slots.give_back(tag) {
+            return None;
+        }
+        self.sinks[tag.slot()].take()
     }
 
     /// Drains what the RX cores had published when called (their records of a capture that is
@@ -154,9 +272,9 @@ impl Writer {
     fn drain_once(&mut self) -> usize {
         let now = realtime_ns();
         let mut moved = 0;
-        let (name, sinks) = (&self.name, &mut self.sinks);
+        let (sinks, stray) = (&mut self.sinks, &self.stray);
         for ring in &mut self.rings {
-            moved += ring.drain(DRAIN_BYTES, |runs| runs.map(|run| write_run(name, sinks, &run, now)).sum::<u64>());
+            moved += ring.drain(DRAIN_BYTES, |runs| runs.map(|run| write_run(sinks, stray, &run, now)).sum::<u64>());
         }
         if moved > 0 {
             for s in self.sinks.iter_mut().flatten() {
@@ -170,14 +288,17 @@ impl Writer {
     }
 }
 
-/// Writes one run (whole PCAP records of one capture), or counts its records as dropped once
-/// the capture's sink has failed. Returns how many records the run held.
-fn write_run(name: &str, sinks: &mut [Option<SinkSlot>], run: &Run<'_>, now: u64) -> u64 {
-    let Some(Some(s)) = sinks.get_mut(usize::from(run.slot)) else {
-        // The control side opens a sink before publishing its capture to RX cores and closes it
-        // only after they stopped producing for it: a bug if reached.
-        tracing::error!("{name}: {} records for capture slot {} without an open file", run.count, run.slot);
-        return run.count;
+/// Writes one run (whole PCAP records of one capture) into the sink that holds its lease, or
+/// counts its records as dropped once that sink has failed, or as stray when no open sink holds
+/// the lease (an ended capture's late records: never written into another capture's file).
+/// Returns how many records the run held.
+fn write_run(sinks: &mut [Option<SinkSlot>], stray: &AtomicU64, run: &Run<'_>, now: u64) -> u64 {
+    let s = match sinks.get_mut(run.tag.slot()) {
+        Some(Some(s)) if s.tag == run.tag => s,
+        _ => {
+            stray.fetch_add(run.count, Relaxed);
+            return run.count;
+        }
     };
     if s.error.is_none() {
         match s.sink.write_records(run.records, run.count, now) {
@@ -192,7 +313,7 @@ fn write_run(name: &str, sinks: &mut [Option<SinkSlot>], run: &Run<'_>, now: u64
     run.count
 }
 
-fn close(slot: u16, s: SinkSlot) -> CloseReport {
+fn close(writer: usize, s: SinkSlot) -> CloseReport {
     let (packets, bytes) = (s.sink.packets(), s.sink.bytes());
     s.counters.written.fetch_add(s.written_unpublished, Relaxed);
     let files = match s.error {
@@ -200,5 +321,5 @@ fn close(slot: u16, s: SinkSlot) -> CloseReport {
         Some(e) => Err(e),
         None => s.sink.finish().map_err(|e| e.to_string()),
     };
-    CloseReport { slot, files, packets, bytes }
+    CloseReport { writer, tag: s.tag, files, packets, bytes }
 }
