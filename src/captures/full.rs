@@ -537,3 +537,208 @@ pub fn spool_files(dir: &Path) -> std::io::Result<Vec<(u32, PathBuf)>> {
     v.sort();
     Ok(v)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::captures::model::CaptureType;
+    use crate::dataplane::testing::{without_dpdk, FakeRx, Stop};
+    use crate::db::{Db, StoreError};
+    use crate::filter::FilterV1;
+
+    /// An untagged IPv4 frame of `protocol` with ports, whose last byte is `n`.
+    fn ipv4(protocol: u8, n: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 64];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let ip = &mut f[14..34];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&50u16.to_be_bytes());
+        ip[8] = 64;
+        ip[9] = protocol;
+        ip[12..16].copy_from_slice(&[192, 0, 2, 1]);
+        ip[16..20].copy_from_slice(&[192, 0, 2, 2]);
+        f[34..38].copy_from_slice(&[0x30, 0x39, 0x01, 0xbb]);
+        f[63] = n;
+        f
+    }
+
+    struct Rig {
+        rt: FullRuntime,
+        db: Arc<Db>,
+        rx: Vec<FakeRx>,
+        stop: Stop,
+        _dir: tempfile::TempDir,
+    }
+
+    fn rig(store: impl Fn(Arc<Db>) -> Arc<dyn CaptureRecords>) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(&dir.path().join("pcapd.db")).unwrap());
+        let (control, rx, stop) = without_dpdk(1, 1);
+        let (upload_wake, _) = channel::bounded(1);
+        let ctx = FullContext {
+            control,
+            spool_dir: dir.path().join("spool"),
+            node: "test".into(),
+            colos: vec!["lhr".into()],
+            rotate: RotatePolicy::default(),
+            precision: Precision::Nanos,
+            uploads: db.clone(),
+            upload_wake,
+        };
+        let rt = FullRuntime::new(ctx, store(Arc::clone(&db))).unwrap();
+        Rig { rt, db, rx, stop, _dir: dir }
+    }
+
+    fn full(account: char, filter: &str) -> Capture {
+        Capture {
+            colo_name: Some("lhr".into()),
+            destination_conf: Some("s3://bucket/dir?region=us-east-1".into()),
+            packets_captured: Some(0),
+            ..Capture::new(
+                &account.to_string().repeat(32),
+                CaptureType::Full,
+                chrono::Utc::now(),
+                300,
+                &FilterV1::from_json_str(filter).unwrap(),
+            )
+        }
+    }
+
+    impl Rig {
+        fn status(&self, c: &Capture) -> Capture {
+            self.db.get(&c.account, &c.id).unwrap().unwrap()
+        }
+
+        /// Plays the RX core (current set, `frames`) until `done` holds.
+        fn poll_until(&mut self, frames: &[Vec<u8>], done: impl Fn(&Rig) -> bool) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !done(self) {
+                assert!(Instant::now() < deadline, "timed out");
+                self.rx[0].step(frames, 1);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+
+        /// The frames in the files a capture queued for upload.
+        fn uploaded(&self, c: &Capture) -> Vec<Vec<u8>> {
+            let jobs = crate::upload::UploadQueue::uploads_of(self.db.as_ref(), &c.id).unwrap();
+            jobs.iter().flat_map(|j| crate::dataplane::writer::tests::frames_in(Path::new(&j.path))).collect()
+        }
+    }
+
+    /// Regression: ending a full capture freed its slot before the RX cores had left it behind,
+    /// so another account's capture started in that window took the same slot and writer, and
+    /// the first capture's records still in flight were written into the second one's file
+    /// (and so into the other account's bucket). Here the RX core holds the old set on purpose.
+    #[test]
+    fn a_capture_ending_while_another_account_starts_never_gets_its_packets() {
+        let mut rig = rig(|db| db);
+        let (udp, tcp) = (ipv4(17, 1), ipv4(6, 2));
+        let both = [udp.clone(), tcp.clone()];
+        let a = rig.rt.start(full('a', r#"{"protocol":17}"#)).unwrap();
+        assert_eq!(a.status, Status::Running);
+        for _ in 0..3 {
+            rig.rx[0].step(&both, 1);
+        }
+        let with_a = rig.rx[0].active.load_full();
+        rig.rt.request_stop(&a.id);
+        rig.poll_until(&[], |r| r.rx[0].active.load().captures.is_empty());
+        // The RX core has not finished a loop with the new set: A's lease is still out.
+        let b = rig.rt.start(full('b', r#"{"protocol":6}"#)).unwrap();
+        let b_tag = rig.rx[0].active.load().captures[0].tag();
+        assert_ne!(b_tag.slot(), with_a.captures[0].tag().slot(), "B may not take A's slot while A is open");
+        // Late records of A from the old set, then B's.
+        for _ in 0..3 {
+            rig.rx[0].step_with(&with_a, &both, 2);
+        }
+        rig.poll_until(&both, |r| r.status(&a).status == Status::ConversionPending);
+        rig.rt.request_stop(&b.id);
+        rig.poll_until(&both, |r| r.status(&b).status == Status::ConversionPending);
+        let (got_a, got_b) = (rig.uploaded(&a), rig.uploaded(&b));
+        assert_eq!(got_a, vec![udp; 6], "A's file holds A's packets, the late ones too");
+        assert!(!got_b.is_empty() && got_b.iter().all(|f| *f == tcp), "B's file holds only B's packets");
+        assert_eq!(rig.status(&a).packets_captured, Some(6));
+        assert_eq!(rig.stop.stray_records(), 0);
+    }
+
+    /// A store that fails the first update to `running`.
+    struct FailsRunning(Arc<Db>, AtomicBool);
+
+    impl CaptureRecords for FailsRunning {
+        fn insert(&self, c: &Capture) -> Result<(), StoreError> {
+            self.0.insert(c)
+        }
+        fn update(&self, c: &Capture) -> Result<(), StoreError> {
+            if c.status == Status::Running && !self.1.swap(true, Relaxed) {
+                return Err(StoreError::Sqlite(rusqlite::Error::InvalidQuery));
+            }
+            self.0.update(c)
+        }
+        fn get(&self, account: &str, id: &str) -> Result<Option<Capture>, StoreError> {
+            self.0.get(account, id)
+        }
+        fn list(&self, account: &str, limit: usize) -> Result<Vec<Capture>, StoreError> {
+            self.0.list(account, limit)
+        }
+        fn unfinished(&self) -> Result<Vec<Capture>, StoreError> {
+            self.0.unfinished()
+        }
+    }
+
+    /// Regression: a start that failed after publishing (store update, thread spawn) left the
+    /// capture in the RX set forever, its slot taken and its file open.
+    #[test]
+    fn a_start_that_fails_after_publishing_rolls_back_completely() {
+        let mut rig = rig(|db| Arc::new(FailsRunning(db, AtomicBool::new(false))));
+        let c = full('a', "{}");
+        let rt = &rig.rt;
+        let answer = std::thread::scope(|s| {
+            let h = s.spawn(|| rt.start(c.clone()));
+            // The rollback waits for the RX core to leave the capture behind: play it.
+            while !h.is_finished() {
+                rig.rx[0].step(&[ipv4(17, 1)], 1);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            h.join().unwrap()
+        });
+        let err = answer.unwrap_err();
+        assert!(matches!(err, StartError::Failed(_)), "{err:?}");
+        let stored = rig.status(&c);
+        assert_eq!(stored.status, Status::Failed);
+        assert!(stored.error_message.unwrap().contains("cannot store the capture as running"));
+        assert!(rig.rx[0].active.load().captures.is_empty(), "unpublished");
+        assert!(!rig.rt.ctx.spool(&c.id).exists(), "its spool is removed");
+        assert!(rig.rt.counters().is_empty());
+        // The lease came back: the next capture gets the same slot, and the account may start.
+        let again = rig.rt.start(full('a', "{}")).unwrap();
+        assert_eq!(again.status, Status::Running);
+        assert_eq!(rig.rx[0].active.load().captures[0].tag().slot(), 0);
+        rig.rt.request_stop(&again.id);
+        rig.poll_until(&[], |r| r.status(&again).status == Status::ConversionPending);
+    }
+
+    #[test]
+    fn one_capture_per_account_and_a_full_appliance_is_unavailable_not_an_error() {
+        let rig = rig(|db| db);
+        let a = rig.rt.start(full('a', "{}")).unwrap();
+        match rig.rt.start(full('a', "{}")) {
+            Err(StartError::Conflict(id)) => assert_eq!(id, a.id),
+            other => panic!("{other:?}"),
+        }
+        // Fill the appliance: ActiveSet::MAX_CAPTURES accounts.
+        for i in 1..ActiveSet::MAX_CAPTURES {
+            let mut c = full('b', "{}");
+            c.account = format!("{:032x}", i);
+            rig.rt.start(c).unwrap();
+        }
+        let mut c = full('c', "{}");
+        c.account = "c".repeat(32);
+        match rig.rt.start(c.clone()) {
+            Err(StartError::Unavailable(m)) => assert!(m.contains("already running"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(rig.db.get(&c.account, &c.id).unwrap().is_none(), "nothing stored for a refused start");
+    }
+}

@@ -306,3 +306,100 @@ impl CaptureControl {
         self.stats.epoch_passed(e)
     }
 }
+
+/// Writer threads, rings and capture control without DPDK, for tests that play the RX cores
+/// themselves (and so can hold an old capture set as long as they like).
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::dataplane::handoff::Producer;
+    use crate::dataplane::stats::{Polling, StatsWriter};
+
+    /// Plays one RX core: matches frames against a capture set and hands them off like `rx.rs`.
+    pub(crate) struct FakeRx {
+        pub active: SharedActiveSet,
+        producers: Vec<Producer>,
+        stats: StatsWriter,
+        _polling: Polling,
+    }
+
+    impl FakeRx {
+        /// One poll loop over `frames` with the newest set.
+        pub(crate) fn step(&mut self, frames: &[Vec<u8>], ts_ns: u64) {
+            let set = self.active.load_full();
+            self.step_with(&set, frames, ts_ns);
+        }
+
+        /// One poll loop over `frames` with `set` (maybe an old one).
+        pub(crate) fn step_with(&mut self, set: &ActiveSet, frames: &[Vec<u8>], ts_ns: u64) {
+            for f in frames {
+                let key = crate::wire::parse_general(f);
+                for cap in &set.captures {
+                    let len = f.len() as u32;
+                    if cap.matcher.matches(&key) && cap.budget.take(&[len]) == 1 {
+                        let ts = crate::pcap::format::Stamp::new(ts_ns).parts(cap.precision);
+                        let pushed = self.producers[cap.writer].push(cap.tag, ts, len, len, std::iter::once(&f[..]));
+                        assert!(pushed, "test ring full");
+                        cap.counters.matched.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            self.producers.iter_mut().for_each(Producer::publish);
+            self.stats.record_loop(set.version);
+        }
+    }
+
+    /// `writers` writer threads fed by `cores` fake RX cores. Dropping the returned `Stop`
+    /// shuts the writers down (closing what is open) and joins them.
+    pub(crate) fn without_dpdk(cores: usize, writers: usize) -> (CaptureControl, Vec<FakeRx>, Stop) {
+        let active = active::shared(ActiveSet::default());
+        let (stats_w, stats) = per_core_stats(cores);
+        let Rings { by_core, by_writer } = Rings::new(cores, writers, handoff::MIN_RING_BYTES);
+        let mut control =
+            CaptureControl { active: Arc::clone(&active), writers: Vec::new(), stats, published: Arc::default() };
+        let mut threads = Vec::new();
+        let mut stray = Vec::new();
+        for (w, consumers) in by_writer.into_iter().enumerate() {
+            let (tx, rx) = channel::unbounded();
+            let writer = Writer::new(w, consumers, rx, tx.clone());
+            stray.push(writer.stray_records());
+            threads.push(std::thread::spawn(move || writer.run()));
+            control.writers.push(tx);
+        }
+        let fakes = by_core
+            .into_iter()
+            .zip(stats_w)
+            .map(|(producers, stats)| FakeRx {
+                active: Arc::clone(&active),
+                producers,
+                _polling: stats.polling(),
+                stats,
+            })
+            .collect();
+        let stop = Stop { writers: control.writers.clone(), threads, stray };
+        (control, fakes, stop)
+    }
+
+    pub(crate) struct Stop {
+        writers: Vec<Sender<WriterCmd>>,
+        threads: Vec<JoinHandle<()>>,
+        stray: Vec<Arc<AtomicU64>>,
+    }
+
+    impl Stop {
+        pub(crate) fn stray_records(&self) -> u64 {
+            self.stray.iter().map(|s| s.load(Relaxed)).sum()
+        }
+    }
+
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.writers.iter().for_each(|w| {
+                let _ = w.send(WriterCmd::Shutdown);
+            });
+            self.threads.drain(..).for_each(|t| {
+                let _ = t.join();
+            });
+        }
+    }
+}

@@ -323,3 +323,111 @@ fn close(writer: usize, s: SinkSlot) -> CloseReport {
     };
     CloseReport { writer, tag: s.tag, files, packets, bytes }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crossbeam::channel;
+
+    use crate::dataplane::active::{ActiveCapture, ActiveSet, Budget, CaptureCounters};
+    use crate::dataplane::lease::Lease;
+    use crate::dataplane::testing::without_dpdk;
+    use crate::filter::FilterV1;
+    use crate::pcap::{PcapSink, Precision, RotatePolicy};
+
+    /// An Ethernet frame whose last byte says which one it is.
+    pub(crate) fn frame(n: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 60];
+        f[12..14].copy_from_slice(&[0x88, 0xb5]); // local experimental ethertype
+        f[59] = n;
+        f
+    }
+
+    /// The frames of a classic PCAP file, read without pcapd's code.
+    pub(crate) fn frames_in(path: &Path) -> Vec<Vec<u8>> {
+        let b = std::fs::read(path).unwrap();
+        let (mut at, mut out) = (24, Vec::new());
+        while at < b.len() {
+            let caplen = u32::from_le_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
+            out.push(b[at + 16..at + 16 + caplen].to_vec());
+            at += 16 + caplen;
+        }
+        out
+    }
+
+    fn set_of(lease: &Lease) -> ActiveSet {
+        ActiveSet::new(vec![ActiveCapture::new(
+            lease,
+            FilterV1::default().compile(),
+            65_535,
+            Precision::Nanos,
+            Arc::new(Budget::new(None, None)),
+            Arc::new(CaptureCounters::default()),
+        )])
+    }
+
+    #[test]
+    fn records_of_an_ended_lease_never_reach_the_next_capture_in_its_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (control, mut rx, stop) = without_dpdk(1, 1);
+        let open = |name: &str| {
+            let sink = PcapSink::create(&dir.path().join(name), RotatePolicy::default(), Precision::Nanos, 65_535);
+            let counters = Arc::new(CaptureCounters::default());
+            control.open(0, sink.unwrap(), counters, None, Duration::from_secs(5)).unwrap()
+        };
+        let close = |lease: Lease| {
+            let (tx, report) = channel::bounded(1);
+            assert!(lease.close(tx));
+            report.recv().unwrap()
+        };
+        let a = open("a.pcap");
+        let a_set = set_of(&a);
+        let a_tag = a.tag();
+        rx[0].step_with(&a_set, &[frame(1)], 1);
+        let r = close(a);
+        assert_eq!((r.tag, r.packets), (a_tag, 1));
+
+        // The slot is free again and goes to the next capture, under a new generation.
+        let b = open("b.pcap");
+        assert_eq!(b.tag().slot(), a_tag.slot());
+        assert_ne!(b.tag(), a_tag);
+        let b_set = set_of(&b);
+        // An RX core still on A's set hands off a record of A late; then one of B.
+        rx[0].step_with(&a_set, &[frame(2)], 2);
+        rx[0].step_with(&b_set, &[frame(3)], 3);
+        let r = close(b);
+        assert_eq!(r.packets, 1);
+        assert_eq!(frames_in(&dir.path().join("a.pcap")), vec![frame(1)]);
+        assert_eq!(frames_in(&dir.path().join("b.pcap")), vec![frame(3)], "A's late record is not in B's file");
+        assert_eq!(stop.stray_records(), 1, "it was counted as stray");
+    }
+
+    #[test]
+    fn a_writer_with_every_slot_leased_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (control, _rx, _stop) = without_dpdk(1, 1);
+        let open = |i: usize| {
+            let sink =
+                PcapSink::create(&dir.path().join(format!("{i}.pcap")), RotatePolicy::default(), Precision::Nanos, 100);
+            control.open(0, sink.unwrap(), Arc::default(), None, Duration::from_secs(5))
+        };
+        let leases: Vec<Lease> = (0..crate::dataplane::lease::SLOTS_PER_WRITER).map(|i| open(i).unwrap()).collect();
+        let err = open(999).unwrap_err();
+        assert!(err.to_string().contains("all 64 capture slots are in use"), "{err}");
+        assert!(!dir.path().join("999.pcap").exists() && !dir.path().join(".999.pcap.partial").exists());
+        // A dropped lease gives its slot back (the writer closes it).
+        drop(leases);
+        let mut again = open(1000);
+        for _ in 0..100 {
+            if again.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            again = open(1000);
+        }
+        assert!(again.is_ok());
+    }
+}
