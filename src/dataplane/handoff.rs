@@ -367,11 +367,10 @@ impl<'a> Iterator for Runs<'a> {
             self.run += 1;
             self.data += bytes;
         }
-        // SAFETY: as above, for the runs' bytes, which never cross the end of the ring.
-        found.map(|(slot, at, bytes, count)| Run {
-            tag: LeaseTag::from_raw(slot),
-            records: unsafe { self.ring.bytes(at, bytes) },
-            count,
+        found.map(|(slot, at, bytes, count)| {
+            // SAFETY: as above, for the runs' bytes, which never cross the end of the ring.
+            let records = unsafe { self.ring.bytes(at, bytes) };
+            Run { tag: LeaseTag::from_raw(slot), records, count }
         })
     }
 }
