@@ -486,15 +486,39 @@ fn disk_full_fails_that_capture_and_nothing_else() {
 }
 
 /// POST as another account.
-fn post_other(app: &Appliance, path: &str, body: &Value) -> Resp {
+/// A call as the other account (B).
+fn call_other(app: &Appliance, method: &str, path: &str, body: Option<&Value>) -> Resp {
     let url = format!("{}/client/v4/accounts/{OTHER_ACCOUNT}{path}", app.base);
+    let body = body.map(|b| b.to_string().into_bytes());
     call(
-        "POST",
+        method,
         &url,
         &[("Authorization", &bearer(OTHER_TOKEN)), ("Content-Type", "application/json")],
-        Some(body.to_string().as_bytes()),
+        body.as_deref(),
     )
 }
+
+fn post_other(app: &Appliance, path: &str, body: &Value) -> Resp {
+    call_other(app, "POST", path, Some(body))
+}
+
+/// Account B registers and validates its own destination (`<dir>/` of the bucket).
+fn own_other(app: &Appliance, m: &Moto, destination_conf: &str, dir: &str, tmp: &Path) {
+    let o =
+        post_other(app, "/pcaps/ownership", &json!({ "destination_conf": destination_conf })).json()["result"].clone();
+    let file = tmp.join("b.txt");
+    m.get(BUCKET, &format!("{dir}/{}", o["filename"].as_str().unwrap()), &file);
+    let r = post_other(
+        app,
+        "/pcaps/ownership/validate",
+        &json!({"destination_conf": destination_conf, "ownership_challenge": std::fs::read_to_string(&file).unwrap()}),
+    );
+    assert_eq!(r.status, 200);
+}
+
+/// UDP anywhere the filter looks (IPv4, IPv6 with extension headers, up to two VLAN tags).
+const TCPDUMP_UDP: &str = "(ip[0] >= 0x45 and ip[0] <= 0x4f and ip proto 17) or ip6 protochain 17 or (vlan and (ip proto 17 or ip6 protochain 17 or (vlan and (ip proto 17 or ip6 protochain 17))))";
+const TCPDUMP_TCP: &str = "(ip[0] >= 0x45 and ip[0] <= 0x4f and ip proto 6) or ip6 protochain 6 or (vlan and (ip proto 6 or ip6 protochain 6 or (vlan and (ip proto 6 or ip6 protochain 6))))";
 
 #[test]
 fn two_accounts_capture_at_once_each_gets_only_its_packets() {
@@ -502,21 +526,12 @@ fn two_accounts_capture_at_once_each_gets_only_its_packets() {
     let app = live_appliance(&m, &veth, &input, &data, 100_000_000);
     let (da, db) = (dest("acct-a"), dest("acct-b"));
     own(&app, &m, BUCKET, &da, "acct-a", tmp.path());
-    // Account B registers and validates its own destination.
-    let o = post_other(&app, "/pcaps/ownership", &json!({ "destination_conf": db })).json()["result"].clone();
-    let file = tmp.path().join("b.txt");
-    m.get(BUCKET, &format!("acct-b/{}", o["filename"].as_str().unwrap()), &file);
-    let r = post_other(
-        &app,
-        "/pcaps/ownership/validate",
-        &json!({"destination_conf": db, "ownership_challenge": std::fs::read_to_string(&file).unwrap()}),
-    );
-    assert_eq!(r.status, 200);
+    own_other(&app, &m, &db, "acct-b", tmp.path());
     // A's validation does not let B use A's bucket.
     let r = post_other(&app, "/pcaps", &full(json!({}), json!({"packet_limit": 5}), &da));
     assert_eq!(r.status, 400);
 
-    let udp = datas(&tcpdump(&input, "(ip[0] >= 0x45 and ip[0] <= 0x4f and ip proto 17) or ip6 protochain 17 or (vlan and (ip proto 17 or ip6 protochain 17 or (vlan and (ip proto 17 or ip6 protochain 17))))", tmp.path()));
+    let udp = datas(&tcpdump(&input, TCPDUMP_UDP, tmp.path()));
     let v6 = datas(&tcpdump(&input, "ip6 src host 2001:db8::1 or (vlan and ip6 src host 2001:db8::1)", tmp.path()));
     let ra = post(&app, "/pcaps", &full(json!({"protocol": 17}), json!({"packet_limit": udp.len()}), &da));
     let rb = post_other(
@@ -548,4 +563,91 @@ fn two_accounts_capture_at_once_each_gets_only_its_packets() {
     assert_eq!(datas(&bucket_packets(&m, BUCKET, &format!("acct-b/{idb}/"), tmp.path()).1), v6);
     // Neither account sees the other's capture.
     assert_eq!(call("GET", &app.url(&format!("/pcaps/{idb}")), &[AUTH], None).status, 404);
+}
+
+/// Stress for the cross-account write (a full capture's slot was freed before the RX cores left
+/// it, so the next capture, of another account, could get its packets): two accounts start and
+/// stop full captures with disjoint filters over and over on live traffic, each start right
+/// after the other account's stop; every object in each account's prefix holds only packets
+/// its filter selects, as tcpdump decides.
+#[test]
+fn two_accounts_starting_and_stopping_full_captures_never_share_packets() {
+    let Rig { tmp, m, veth, input, data, .. } = Rig::new("s");
+    let app = live_appliance(&m, &veth, &input, &data, 100_000_000);
+    let (da, db) = (dest("stress-a"), dest("stress-b"));
+    own(&app, &m, BUCKET, &da, "stress-a", tmp.path());
+    own_other(&app, &m, &db, "stress-b", tmp.path());
+    let udp: std::collections::HashSet<Vec<u8>> =
+        datas(&tcpdump(&input, TCPDUMP_UDP, tmp.path())).into_iter().collect();
+    let tcp: std::collections::HashSet<Vec<u8>> =
+        datas(&tcpdump(&input, TCPDUMP_TCP, tmp.path())).into_iter().collect();
+    assert!(!udp.is_empty() && !tcp.is_empty() && udp.is_disjoint(&tcp));
+
+    let mut sender = veth.replay_bg(&input, 4_000, 100_000);
+    // Start, retrying while the account's previous capture is still closing (409).
+    let start = |as_b: bool| -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = if as_b {
+                post_other(&app, "/pcaps", &full(json!({"protocol": 6}), json!({}), &db))
+            } else {
+                post(&app, "/pcaps", &full(json!({"protocol": 17}), json!({}), &da))
+            };
+            if r.status == 200 {
+                return r.json()["result"]["id"].as_str().unwrap().to_string();
+            }
+            assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+            assert!(Instant::now() < deadline, "the account's previous capture did not close");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let stop = |id: &str, as_b: bool| {
+        let path = format!("/pcaps/{id}/stop");
+        let r = if as_b { call_other(&app, "PUT", &path, None) } else { call("PUT", &app.url(&path), &[AUTH], None) };
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    };
+    let (mut ids_a, mut ids_b) = (Vec::new(), Vec::new());
+    ids_a.push(start(false));
+    for round in 0..12u64 {
+        std::thread::sleep(Duration::from_millis(40 + round * 17 % 150));
+        ids_b.push(start(true));
+        stop(ids_a.last().unwrap(), false);
+        ids_a.push(start(false));
+        std::thread::sleep(Duration::from_millis(30 + round * 29 % 120));
+        stop(ids_b.last().unwrap(), true);
+    }
+    stop(ids_a.last().unwrap(), false);
+    let _ = sender.kill();
+    let _ = sender.wait();
+
+    let status_of = |id: &str, as_b: bool| -> Value {
+        let r = if as_b {
+            call_other(&app, "GET", &format!("/pcaps/{id}"), None)
+        } else {
+            call("GET", &app.url(&format!("/pcaps/{id}")), &[AUTH], None)
+        };
+        r.json()["result"].clone()
+    };
+    let (mut total_a, mut total_b) = (0, 0);
+    for (ids, as_b, dir, want) in [(&ids_a, false, "stress-a", &udp), (&ids_b, true, "stress-b", &tcp)] {
+        for id in ids {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let done = loop {
+                let v = status_of(id, as_b);
+                if v["status"] == "success" || v["status"] == "failed" {
+                    break v;
+                }
+                assert!(Instant::now() < deadline, "capture {id} is {v}");
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            assert_eq!(done["status"], "success", "{done}");
+            let (_, pkts) = bucket_packets(&m, BUCKET, &format!("{dir}/{id}/"), tmp.path());
+            assert_eq!(done["packets_captured"], pkts.len(), "{done}");
+            for p in datas(&pkts) {
+                assert!(want.contains(&p), "{dir}/{id} holds a packet its filter does not select: {p:02x?}");
+            }
+            *(if as_b { &mut total_b } else { &mut total_a }) += pkts.len();
+        }
+    }
+    assert!(total_a > 0 && total_b > 0, "both accounts captured something: {total_a} {total_b}");
 }
