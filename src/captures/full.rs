@@ -269,7 +269,11 @@ impl Lifecycle {
             }
         }
         for id in gone {
-            self.finish(&id, Err("the writer thread exited".into()), 0);
+            // Its writer closed the file at shutdown; the capture stays `running` in the store
+            // and the next start uploads what was written (as after a crash).
+            tracing::warn!("capture {id}: its writer exited first; left for the next start to upload");
+            self.live.remove(&id);
+            self.publish_view();
         }
         if self.live.is_empty() {
             self.stop_all.drain(..).for_each(|r| {
