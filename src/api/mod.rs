@@ -1,6 +1,11 @@
 //! The admin API: Cloudflare's `/client/v4/accounts/{account_id}/pcaps` routes, `/metrics`,
 //! `/healthz`, `/readyz`. axum on hyper; every response is Cloudflare's envelope, including
 //! 404 (unknown route), 405 (wrong method) and 413 (body too large).
+//!
+//! The runtime has two async workers, and `/healthz` must answer while captures are being
+//! created or listed. So no handler blocks one: SQLite (one mutex, `synchronous=FULL`), file
+//! reads and the manager's waits run through [`blocking`] on tokio's blocking pool; only
+//! object-store calls, which are async, run on the workers themselves.
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,6 +67,19 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
+/// Runs `f` (SQLite, file I/O, waits on the manager) on tokio's blocking pool, off the async
+/// workers. A panic in `f` becomes a 500 envelope, like any other internal error.
+pub(crate) async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(e) => Err(ApiError::internal(format!("the request's worker failed: {e}"))),
+    }
+}
+
 async fn no_route() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, code::NO_ROUTE, "No route for the URI")
 }
@@ -78,10 +96,17 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn metrics_text(State(s): State<AppState>) -> Response {
-    let mut body = metrics::render(s.dataplane.as_ref(), &s.metrics, s.manager.running());
-    metrics::render_uploads(&mut body, &s.uploads, s.manager.full_runtime().map(|f| f.counters()).unwrap_or_default());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+async fn metrics_text(State(s): State<AppState>) -> Result<Response, ApiError> {
+    // The full captures' counters sit behind the lock a capture's start holds while it waits
+    // for its writer (up to 5 s).
+    let body = blocking(move || {
+        let mut body = metrics::render(s.dataplane.as_ref(), &s.metrics, s.manager.running());
+        let full = s.manager.full_runtime().map(|f| f.counters()).unwrap_or_default();
+        metrics::render_uploads(&mut body, &s.uploads, full);
+        Ok::<_, ApiError>(body)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response())
 }
 
 async fn record_metrics(State(s): State<AppState>, req: Request, next: Next) -> Response {

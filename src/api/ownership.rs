@@ -9,8 +9,9 @@ use serde_json::Value;
 use super::auth::{Authorized, ReadAccess, WriteAccess};
 use super::envelope::{ok, ApiError};
 use super::pcaps::body_bytes;
-use super::AppState;
+use super::{blocking, AppState};
 use crate::captures::model::is_id;
+use crate::db::StoreError;
 use crate::upload::ownership::{self, OwnershipError};
 
 impl From<OwnershipError> for ApiError {
@@ -18,8 +19,14 @@ impl From<OwnershipError> for ApiError {
         match e {
             OwnershipError::Invalid(m) => ApiError::invalid(m),
             OwnershipError::NotFound => ApiError::not_found("ownership not found"),
-            OwnershipError::Store(e) => ApiError::internal(e.to_string()),
+            OwnershipError::Store(e) => e.into(),
         }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::internal(e.to_string())
     }
 }
 
@@ -47,12 +54,14 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let f = fields(&body_bytes(body)?, &["destination_conf"])?;
-    let o = ownership::create(&s.stores, s.ownerships.as_ref(), &account, &f[0]).await?;
+    // The bucket write stays on the async worker; only the record goes to the blocking pool.
+    let o = ownership::write_challenge(&s.stores, &account, &f[0]).await?;
+    let o = blocking(move || s.ownerships.put_ownership(&o).map(|()| o)).await?;
     Ok(ok(o.to_api()))
 }
 
 pub async fn list(State(s): State<AppState>, Authorized(account): ReadAccess) -> Result<Response, ApiError> {
-    let all = s.ownerships.ownerships(&account).map_err(|e| ApiError::internal(e.to_string()))?;
+    let all = blocking(move || s.ownerships.ownerships(&account)).await?;
     Ok(ok(Value::Array(all.iter().map(|o| o.to_api()).collect())))
 }
 
@@ -62,7 +71,7 @@ pub async fn validate(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let f = fields(&body_bytes(body)?, &["destination_conf", "ownership_challenge"])?;
-    let o = ownership::validate(s.ownerships.as_ref(), &account, &f[0], &f[1])?;
+    let o = blocking(move || ownership::validate(s.ownerships.as_ref(), &account, &f[0], &f[1])).await?;
     Ok(ok(o.to_api()))
 }
 
@@ -71,7 +80,7 @@ pub async fn delete(
     Authorized(account): WriteAccess,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    if !is_id(&id) || !s.ownerships.delete_ownership(&account, &id).map_err(|e| ApiError::internal(e.to_string()))? {
+    if !is_id(&id) || !blocking(move || s.ownerships.delete_ownership(&account, &id)).await? {
         return Err(OwnershipError::NotFound.into());
     }
     Ok(StatusCode::NO_CONTENT.into_response())

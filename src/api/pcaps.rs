@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::auth::{Authorized, ReadAccess, WriteAccess};
 use super::envelope::{code, ok, ApiError};
-use super::AppState;
+use super::{blocking, AppState};
 use crate::captures::manager::ManagerError;
 use crate::captures::model::is_id;
 use crate::captures::request::parse_create;
@@ -64,15 +64,13 @@ pub async fn create(
     let body = body_bytes(body)?;
     let req = parse_create(&body, Utc::now(), s.full_time_limit_max)
         .map_err(|e| ApiError::invalid(format!("{}: {}", e.field, e.message)))?;
-    let m = s.manager.clone();
-    let c = tokio::task::spawn_blocking(move || m.create(&account, req, Utc::now()))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    // A full capture waits up to 5 s for its writer's acknowledgement.
+    let c = blocking(move || s.manager.create(&account, req, Utc::now())).await?;
     Ok(ok(c.to_api()))
 }
 
 pub async fn list(State(s): State<AppState>, Authorized(account): ReadAccess) -> Result<Response, ApiError> {
-    let caps = s.manager.list(&account)?;
+    let caps = blocking(move || s.manager.list(&account)).await?;
     Ok(ok(Value::Array(caps.iter().map(|c| c.to_api()).collect())))
 }
 
@@ -82,7 +80,8 @@ pub async fn get_one(
     Path((_, pcap_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     check_id(&pcap_id)?;
-    Ok(ok(s.manager.get(&account, &pcap_id)?.to_api()))
+    let c = blocking(move || s.manager.get(&account, &pcap_id)).await?;
+    Ok(ok(c.to_api()))
 }
 
 pub async fn download(
@@ -91,11 +90,8 @@ pub async fn download(
     Path((_, pcap_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     check_id(&pcap_id)?;
-    let m = s.manager.clone();
     let id = pcap_id.clone();
-    let bytes = tokio::task::spawn_blocking(move || m.download(&account, &id))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let bytes = blocking(move || s.manager.download(&account, &id)).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/vnd.tcpdump.pcap".to_string()),
@@ -112,5 +108,7 @@ pub async fn stop(
     Path((_, pcap_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     check_id(&pcap_id)?;
-    Ok(ok(s.manager.stop(&account, &pcap_id)?.to_api()))
+    // `stop` may wait on the gate a full capture's creation holds.
+    let c = blocking(move || s.manager.stop(&account, &pcap_id)).await?;
+    Ok(ok(c.to_api()))
 }

@@ -1,6 +1,9 @@
-//! Bucket ownership: `create` writes `<dir>/ownership-challenge-<id>.txt` holding a random token
-//! into the destination; the user reads it and posts it to `validate`, compared in constant
-//! time. Only destinations with a `success` ownership take full captures.
+//! Bucket ownership: `write_challenge` writes `<dir>/ownership-challenge-<id>.txt` holding a
+//! random token into the destination; the user reads it and posts it to `validate`, compared in
+//! constant time. Only destinations with a `success` ownership take full captures.
+//!
+//! Bucket calls are async; `OwnershipRecords` calls are blocking (SQLite), so the two are kept
+//! in separate functions and the API runs the record parts off its async workers.
 use chrono::{DateTime, Utc};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -69,10 +72,10 @@ fn token() -> String {
     format!("{a:032x}{b:032x}")
 }
 
-/// Registers `destination_conf` for `account` and writes its challenge file.
-pub async fn create(
+/// Writes the challenge file of a new registration of `destination_conf` for `account` and
+/// returns that registration, `pending`; the caller stores it (`put_ownership`, blocking).
+pub async fn write_challenge(
     stores: &Buckets,
-    db: &dyn OwnershipRecords,
     account: &str,
     destination_conf: &str,
 ) -> Result<Ownership, OwnershipError> {
@@ -89,7 +92,7 @@ pub async fn create(
             store_reason(&e)
         ))
     })?;
-    let o = Ownership {
+    Ok(Ownership {
         id,
         account: account.to_string(),
         destination_conf: destination_conf.to_string(),
@@ -98,9 +101,7 @@ pub async fn create(
         submitted: Utc::now(),
         validated: None,
         token: tok,
-    };
-    db.put_ownership(&o)?;
-    Ok(o)
+    })
 }
 
 /// Checks the challenge contents for `destination_conf`.
