@@ -156,6 +156,7 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
             stats: dp.stats.clone(),
             ports: dp.ports(),
             samples: Arc::clone(&dp.sample_stats),
+            stray: dp.stray_counters(),
         }),
         ready: Arc::clone(&ready),
         full_time_limit_max: cfg.limits.full_time_limit_max,

@@ -650,4 +650,8 @@ fn two_accounts_starting_and_stopping_full_captures_never_share_packets() {
         }
     }
     assert!(total_a > 0 && total_b > 0, "both accounts captured something: {total_a} {total_b}");
+    // No record ever outlived its capture's lease: the slots were reused only after the closes.
+    let metrics = String::from_utf8(call("GET", &format!("{}/metrics", app.base), &[], None).body).unwrap();
+    let stray: Vec<&str> = metrics.lines().filter(|l| l.starts_with("pcapd_writer_stray_records_total{")).collect();
+    assert!(!stray.is_empty() && stray.iter().all(|l| l.ends_with(" 0")), "{stray:?}");
 }

@@ -2,7 +2,7 @@
 //! captures, and API requests with latency quantiles (hdrhistogram).
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,6 +44,9 @@ pub struct DataPlaneView {
     pub stats: StatsReader,
     pub ports: Vec<Port>,
     pub samples: Arc<SampleStats>,
+    /// Per writer: records dropped because no open capture held their lease (always 0 unless a
+    /// lease bookkeeping bug hides there).
+    pub stray: Vec<Arc<AtomicU64>>,
 }
 
 fn line(out: &mut String, name: &str, labels: &str, v: impl std::fmt::Display) {
@@ -100,6 +103,15 @@ pub fn render(dp: Option<&DataPlaneView>, api: &ApiMetrics, captures_running: us
                     line(&mut o, metric, &format!("port=\"{}\",queue=\"{q}\"", p.name()), if bytes { by } else { pk });
                 }
             }
+        }
+        help(
+            &mut o,
+            "pcapd_writer_stray_records_total",
+            "counter",
+            "Records whose capture lease was no longer open: dropped, never written into another capture's file.",
+        );
+        for (w, n) in dp.stray.iter().enumerate() {
+            line(&mut o, "pcapd_writer_stray_records_total", &format!("writer=\"{w}\""), n.load(Relaxed));
         }
         let s = &dp.samples;
         for (metric, kind, text, v) in [

@@ -185,9 +185,9 @@ impl DataPlane {
         self.control.clone()
     }
 
-    /// Records the writers dropped because no open sink held their lease (see `lease.rs`).
-    pub fn stray_records(&self) -> u64 {
-        self.stray.iter().map(|s| s.load(Relaxed)).sum()
+    /// Per writer, records dropped because no open sink held their lease (see `lease.rs`).
+    pub fn stray_counters(&self) -> Vec<Arc<AtomicU64>> {
+        self.stray.clone()
     }
 
     /// Handles on the ports (for NIC counters elsewhere).
