@@ -233,3 +233,90 @@ impl RxQueue {
         n
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dpdk::MBUF_DEFAULT_BUF_SIZE;
+
+    /// A pcap file of `n` minimal Ethernet frames.
+    fn pcap_of(path: &std::path::Path, n: u32) {
+        let mut b = Vec::new();
+        for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        for i in 0..n {
+            for v in [i, 0, 60, 60] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.extend_from_slice(&[0u8; 60]);
+        }
+        std::fs::write(path, b).unwrap();
+    }
+
+    /// Regression: a port whose queue setup (or start) failed stayed configured and was never
+    /// closed; its owner then freed the pool after the EAL cleanup (SIGSEGV in Mempool::drop).
+    #[test]
+    fn a_port_whose_start_fails_is_closed_and_every_drop_order_is_safe() {
+        use std::os::fd::AsRawFd;
+        // DPDK processes never run concurrently on these machines (see tests/common).
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(std::env::temp_dir().join("pcapd-tests-dpdk.lock"))
+            .unwrap();
+        // SAFETY: flock only reads the descriptor, which `lock` keeps open for the call.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.pcap");
+        pcap_of(&big, 600);
+        let args: Vec<String> = [
+            "--no-huge",
+            "-m",
+            "128",
+            "--no-shconf",
+            "--no-pci",
+            "-l",
+            "0",
+            "--log-level=notice",
+            "--file-prefix",
+            &format!("pcapd-unit-{}", std::process::id()),
+            "--vdev",
+            &format!("net_pcap0,rx_pcap={},infinite_rx=1", big.display()),
+            "--vdev",
+            "net_pcap1,rx_pcap=/no/such.pcap",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let eal = Eal::init(&args).unwrap();
+        let pool = Arc::new(Mempool::new(&eal, "unit_rx", 511, 32, MBUF_DEFAULT_BUF_SIZE, -1).unwrap());
+        let setup = PortSetup {
+            rx_queues: 1,
+            rx_descriptors: 64,
+            promiscuous: false,
+            args: Some(format!("rx_pcap={},infinite_rx=1", big.display())),
+        };
+        let Err(err) = Port::start(&eal, "net_pcap0", &setup, Arc::clone(&pool)) else {
+            panic!("net_pcap0 started with fewer mbufs than its infinite_rx file has packets");
+        };
+        let msg = err.to_string();
+        assert!(matches!(err, DpdkError::PortSetup { op: "rte_eth_rx_queue_setup", .. }), "{msg}");
+        assert!(msg.contains("At least 600 mbufs per queue is required"), "{msg}");
+        assert!(err.is_bad_input());
+        assert_eq!(Arc::strong_count(&pool), 1, "the failed port released its pool");
+        // Closed: DPDK releases a closed vdev's port, so the name no longer resolves.
+        assert!(matches!(Port::find(&eal, "net_pcap0", None), Err(DpdkError::PortNotFound { .. })));
+        // A vdev that failed to probe in rte_eal_init: the error quotes the driver.
+        let err = Port::find(&eal, "net_pcap1", Some("rx_pcap=/no/such.pcap")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "port net_pcap1 (rx_pcap=/no/such.pcap): the driver could not open the device: \
+             Couldn't open /no/such.pcap: /no/such.pcap: No such file or directory"
+        );
+        // The order that crashed: the EAL handle goes first, the pool (holding the EAL) after.
+        drop(eal);
+        drop(pool);
+    }
+}
