@@ -22,6 +22,10 @@ use super::errno::{DpdkError, Errno};
 /// Error and warning lines kept for quoting.
 const KEPT: usize = 64;
 
+/// Messages DPDK logs as warnings on every start that need no action (pcapd does not use the
+/// legacy telemetry socket): shown as routine lines.
+const ROUTINE: &[&str] = &["TELEMETRY: "];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Severity {
     Error,
@@ -109,6 +113,7 @@ fn emit(st: &mut State, severity: Severity, line: &str) {
         return;
     }
     let holding = HOLDING.load(Ordering::Acquire);
+    let severity = if ROUTINE.iter().any(|p| line.starts_with(p)) { Severity::Routine } else { severity };
     match severity {
         Severity::Error | Severity::Warning => {
             let k = Kept { seq: SEQ.fetch_add(1, Ordering::AcqRel) + 1, severity, text: line.to_string() };
