@@ -59,10 +59,11 @@ fn main() {
              |rte_pktmbuf_pool_create|rte_mempool_(free|avail_count|in_use_count)\
              |rte_eth_dev_(get_port_by_name|get_name_by_port|configure|start|stop|close|info_get|socket_id|count_avail|adjust_nb_rx_tx_desc|is_valid_port)\
              |rte_eth_(rx_queue_setup|tx_queue_setup|promiscuous_enable|stats_get|stats_reset|rx_burst|find_next_owned_by|find_next)\
-             |pcapd_rte_errno|pcapd_pktmbuf_free_bulk",
+             |rte_log_(set_global_level|get_global_level)\
+             |pcapd_rte_errno|pcapd_pktmbuf_free_bulk|pcapd_log_route",
         )
         .allowlist_type("rte_mbuf|rte_eth_conf|rte_eth_dev_info|rte_eth_stats|rte_eth_rxconf|rte_mempool")
-        .allowlist_var("RTE_MAX_ETHPORTS|RTE_MBUF_DEFAULT_BUF_SIZE|RTE_PKTMBUF_HEADROOM|RTE_MAX_LCORE|RTE_ETH_DEV_NO_OWNER")
+        .allowlist_var("RTE_LOG_(EMERG|ALERT|CRIT|ERR|WARNING|NOTICE|INFO|DEBUG)|RTE_MAX_ETHPORTS|RTE_MBUF_DEFAULT_BUF_SIZE|RTE_PKTMBUF_HEADROOM|RTE_MAX_LCORE|RTE_ETH_DEV_NO_OWNER")
         .derive_default(true)
         .layout_tests(true)
         .generate_comments(false)

@@ -10,8 +10,13 @@
 #include <rte_ethdev.h>
 #include <rte_bus.h>
 #include <rte_dev.h>
+#include <rte_log.h>
 
 /* From shim.c: DPDK's per-lcore errno is a TLS variable bindgen cannot bind. */
 int pcapd_rte_errno(void);
 /* From shim.c: rte_pktmbuf_free_bulk with the mempool-cache lookup inlined into pcapd. */
 void pcapd_pktmbuf_free_bulk(struct rte_mbuf **mbufs, unsigned int count);
+/* From shim.c: DPDK's log delivered to `cb` (level as rte_log's RTE_LOG_*, bytes, length) through
+ * a fopencookie stream installed with rte_openlog_stream. Returns 0 or -errno. */
+typedef void (*pcapd_log_fn)(uint32_t level, const char *buf, size_t len);
+int pcapd_log_route(pcapd_log_fn cb);

@@ -40,6 +40,17 @@ pub enum AppError {
     Other(String),
 }
 
+impl AppError {
+    /// Whether the config is at fault (exit code 2) rather than the system.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            AppError::Config(_) => true,
+            AppError::DataPlane(e) => e.is_bad_input(),
+            _ => false,
+        }
+    }
+}
+
 pub fn run(cfg: Config) -> Result<(), AppError> {
     let data = cfg.data.dir.clone();
     let mkdir =

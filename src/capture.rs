@@ -47,6 +47,19 @@ pub enum CaptureError {
     Signal(std::io::Error),
 }
 
+impl CaptureError {
+    /// Whether the command line or config is at fault (exit code 2) rather than the system.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            CaptureError::DataPlane(e) => e.is_bad_input(),
+            CaptureError::UnknownDevice(_) => true,
+            CaptureError::Output(_) | CaptureError::RxPanic(_) | CaptureError::Write(_) | CaptureError::Signal(_) => {
+                false
+            }
+        }
+    }
+}
+
 /// Why the capture ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {

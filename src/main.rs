@@ -14,6 +14,10 @@ use pcapd::filter::FilterV1;
 #[derive(Parser)]
 #[command(name = "pcapd", version, about = "DPDK packet-capture appliance")]
 struct Cli {
+    /// More log output on stderr: -v shows DPDK's routine messages and pcapd's progress, -vv
+    /// everything at debug level. PCAPD_LOG (a tracing filter such as "debug") overrides it.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -99,11 +103,18 @@ fn usage(msg: impl Into<String>) -> Fail {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // DPDK's log arrives under the target `dpdk`: its errors and warnings by default, its routine
+    // lines (TELEMETRY, hugepage reports) only when asked for.
+    let default = match cli.verbose {
+        0 => "warn",
+        1 => "warn,pcapd=info,dpdk=debug",
+        _ => "debug",
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PCAPD_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PCAPD_LOG").unwrap_or_else(|_| default.into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::CheckConfig { file } => match Config::load(&file) {
             Ok(_) => {
@@ -114,7 +125,7 @@ fn main() -> ExitCode {
         },
         Cmd::Capture(args) => capture(*args),
         Cmd::Run { config } => match Config::load(&config) {
-            Ok(cfg) => pcapd::app::run(cfg).map_err(|e| Fail(1, e.to_string())),
+            Ok(cfg) => pcapd::app::run(cfg).map_err(|e| Fail(if e.is_bad_input() { 2 } else { 1 }, e.to_string())),
             Err(e) => Err(usage(e.to_string())),
         },
     };
@@ -186,7 +197,7 @@ fn capture(a: CaptureArgs) -> Result<(), Fail> {
         output: a.write,
         devices: a.interfaces,
     };
-    let summary = capture::run(&cfg, &req).map_err(|e| Fail(1, e.to_string()))?;
+    let summary = capture::run(&cfg, &req).map_err(|e| Fail(if e.is_bad_input() { 2 } else { 1 }, e.to_string()))?;
     eprint!("{summary}");
     Ok(())
 }

@@ -247,19 +247,68 @@ impl PortConfig {
 }
 
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file, and checks the files it names (`check_files`).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let cfg = Config::read(path)?;
         cfg.validate()?;
+        cfg.check_files()?;
         Ok(cfg)
     }
 
     /// Reads a config file (syntax, types and known keys only): for callers that change it before
-    /// `validate`, as `pcapd capture` does when `--vdev`/`--pci` replace the ports.
+    /// `validate`, as `pcapd capture` does when `--vdev`/`--pci` replace the ports. Relative
+    /// paths in it (`data.dir`, files in port `args`, key files) are taken relative to the
+    /// file's directory, so the appliance can be started from anywhere.
     pub fn read(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string().trim_end().replace('\n', " ") })
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        cfg.resolve_paths(path.parent().unwrap_or(Path::new("")));
+        Ok(cfg)
+    }
+
+    /// Makes every relative path of the config relative to `base` (the config file's directory).
+    fn resolve_paths(&mut self, base: &Path) {
+        for p in &mut self.ports {
+            if let Some(args) = &p.args {
+                p.args = Some(resolve_vdev_args(&p.device, args, base));
+            }
+        }
+        self.data.dir = base.join(&self.data.dir);
+        if let Some(key) = self.upload.gcs.as_mut().and_then(|g| g.service_account_key_path.as_mut()) {
+            *key = base.join(&*key);
+        }
+    }
+
+    /// Opens every file a port reads (`rx_pcap=`): each must exist and be a pcap or pcapng file.
+    /// With `dpdk.mbufs` set, the pool must hold the packets `infinite_rx` ports keep in it.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        let mut replayed = 0u64;
+        for (i, p) in self.ports.iter().enumerate() {
+            for f in p.pcap_files() {
+                let bad = |why: String| invalid(format!("port[{i}].args"), format!("rx_pcap={}: {why}", f.display()));
+                match crate::pcap::format::count_records(&f) {
+                    Err(e) => return Err(bad(e.to_string())),
+                    Ok(Some(n)) if p.replays_from_memory() => replayed += n,
+                    Ok(Some(_)) => {}
+                    Ok(None) if is_pcapng(&f) => {}
+                    Ok(None) => return Err(bad("not a pcap or pcapng file".to_string())),
+                }
+            }
+        }
+        let mbufs = u64::from(self.dpdk.mbufs);
+        if mbufs > 0 && replayed >= mbufs {
+            return Err(invalid(
+                "dpdk.mbufs",
+                format!(
+                    "{mbufs} mbufs cannot hold the {replayed} packets the ports replay from memory \
+                     (infinite_rx=1); raise it, or set 0 to size the pool automatically"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Every cross-field rule lives here, so the rest of the program may assume them.
@@ -324,6 +373,16 @@ impl Config {
         if let Some(a) = d.eal_args.iter().find(|a| RESERVED_EAL.contains(&a.as_str()) || a.starts_with("--lcores=")) {
             return Err(invalid("dpdk.eal_args", format!("{a:?} is set by pcapd from dpdk.rx_cores; remove it")));
         }
+        // A device given here would escape validation, file checks and mempool sizing.
+        if let Some(a) = d.eal_args.iter().find(|a| *a == "--vdev" || a.starts_with("--vdev=")) {
+            return Err(invalid(
+                "dpdk.eal_args",
+                format!(
+                    "{a:?}: give each device as a [[port]] (device = \"net_pcap0\", args = \"rx_pcap=...\"), \
+                     not in eal_args"
+                ),
+            ));
+        }
         let total_queues: usize = self.ports.iter().map(|p| usize::from(p.rx_queues)).sum();
         if d.rx_cores.len() > total_queues {
             return Err(invalid(
@@ -385,17 +444,11 @@ impl Config {
                     args.extend(["-a".to_string(), p.device.clone()]);
                 }
                 _ => {
-                    let given =
-                        self.dpdk.eal_args.windows(2).any(|w| {
-                            w[0] == "--vdev" && (w[1] == p.device || w[1].starts_with(&format!("{},", p.device)))
-                        });
-                    if !given {
-                        let spec = match &p.args {
-                            Some(a) if !a.is_empty() => format!("{},{a}", p.device),
-                            _ => p.device.clone(),
-                        };
-                        args.extend(["--vdev".to_string(), spec]);
-                    }
+                    let spec = match &p.args {
+                        Some(a) if !a.is_empty() => format!("{},{a}", p.device),
+                        _ => p.device.clone(),
+                    };
+                    args.extend(["--vdev".to_string(), spec]);
                 }
             }
         }
@@ -448,6 +501,38 @@ pub fn free_hugepages() -> u64 {
         .ok()
         .and_then(|m| m.lines().find_map(|l| l.strip_prefix("HugePages_Free:").and_then(|v| v.trim().parse().ok())))
         .unwrap_or(0)
+}
+
+/// The vdev arguments of `device` that name files or sockets.
+fn path_keys(device: &str) -> &'static [&'static str] {
+    if device.starts_with("net_pcap") {
+        &["rx_pcap", "tx_pcap"]
+    } else if device.starts_with("net_virtio_user") {
+        &["path"]
+    } else if device.starts_with("net_vhost") {
+        &["iface"]
+    } else {
+        &[]
+    }
+}
+
+/// `rx_pcap=a.pcap,infinite_rx=1` with `base` `/etc/pcapd` → `rx_pcap=/etc/pcapd/a.pcap,infinite_rx=1`.
+fn resolve_vdev_args(device: &str, args: &str, base: &Path) -> String {
+    let keys = path_keys(device);
+    args.split(',')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if keys.contains(&k) && !v.is_empty() => format!("{k}={}", base.join(v).display()),
+            _ => kv.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A pcapng file (libpcap, and so net_pcap, reads those too): its section header block type.
+fn is_pcapng(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == [0x0a, 0x0d, 0x0d, 0x0a]
 }
 
 fn main_cpu(rx_cores: &[u32]) -> Option<u32> {
@@ -533,11 +618,74 @@ mod tests {
         assert!(c.waits_when_full(&[&live]));
     }
 
+    /// Regression: a `--vdev` in eal_args escaped validation and mempool sizing (an
+    /// `infinite_rx` file larger than the pool crashed the start).
     #[test]
-    fn explicit_vdev_in_eal_args_is_not_repeated() {
-        let c =
-            parse(&MIN.replace("rx_cores=[1]", "rx_cores=[1]\neal_args=[\"--vdev\",\"net_null0,size=64\"]")).unwrap();
-        assert_eq!(c.eal_args("p").iter().filter(|a| *a == "--vdev").count(), 1);
+    fn vdev_in_eal_args_is_rejected_with_a_pointer_to_port_args() {
+        for v in ["[\"--vdev\",\"net_null0,size=64\"]", "[\"--vdev=net_null0\"]"] {
+            let e =
+                parse(&MIN.replace("rx_cores=[1]", &format!("rx_cores=[1]\neal_args={v}"))).unwrap_err().to_string();
+            assert!(e.starts_with("dpdk.eal_args: \"--vdev"), "{e}");
+            assert!(e.contains("[[port]]"), "{e}");
+        }
+    }
+
+    /// Regression: relative paths in a config file were taken relative to the working directory,
+    /// so the demo config failed (and crashed) when pcapd was started from anywhere else.
+    #[test]
+    fn relative_paths_in_a_config_file_are_relative_to_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("pcapd.toml");
+        let text = "[dpdk]\nrx_cores=[1]\n[[port]]\ndevice=\"net_pcap0\"\n\
+                    args=\"rx_pcap=in.pcap,infinite_rx=1,rx_pcap=/abs/b.pcap\"\n\
+                    [[port]]\ndevice=\"net_virtio_user0\"\nargs=\"path=rig/v.sock,queues=1\"\n\
+                    [data]\ndir=\"data\"\n";
+        std::fs::write(&cfg, text).unwrap();
+        let c = Config::read(&cfg).unwrap();
+        let d = dir.path().display();
+        assert_eq!(
+            c.ports[0].args.as_deref(),
+            Some(format!("rx_pcap={d}/in.pcap,infinite_rx=1,rx_pcap=/abs/b.pcap").as_str())
+        );
+        assert_eq!(c.ports[1].args.as_deref(), Some(format!("path={d}/rig/v.sock,queues=1").as_str()));
+        assert_eq!(c.data.dir, dir.path().join("data"));
+        // A config in the working directory keeps its relative paths as they are.
+        assert_eq!(
+            resolve_vdev_args("net_pcap0", "rx_pcap=a.pcap,iface=eth0", Path::new("")),
+            "rx_pcap=a.pcap,iface=eth0"
+        );
+    }
+
+    /// Regression: check-config said OK for a port reading a missing or non-pcap file (pcapd
+    /// then crashed at start).
+    #[test]
+    fn missing_or_non_pcap_rx_pcap_fails_check_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, "not a capture\n").unwrap();
+        let check = |file: &Path| {
+            let c = parse(&MIN.replace("net_null0\"", &format!("net_pcap0\"\nargs=\"rx_pcap={}\"", file.display())))
+                .unwrap();
+            c.check_files().map_err(|e| e.to_string())
+        };
+        let e = check(Path::new("/no/such.pcap")).unwrap_err();
+        assert_eq!(e, "port[0].args: rx_pcap=/no/such.pcap: No such file or directory (os error 2)");
+        let e = check(&text).unwrap_err();
+        assert_eq!(e, format!("port[0].args: rx_pcap={}: not a pcap or pcapng file", text.display()));
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/frames.pcap");
+        check(&fixture).unwrap();
+    }
+
+    /// Regression: an `infinite_rx` file with more packets than `dpdk.mbufs` passed check-config.
+    #[test]
+    fn too_few_mbufs_for_an_infinite_rx_file_fails_check_config() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/frames.pcap");
+        let port = format!("net_pcap0\"\nargs=\"rx_pcap={},infinite_rx=1\"", fixture.display());
+        let c = parse(&MIN.replace("rx_cores=[1]", "rx_cores=[1]\nmbufs=10").replace("net_null0\"", &port)).unwrap();
+        let e = c.check_files().unwrap_err().to_string();
+        assert!(e.starts_with("dpdk.mbufs: 10 mbufs cannot hold the 87 packets"), "{e}");
+        let c = parse(&MIN.replace("net_null0\"", &port)).unwrap();
+        c.check_files().unwrap();
     }
 }
 

@@ -48,6 +48,16 @@ pub enum DataPlaneError {
     Thread { name: String, source: std::io::Error },
 }
 
+impl DataPlaneError {
+    /// Whether the config or arguments are at fault (exit code 2) rather than the system.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            DataPlaneError::Dpdk(e) => e.is_bad_input(),
+            DataPlaneError::Thread { .. } => false,
+        }
+    }
+}
+
 /// A running data plane. Dropping it stops everything in order.
 pub struct DataPlane {
     pub active: SharedActiveSet,
@@ -62,10 +72,10 @@ pub struct DataPlane {
     control: CaptureControl,
     stray: Vec<Arc<AtomicU64>>,
     writer_threads: Vec<JoinHandle<()>>,
-    // Dropped in this order, after the threads are gone: ports, pool, EAL.
+    /// Each port holds its mempool, which holds the EAL: they are released in the right order
+    /// whatever order fields drop in (see `dpdk`).
     ports: Vec<Port>,
-    pool: Option<Arc<Mempool>>,
-    eal: Option<Eal>,
+    eal: Eal,
 }
 
 impl DataPlane {
@@ -77,6 +87,8 @@ impl DataPlane {
         ports: &[&PortConfig],
         sampling: Option<SamplingSpec>,
     ) -> Result<DataPlane, DataPlaneError> {
+        // DPDK's errors and warnings are quoted by a failed start, or logged once it succeeded.
+        let log_hold = dpdk::log::hold();
         let eal = Eal::init(&cfg.eal_args(&format!("pcapd-{}", std::process::id())))?;
         let replayed: u64 = ports
             .iter()
@@ -85,7 +97,7 @@ impl DataPlane {
             .filter_map(|f| crate::pcap::format::count_records(&f).ok().flatten())
             .sum();
         let pool =
-            Arc::new(Mempool::new("pcapd_rx", cfg.mempool_size(replayed), 256, dpdk::MBUF_DEFAULT_BUF_SIZE, -1)?);
+            Arc::new(Mempool::new(&eal, "pcapd_rx", cfg.mempool_size(replayed), 256, dpdk::MBUF_DEFAULT_BUF_SIZE, -1)?);
         let rx_cores = &cfg.dpdk.rx_cores;
         let (stats_w, stats) = per_core_stats(rx_cores.len());
         let active = active::shared(ActiveSet::default());
@@ -112,14 +124,17 @@ impl DataPlane {
             stray: Vec::new(),
             writer_threads: Vec::new(),
             ports: Vec::new(),
-            pool: Some(Arc::clone(&pool)),
-            eal: Some(eal),
+            eal,
         };
         let mut queues: Vec<RxQueue> = Vec::new();
         for p in ports {
-            let setup =
-                PortSetup { rx_queues: p.rx_queues, rx_descriptors: p.rx_descriptors, promiscuous: p.promiscuous };
-            let (port, qs) = Port::start(&p.device, &setup, Arc::clone(&pool))?;
+            let setup = PortSetup {
+                rx_queues: p.rx_queues,
+                rx_descriptors: p.rx_descriptors,
+                promiscuous: p.promiscuous,
+                args: p.args.clone(),
+            };
+            let (port, qs) = Port::start(&dp.eal, &p.device, &setup, Arc::clone(&pool))?;
             tracing::info!("{} ({}) started with {} RX queue(s)", port.name(), port.driver(), qs.len());
             dp.ports.push(port);
             queues.extend(qs);
@@ -144,7 +159,7 @@ impl DataPlane {
         }
 
         let wait_when_full = cfg.waits_when_full(ports);
-        let clock = TscClock::new(dp.eal.as_ref().map_or(1, Eal::tsc_hz));
+        let clock = TscClock::new(dp.eal.tsc_hz());
         let per_core_rate = sampling.as_ref().map_or(0, |s| (s.max_per_second / rx_cores.len() as u64).max(1));
         for (c, (((core, qs), sw), producers)) in rx_cores.iter().zip(per_core).zip(stats_w).zip(by_core).enumerate() {
             let sampler = sampling.as_ref().map(|s| {
@@ -169,13 +184,14 @@ impl DataPlane {
             };
             dp.unlaunched.push((LcoreId(*core), worker));
         }
+        log_hold.release();
         Ok(dp)
     }
 
     /// Starts the RX lcores' poll loops (once; later calls do nothing).
     pub fn launch_rx(&mut self) -> Result<(), DataPlaneError> {
         for (core, worker) in std::mem::take(&mut self.unlaunched) {
-            self.jobs.push(dpdk::launch(core, move || worker.run())?);
+            self.jobs.push(dpdk::launch(&self.eal, core, move || worker.run())?);
         }
         Ok(())
     }
@@ -236,10 +252,8 @@ impl Drop for DataPlane {
         if let Err(e) = self.shutdown() {
             tracing::error!("RX lcore failed: {e}");
         }
-        self.ports.clear();
-        // Every mbuf is back: the writers drained the rings before exiting.
-        self.pool = None;
-        self.eal = None;
+        // Then the fields drop: ports (stopped and closed), their pool, the EAL last, an order
+        // the types guarantee.
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use dpdk_sys as sys;
 
+use super::eal::Eal;
 use super::errno::{DpdkError, Errno};
 use super::LcoreId;
 
@@ -21,6 +22,8 @@ struct Launch {
 pub struct LcoreJob {
     lcore: LcoreId,
     panic: Arc<Mutex<Option<String>>>,
+    /// The lcore runs inside the EAL: no cleanup before the job was waited for (or dropped).
+    _eal: Eal,
 }
 
 extern "C" fn trampoline(arg: *mut c_void) -> c_int {
@@ -48,9 +51,10 @@ fn panic_text(p: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Starts `job` on worker lcore `lcore` (which must be enabled and idle).
-pub fn launch(lcore: LcoreId, job: impl FnOnce() + Send + 'static) -> Result<LcoreJob, DpdkError> {
-    // SAFETY: plain query; the EAL is initialised by the caller's `Eal`.
+/// Starts `job` on worker lcore `lcore` (which must be enabled and idle). The job's
+/// `LcoreJob` keeps the EAL alive until it has been waited for.
+pub fn launch(eal: &Eal, lcore: LcoreId, job: impl FnOnce() + Send + 'static) -> Result<LcoreJob, DpdkError> {
+    // SAFETY: plain query; `eal` proves the EAL is initialised.
     if unsafe { sys::rte_lcore_is_enabled(lcore.0) } == 0 {
         return Err(DpdkError::LcoreNotEnabled { lcore: lcore.0 });
     }
@@ -63,13 +67,14 @@ pub fn launch(lcore: LcoreId, job: impl FnOnce() + Send + 'static) -> Result<Lco
         drop(unsafe { Box::from_raw(arg) });
         return Err(DpdkError::Launch { lcore: lcore.0, errno: Errno(rc) });
     }
-    Ok(LcoreJob { lcore, panic })
+    Ok(LcoreJob { lcore, panic, _eal: eal.clone() })
 }
 
 impl LcoreJob {
     /// Blocks until the job returns. `Err` carries the panic message if it panicked.
     pub fn wait(self) -> Result<(), String> {
-        // SAFETY: this lcore was launched by us; waiting on it is always valid.
+        // SAFETY: this lcore was launched by us and `_eal` keeps the EAL initialised; waiting on
+        // it is always valid.
         let rc = unsafe { sys::rte_eal_wait_lcore(self.lcore.0) };
         if rc == 0 {
             return Ok(());

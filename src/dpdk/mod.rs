@@ -1,12 +1,16 @@
 //! The safe layer over DPDK: the only code in pcapd that names `dpdk_sys`.
 //!
-//! RAII owns every resource: `Eal` (outlives everything), `Mempool`, `Port` + `RxQueue` (one
-//! poller per queue by construction), `Burst` (received mbufs, freed in bulk), lcore jobs with panic capture.
+//! RAII owns every resource, and ownership follows dependency: `Eal` is a shared handle that
+//! `Mempool` and `LcoreJob` hold; `Port` + `RxQueue` (one poller per queue by construction) hold
+//! their `Arc<Mempool>`; `Burst` (received mbufs, freed in bulk); lcore jobs with panic capture.
+//! Whatever order owners drop them in, cleanup runs as ports → pool → EAL. DPDK's log goes to
+//! `tracing` (`log`), and start failures quote what the driver logged.
 use std::fmt;
 
 mod eal;
 mod errno;
 mod lcore;
+pub mod log;
 mod mbuf;
 mod mempool;
 mod port;

@@ -2,6 +2,10 @@
 //!
 //! `RxQueue` is `Send` but neither `Clone` nor `Sync`, and `Port::start` hands out each queue
 //! exactly once, so every queue has exactly one poller by construction.
+//!
+//! Ownership: each `RxQueue` and `Port` handle holds the port (`Arc<PortInner>`), the port holds
+//! its `Arc<Mempool>`, the pool holds the `Eal`. Dropping them in any order stops and closes the
+//! device, then frees the pool, then (with the last EAL handle) cleans up the EAL.
 use std::cell::Cell;
 use std::ffi::{CStr, CString};
 use std::marker::PhantomData;
@@ -9,7 +13,9 @@ use std::sync::Arc;
 
 use dpdk_sys as sys;
 
+use super::eal::Eal;
 use super::errno::DpdkError;
+use super::log::{self, DriverSaid};
 use super::mbuf::{Burst, BURST};
 use super::mempool::Mempool;
 use super::{PortId, QueueId};
@@ -20,6 +26,8 @@ pub struct PortSetup {
     pub rx_queues: u16,
     pub rx_descriptors: u16,
     pub promiscuous: bool,
+    /// The vdev arguments the device was given (`rx_pcap=x.pcap`), for error messages.
+    pub args: Option<String>,
 }
 
 /// NIC counters (`rte_eth_stats_get`).
@@ -32,8 +40,14 @@ pub struct EthStats {
     pub rx_nombuf: u64,
 }
 
+/// A configured port. Created as soon as `rte_eth_dev_configure` succeeds, so every later
+/// failure (queue setup, start) and every normal end stops and closes the device in `Drop`.
+/// Holds the pool its queues receive into, so the pool is freed after the device is closed
+/// (and the pool holds the EAL: cleanup comes last).
 struct PortInner {
     id: PortId,
+    /// The device as configured, for messages: `net_pcap0 (rx_pcap=x.pcap)`.
+    label: String,
     name: String,
     driver: String,
     rx_queues: u16,
@@ -42,10 +56,13 @@ struct PortInner {
 
 impl Drop for PortInner {
     fn drop(&mut self) {
-        // SAFETY: the last RxQueue and Port handle are gone (this is the Arc's drop), so nobody
-        // polls the port any more. Errors on stop/close leave nothing to clean up.
+        // SAFETY: the device was configured (a `PortInner` exists only after a successful
+        // rte_eth_dev_configure) and nobody polls it: this is the last owner (the Arc's drop;
+        // every RxQueue holds the Arc). Stopping a port that never started is a no-op in DPDK;
+        // errors on stop/close leave nothing to clean up.
         unsafe { sys::rte_eth_dev_stop(self.id.0) };
-        // SAFETY: as above; close is valid after stop.
+        // SAFETY: as above; close is valid after stop and releases the queues and the mbufs the
+        // PMD holds, before `_pool` (a field, dropped after this function) can be freed.
         unsafe { sys::rte_eth_dev_close(self.id.0) };
     }
 }
@@ -56,27 +73,51 @@ pub struct Port {
     inner: Arc<PortInner>,
 }
 
+/// `net_pcap0 (rx_pcap=x.pcap)`, or just the name without arguments.
+fn label(name: &str, args: Option<&str>) -> String {
+    match args {
+        Some(a) if !a.is_empty() => format!("{name} ({a})"),
+        _ => name.to_string(),
+    }
+}
+
 impl Port {
     /// Looks up a probed device by name (a vdev name such as `net_pcap0` or a PCI address).
-    pub fn find(name: &str) -> Result<PortId, DpdkError> {
+    /// A device whose probe failed in `rte_eal_init` is missing: the error quotes the driver.
+    pub fn find(eal: &Eal, name: &str, args: Option<&str>) -> Result<PortId, DpdkError> {
         let cname = CString::new(name).map_err(|_| DpdkError::BadArg(name.to_string()))?;
         let mut id: u16 = 0;
-        // SAFETY: cname is a valid C string and `id` a valid out-pointer for the call.
+        // SAFETY: `eal` proves the EAL is initialised; cname is a valid C string and `id` a
+        // valid out-pointer for the call.
         let rc = unsafe { sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) };
         if rc < 0 {
-            return Err(DpdkError::PortNotFound(name.to_string()));
+            let port = label(name, args);
+            let probe = eal.probe_errors(name);
+            return Err(if probe.is_empty() {
+                DpdkError::PortNotFound { port }
+            } else {
+                DpdkError::ProbeFailed { port, driver: DriverSaid(probe) }
+            });
         }
         Ok(PortId(id))
     }
 
     /// Configures `setup.rx_queues` RX queues on `pool`, starts the port and returns its queues.
-    pub fn start(name: &str, setup: &PortSetup, pool: Arc<Mempool>) -> Result<(Port, Vec<RxQueue>), DpdkError> {
-        let id = Port::find(name)?;
+    /// On any failure after the configure step the device is stopped and closed again.
+    pub fn start(
+        eal: &Eal,
+        name: &str,
+        setup: &PortSetup,
+        pool: Arc<Mempool>,
+    ) -> Result<(Port, Vec<RxQueue>), DpdkError> {
+        let id = Port::find(eal, name, setup.args.as_deref())?;
+        let port = label(name, setup.args.as_deref());
         let p = id.0;
+        let mark = log::mark();
         let mut info = sys::rte_eth_dev_info::default();
         // SAFETY: `info` is a valid out-pointer; the port id came from DPDK.
         let rc = unsafe { sys::rte_eth_dev_info_get(p, &mut info) };
-        DpdkError::check_port(p, name, "rte_eth_dev_info_get", rc)?;
+        DpdkError::check_port(&port, "rte_eth_dev_info_get", rc, mark)?;
         let driver = if info.driver_name.is_null() {
             String::from("?")
         } else {
@@ -84,30 +125,31 @@ impl Port {
             unsafe { CStr::from_ptr(info.driver_name) }.to_string_lossy().into_owned()
         };
         if setup.rx_queues == 0 || setup.rx_queues > info.max_rx_queues {
-            return Err(DpdkError::TooManyQueues {
-                port: p,
-                name: name.to_string(),
-                max: info.max_rx_queues,
-                wanted: setup.rx_queues,
-            });
+            return Err(DpdkError::TooManyQueues { port, max: info.max_rx_queues, wanted: setup.rx_queues });
         }
         let conf = sys::rte_eth_conf::default();
         // SAFETY: `conf` is a valid, zeroed configuration (no offloads) that DPDK copies.
         let rc = unsafe { sys::rte_eth_dev_configure(p, setup.rx_queues, 0, &conf) };
-        DpdkError::check_port(p, name, "rte_eth_dev_configure", rc)?;
+        DpdkError::check_port(&port, "rte_eth_dev_configure", rc, mark)?;
+        // From here on the guard stops and closes the device on every return path.
+        let inner =
+            PortInner { id, label: port, name: name.to_string(), driver, rx_queues: setup.rx_queues, _pool: pool };
+        let port = inner.label.as_str();
         let mut nb_rx = setup.rx_descriptors;
         let mut nb_tx: u16 = 0;
         // SAFETY: both are valid in/out pointers for the call.
         let rc = unsafe { sys::rte_eth_dev_adjust_nb_rx_tx_desc(p, &mut nb_rx, &mut nb_tx) };
-        DpdkError::check_port(p, name, "rte_eth_dev_adjust_nb_rx_tx_desc", rc)?;
+        DpdkError::check_port(port, "rte_eth_dev_adjust_nb_rx_tx_desc", rc, mark)?;
         // SAFETY: plain query on a valid port id.
         let socket = unsafe { sys::rte_eth_dev_socket_id(p) };
         let socket = u32::try_from(socket).unwrap_or(u32::MAX); // SOCKET_ID_ANY when unknown
         for q in 0..setup.rx_queues {
             // SAFETY: the port is configured with rx_queues queues; a null rxconf selects the
-            // driver's defaults; the pool outlives the port (PortInner holds it).
-            let rc = unsafe { sys::rte_eth_rx_queue_setup(p, q, nb_rx, socket, std::ptr::null(), pool.as_ptr()) };
-            DpdkError::check_port(p, name, "rte_eth_rx_queue_setup", rc)?;
+            // driver's defaults; the pool outlives the queue: `inner` holds it and closes the
+            // device (releasing the queue) before dropping it.
+            let rc =
+                unsafe { sys::rte_eth_rx_queue_setup(p, q, nb_rx, socket, std::ptr::null(), inner._pool.as_ptr()) };
+            DpdkError::check_port(port, "rte_eth_rx_queue_setup", rc, mark)?;
         }
         if setup.promiscuous {
             // SAFETY: valid port id. Some vdevs (net_pcap) do not support it: not an error.
@@ -115,8 +157,8 @@ impl Port {
         }
         // SAFETY: the port is configured and every queue is set up.
         let rc = unsafe { sys::rte_eth_dev_start(p) };
-        DpdkError::check_port(p, name, "rte_eth_dev_start", rc)?;
-        let inner = Arc::new(PortInner { id, name: name.to_string(), driver, rx_queues: setup.rx_queues, _pool: pool });
+        DpdkError::check_port(port, "rte_eth_dev_start", rc, mark)?;
+        let inner = Arc::new(inner);
         let queues = (0..setup.rx_queues)
             .map(|q| RxQueue { port: Arc::clone(&inner), queue: QueueId(q), _not_sync: PhantomData })
             .collect();
@@ -129,6 +171,11 @@ impl Port {
 
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// The device as configured, for messages: `net_pcap0 (rx_pcap=x.pcap)`.
+    pub fn label(&self) -> &str {
+        &self.inner.label
     }
 
     pub fn driver(&self) -> &str {
@@ -184,5 +231,92 @@ impl RxQueue {
         // SAFETY: the PMD filled the first `n` slots with owned, non-null mbufs.
         unsafe { burst.set_len(n) };
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dpdk::MBUF_DEFAULT_BUF_SIZE;
+
+    /// A pcap file of `n` minimal Ethernet frames.
+    fn pcap_of(path: &std::path::Path, n: u32) {
+        let mut b = Vec::new();
+        for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        for i in 0..n {
+            for v in [i, 0, 60, 60] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.extend_from_slice(&[0u8; 60]);
+        }
+        std::fs::write(path, b).unwrap();
+    }
+
+    /// Regression: a port whose queue setup (or start) failed stayed configured and was never
+    /// closed; its owner then freed the pool after the EAL cleanup (SIGSEGV in Mempool::drop).
+    #[test]
+    fn a_port_whose_start_fails_is_closed_and_every_drop_order_is_safe() {
+        use std::os::fd::AsRawFd;
+        // DPDK processes never run concurrently on these machines (see tests/common).
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(std::env::temp_dir().join("pcapd-tests-dpdk.lock"))
+            .unwrap();
+        // SAFETY: flock only reads the descriptor, which `lock` keeps open for the call.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.pcap");
+        pcap_of(&big, 600);
+        let args: Vec<String> = [
+            "--no-huge",
+            "-m",
+            "128",
+            "--no-shconf",
+            "--no-pci",
+            "-l",
+            "0",
+            "--log-level=notice",
+            "--file-prefix",
+            &format!("pcapd-unit-{}", std::process::id()),
+            "--vdev",
+            &format!("net_pcap0,rx_pcap={},infinite_rx=1", big.display()),
+            "--vdev",
+            "net_pcap1,rx_pcap=/no/such.pcap",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let eal = Eal::init(&args).unwrap();
+        let pool = Arc::new(Mempool::new(&eal, "unit_rx", 511, 32, MBUF_DEFAULT_BUF_SIZE, -1).unwrap());
+        let setup = PortSetup {
+            rx_queues: 1,
+            rx_descriptors: 64,
+            promiscuous: false,
+            args: Some(format!("rx_pcap={},infinite_rx=1", big.display())),
+        };
+        let Err(err) = Port::start(&eal, "net_pcap0", &setup, Arc::clone(&pool)) else {
+            panic!("net_pcap0 started with fewer mbufs than its infinite_rx file has packets");
+        };
+        let msg = err.to_string();
+        assert!(matches!(err, DpdkError::PortSetup { op: "rte_eth_rx_queue_setup", .. }), "{msg}");
+        assert!(msg.contains("At least 600 mbufs per queue is required"), "{msg}");
+        assert!(err.is_bad_input());
+        assert_eq!(Arc::strong_count(&pool), 1, "the failed port released its pool");
+        // Closed: DPDK releases a closed vdev's port, so the name no longer resolves.
+        assert!(matches!(Port::find(&eal, "net_pcap0", None), Err(DpdkError::PortNotFound { .. })));
+        // A vdev that failed to probe in rte_eal_init: the error quotes the driver.
+        let err = Port::find(&eal, "net_pcap1", Some("rx_pcap=/no/such.pcap")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "port net_pcap1 (rx_pcap=/no/such.pcap): the driver could not open the device: \
+             Couldn't open /no/such.pcap: /no/such.pcap: No such file or directory"
+        );
+        // The order that crashed: the EAL handle goes first, the pool (holding the EAL) after.
+        drop(eal);
+        drop(pool);
     }
 }

@@ -120,8 +120,14 @@ impl Appliance {
 
     /// Starts (or restarts) on an existing config file.
     pub fn start_config(config: PathBuf, data: &Path, port: u16) -> Appliance {
+        Self::start_config_in(config, data, port, &root())
+    }
+
+    /// As `start_config`, with `cwd` as the working directory of `pcapd run`.
+    pub fn start_config_in(config: PathBuf, data: &Path, port: u16, cwd: &Path) -> Appliance {
         let lock = dpdk_lock();
         let child = pcapd()
+            .current_dir(cwd)
             .arg("run")
             .arg("--config")
             .arg(&config)
