@@ -30,7 +30,7 @@ use crate::dataplane::active::{ActiveCapture, ActiveSet, Budget, CaptureCounters
 use crate::dataplane::lease::Lease;
 use crate::dataplane::stats::Epoch;
 use crate::dataplane::writer::{CloseReport, Watch, WriterEvent, WriterEventKind};
-use crate::dataplane::CaptureControl;
+use crate::dataplane::{CaptureControl, OpenError};
 use crate::pcap::format;
 use crate::pcap::{PcapSink, Precision, RotatePolicy};
 use crate::upload::destination::Destination;
@@ -76,7 +76,7 @@ type LiveView = Arc<Mutex<Vec<(String, Arc<CaptureCounters>)>>>;
 
 enum Cmd {
     Start { capture: Box<Capture>, reply: Sender<Result<Capture, StartError>> },
-    Stop { id: String },
+    Stop { account: String, id: String, reply: Sender<Option<Capture>> },
     StopAll { reply: Sender<()> },
     Exit,
 }
@@ -96,19 +96,16 @@ impl FullRuntime {
         let (cmds, cmds_rx) = channel::unbounded();
         let view = Arc::new(Mutex::new(Vec::new()));
         let (events_tx, events) = channel::unbounded();
-        let (closed_tx, closed) = channel::unbounded();
         let mut lifecycle = Lifecycle {
             ctx: Arc::clone(&ctx),
             store,
             live: HashMap::new(),
             view: Arc::clone(&view),
             events_tx,
-            closed_tx,
             stop_all: Vec::new(),
         };
-        let thread = std::thread::Builder::new()
-            .name("pcapd-full".into())
-            .spawn(move || lifecycle.run(&cmds_rx, &events, &closed))?;
+        let thread =
+            std::thread::Builder::new().name("pcapd-full".into()).spawn(move || lifecycle.run(&cmds_rx, &events))?;
         Ok(FullRuntime { ctx, cmds, view, thread: Mutex::new(Some(thread)) })
     }
 
@@ -121,9 +118,14 @@ impl FullRuntime {
         answer.recv().map_err(|_| StartError::Unavailable("the full-capture thread exited".into()))?
     }
 
-    /// Asks a pending or running capture to stop (nothing happens if it is not running here).
-    pub fn request_stop(&self, id: &str) {
-        let _ = self.cmds.send(Cmd::Stop { id: id.to_string() });
+    /// Stops the account's live capture `id`: records `stop_requested` (the loop is the only
+    /// writer of a live capture's row) and ends it. Returns the capture as stored, or `None`
+    /// when it is not live here (it has ended, or never ran).
+    pub fn stop(&self, account: &str, id: &str) -> Option<Capture> {
+        let (reply, answer) = channel::bounded(1);
+        let cmd = Cmd::Stop { account: account.to_string(), id: id.to_string(), reply };
+        self.cmds.send(cmd).ok()?;
+        answer.recv().ok().flatten()
     }
 
     /// Stops every running capture and waits (up to `timeout`) until all are closed and stored.
@@ -165,7 +167,7 @@ enum Why {
     Done,
     /// The sink failed: the capture fails.
     WriterFailed(String),
-    /// A start failed after the lease was issued: fail it, then answer the start.
+    /// A start failed after the capture was published: fail it, then answer the start.
     Rollback(String),
 }
 
@@ -178,13 +180,15 @@ enum Phase {
         epoch: Epoch,
         why: Why,
     },
-    /// The writer was told to close; waiting for its report.
+    /// The writer was told to close; its report comes on `report`.
     Closing {
         why: Why,
+        report: Receiver<CloseReport>,
     },
 }
 
 struct Live {
+    /// The capture as stored: this loop is the only writer of its row while it is live.
     capture: Capture,
     spec: ActiveCapture,
     /// Held until the close is sent.
@@ -200,13 +204,12 @@ struct Lifecycle {
     live: HashMap<String, Live>,
     view: LiveView,
     events_tx: Sender<WriterEvent>,
-    closed_tx: Sender<CloseReport>,
     /// `stop_all` callers waiting for `live` to empty.
     stop_all: Vec<Sender<()>>,
 }
 
 impl Lifecycle {
-    fn run(&mut self, cmds: &Receiver<Cmd>, events: &Receiver<WriterEvent>, closed: &Receiver<CloseReport>) {
+    fn run(&mut self, cmds: &Receiver<Cmd>, events: &Receiver<WriterEvent>) {
         loop {
             let timeout = self.sleep();
             crossbeam::select! {
@@ -216,7 +219,9 @@ impl Lifecycle {
                             let _ = reply.send(answer);
                         }
                     }
-                    Ok(Cmd::Stop { id }) => self.end(&id, Why::Done),
+                    Ok(Cmd::Stop { account, id, reply }) => {
+                        let _ = reply.send(self.stop(&account, &id));
+                    }
                     Ok(Cmd::StopAll { reply }) => {
                         let ids: Vec<String> = self.live.keys().cloned().collect();
                         ids.iter().for_each(|id| self.end(id, Why::Done));
@@ -225,7 +230,6 @@ impl Lifecycle {
                     Ok(Cmd::Exit) | Err(_) => return,
                 },
                 recv(events) -> e => if let Ok(e) = e { self.writer_event(e) },
-                recv(closed) -> r => if let Ok(r) = r { self.closed(r) },
                 default(timeout) => {}
             }
             self.tick();
@@ -235,18 +239,13 @@ impl Lifecycle {
     /// Until the next thing the loop must do by itself.
     fn sleep(&self) -> Duration {
         let now = Instant::now();
-        let mut next = MAX_SLEEP;
-        for l in self.live.values() {
-            match l.phase {
-                Phase::Running { deadline } => next = next.min(deadline.saturating_duration_since(now)),
-                Phase::Draining { .. } => next = next.min(EPOCH_POLL),
-                Phase::Closing { .. } => {}
-            }
-        }
-        next
+        self.live.values().fold(MAX_SLEEP, |next, l| match l.phase {
+            Phase::Running { deadline } => next.min(deadline.saturating_duration_since(now)),
+            Phase::Draining { .. } | Phase::Closing { .. } => next.min(EPOCH_POLL),
+        })
     }
 
-    /// Time limits, and captures whose RX epoch has passed.
+    /// Time limits, captures whose RX epoch has passed, and close reports.
     fn tick(&mut self) {
         let now = Instant::now();
         let expired: Vec<String> = self
@@ -256,24 +255,30 @@ impl Lifecycle {
             .map(|(id, _)| id.clone())
             .collect();
         expired.iter().for_each(|id| self.end(id, Why::Done));
-        let mut gone = Vec::new();
+        let mut closed = Vec::new();
         for (id, l) in self.live.iter_mut() {
-            let Phase::Draining { epoch, why } = &l.phase else { continue };
-            if !self.ctx.control.epoch_passed(*epoch) {
-                continue;
-            }
-            l.phase = Phase::Closing { why: why.clone() };
-            if !l.lease.take().is_some_and(|lease| lease.close(self.closed_tx.clone())) {
-                // The writer thread is gone (it closed its sinks itself): nothing will report.
-                gone.push(id.clone());
+            match &l.phase {
+                Phase::Draining { epoch, why } if self.ctx.control.epoch_passed(*epoch) => {
+                    let (tx, report) = channel::bounded(1);
+                    let why = why.clone();
+                    if !l.lease.take().is_some_and(|lease| lease.close(tx)) {
+                        closed.push((id.clone(), why.clone(), None));
+                    }
+                    l.phase = Phase::Closing { why, report };
+                }
+                Phase::Closing { why, report } => match report.try_recv() {
+                    Ok(r) => closed.push((id.clone(), why.clone(), Some(r))),
+                    Err(channel::TryRecvError::Disconnected) => closed.push((id.clone(), why.clone(), None)),
+                    Err(channel::TryRecvError::Empty) => {}
+                },
+                _ => {}
             }
         }
-        for id in gone {
-            // Its writer closed the file at shutdown; the capture stays `running` in the store
-            // and the next start uploads what was written (as after a crash).
-            tracing::warn!("capture {id}: its writer exited first; left for the next start to upload");
-            self.live.remove(&id);
-            self.publish_view();
+        for (id, why, report) in closed {
+            match report {
+                Some(r) => self.finish(&id, why, r.files.map(|_| ())),
+                None => self.writer_gone(&id, why),
+            }
         }
         if self.live.is_empty() {
             self.stop_all.drain(..).for_each(|r| {
@@ -292,23 +297,23 @@ impl Lifecycle {
             return Some(Err(StartError::Conflict(id.clone())));
         }
         if self.live.len() >= ActiveSet::MAX_CAPTURES {
-            return Some(Err(StartError::Unavailable(format!(
-                "{} full captures are already running on this appliance; retry when one has finished",
-                ActiveSet::MAX_CAPTURES
-            ))));
-        }
-        if let Err(e) = self.store.insert(&c) {
-            return Some(Err(StartError::Unavailable(format!("cannot store the capture: {e}"))));
+            return Some(Err(self.full_appliance()));
         }
         let counters = Arc::new(CaptureCounters::default());
         let budget = Arc::new(Budget::new(c.packet_limit, c.byte_limit));
+        // The file first, then the record: a refused start stores nothing.
         let lease = match self.open(&c, &counters, &budget) {
             Ok(l) => l,
-            Err((unavailable, msg)) => {
-                self.store_failed(&mut c, &msg);
-                return Some(Err(if unavailable { StartError::Unavailable(msg) } else { StartError::Failed(msg) }));
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(self.ctx.spool(&c.id));
+                return Some(Err(e));
             }
         };
+        if let Err(e) = self.store.insert(&c) {
+            lease.discard();
+            let _ = std::fs::remove_dir_all(self.ctx.spool(&c.id));
+            return Some(Err(StartError::Unavailable(format!("cannot store the capture: {e}"))));
+        }
         let spec = ActiveCapture::new(
             &lease,
             c.filter.filter().compile(),
@@ -320,51 +325,58 @@ impl Lifecycle {
         let deadline = Instant::now() + Duration::from_secs(c.time_limit);
         let id = c.id.clone();
         c.status = Status::Running;
-        self.live.insert(
-            id.clone(),
-            Live {
-                capture: c.clone(),
-                spec,
-                lease: Some(lease),
-                phase: Phase::Running { deadline },
-                start_reply: None,
-            },
-        );
+        let live = Live {
+            capture: c.clone(),
+            spec,
+            lease: Some(lease),
+            phase: Phase::Running { deadline },
+            start_reply: None,
+        };
+        self.live.insert(id.clone(), live);
         self.publish();
         if let Err(e) = self.store.update(&c) {
             // Roll back: the capture is unpublished and closed before the caller hears of it.
-            let msg = format!("cannot store the capture as running: {e}");
+            tracing::error!("capture {id}: cannot store it as running: {e}");
             if let Some(l) = self.live.get_mut(&id) {
                 l.start_reply = Some(reply.clone());
             }
-            self.end(&id, Why::Rollback(msg));
+            self.end(&id, Why::Rollback("the capture could not be started (its record could not be stored)".into()));
             return None;
         }
         tracing::info!("capture {id}: running ({})", self.live[&id].spec.tag());
         Some(Ok(c))
     }
 
-    /// Creates the spool and has the least busy writer open the capture's file. The error says
-    /// whether it is worth retrying (no slot or writer) and why.
-    fn open(
-        &self,
-        c: &Capture,
-        counters: &Arc<CaptureCounters>,
-        budget: &Arc<Budget>,
-    ) -> Result<Lease, (bool, String)> {
+    fn full_appliance(&self) -> StartError {
+        StartError::Unavailable(format!(
+            "all capture slots of this appliance are in use ({} full captures running); retry when one has finished",
+            self.live.len()
+        ))
+    }
+
+    /// Creates the spool and has a writer (the least busy one that answers) open the capture's
+    /// file.
+    fn open(&self, c: &Capture, counters: &Arc<CaptureCounters>, budget: &Arc<Budget>) -> Result<Lease, StartError> {
         let dir = self.ctx.spool(&c.id);
-        std::fs::create_dir_all(&dir).map_err(|e| (false, format!("spool {}: {e}", dir.display())))?;
-        let sink =
-            PcapSink::create_with(&dir.join("pcap.pcap"), self.ctx.rotate, self.ctx.precision, FULL_SNAPLEN, true)
-                .map_err(|e| (false, e.to_string()))?;
-        let writers = self.ctx.control.writers();
-        let busy = |w: usize| self.live.values().filter(|l| l.spec.writer() == w).count();
-        let writer = (0..writers).min_by_key(|&w| busy(w)).unwrap_or(0);
-        let watch = Watch { budget: Arc::clone(budget), events: self.events_tx.clone() };
-        self.ctx
-            .control
-            .open(writer, sink, Arc::clone(counters), Some(watch), OPEN_TIMEOUT)
-            .map_err(|e| (true, format!("cannot open the capture's file: {e}")))
+        std::fs::create_dir_all(&dir).map_err(|e| StartError::Failed(format!("spool {}: {e}", dir.display())))?;
+        let mut writers: Vec<usize> = (0..self.ctx.control.writers()).collect();
+        writers.sort_by_key(|&w| self.live.values().filter(|l| l.spec.writer() == w).count());
+        let mut last = None;
+        for w in writers {
+            let sink =
+                PcapSink::create_with(&dir.join("pcap.pcap"), self.ctx.rotate, self.ctx.precision, FULL_SNAPLEN, true)
+                    .map_err(|e| StartError::Failed(e.to_string()))?;
+            let watch = Watch { budget: Arc::clone(budget), events: self.events_tx.clone() };
+            match self.ctx.control.open(w, sink, Arc::clone(counters), Some(watch), OPEN_TIMEOUT) {
+                Ok(lease) => return Ok(lease),
+                Err(OpenError::Refused(_)) => last = Some(self.full_appliance()),
+                Err(e) => {
+                    tracing::error!("capture {}: {e}", c.id);
+                    last = Some(StartError::Unavailable(format!("the appliance cannot take a capture now: {e}")));
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| StartError::Unavailable("the appliance has no writer threads".into())))
     }
 
     /// Publishes the set of running captures (those ending are left out).
@@ -375,18 +387,37 @@ impl Lifecycle {
         epoch
     }
 
+    fn publish_view(&self) {
+        let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        *view = self.live.iter().map(|(id, l)| (id.clone(), Arc::clone(&l.spec.counters))).collect();
+    }
+
     /// Takes a running capture out of the RX set; it closes once the RX cores left it behind.
     fn end(&mut self, id: &str, why: Why) {
         let Some(l) = self.live.get_mut(id) else { return };
         if !matches!(l.phase, Phase::Running { .. }) {
             return;
         }
-        // Marked first, so that `publish` leaves it out.
-        l.phase = Phase::Closing { why: why.clone() };
+        // A placeholder until `publish` (which leaves it out of the set) returns the real epoch.
+        l.phase = Phase::Draining { epoch: Epoch(u64::MAX), why };
         let epoch = self.publish();
-        if let Some(l) = self.live.get_mut(id) {
-            l.phase = Phase::Draining { epoch, why };
+        if let Some(Live { phase: Phase::Draining { epoch: e, .. }, .. }) = self.live.get_mut(id) {
+            *e = epoch;
         }
+    }
+
+    /// A stop request: record it and end the capture.
+    fn stop(&mut self, account: &str, id: &str) -> Option<Capture> {
+        let l = self.live.get_mut(id).filter(|l| l.capture.account == account)?;
+        if l.capture.stop_requested.is_none() {
+            l.capture.stop_requested = Some(chrono::Utc::now());
+            if let Err(e) = self.store.update(&l.capture) {
+                tracing::error!("capture {id}: {e}");
+            }
+        }
+        let c = l.capture.clone();
+        self.end(id, Why::Done);
+        Some(c)
     }
 
     fn writer_event(&mut self, e: WriterEvent) {
@@ -399,26 +430,25 @@ impl Lifecycle {
         }
     }
 
-    fn closed(&mut self, r: CloseReport) {
-        let found = self.live.iter().find(|(_, l)| l.spec.writer() == r.writer && l.spec.tag() == r.tag);
-        let Some((id, _)) = found else {
-            tracing::error!("close report for unknown capture {} of writer {}", r.tag, r.writer);
-            return;
-        };
-        let id = id.clone();
-        self.finish(&id, r.files.map(|_| ()), r.packets);
+    /// The writer thread is gone (shut down first, or died): a finished capture stays `running`
+    /// in the store and the next start uploads what its writer closed (as after a crash);
+    /// anything else fails.
+    fn writer_gone(&mut self, id: &str, why: Why) {
+        match why {
+            Why::Done => {
+                tracing::warn!("capture {id}: its writer exited first; left for the next start to upload");
+                self.live.remove(id);
+                self.publish_view();
+            }
+            Why::WriterFailed(_) | Why::Rollback(_) => self.finish(id, why, Err("the writer thread exited".into())),
+        }
     }
 
     /// The writer closed the capture (its slot is free again): store the outcome.
-    fn finish(&mut self, id: &str, files: Result<(), String>, packets: u64) {
+    fn finish(&mut self, id: &str, why: Why, files: Result<(), String>) {
         let Some(l) = self.live.remove(id) else { return };
         self.publish_view();
-        let Phase::Closing { why } = l.phase else {
-            tracing::error!("capture {id}: closed while not closing");
-            return;
-        };
-        // Re-read: a stop request may have set stop_requested meanwhile.
-        let mut c = self.store.get(&l.capture.account, id).ok().flatten().unwrap_or(l.capture);
+        let mut c = l.capture;
         c.packets_captured = Some(l.spec.counters.written.load(Relaxed));
         let lost = l.spec.counters.dropped_writer_error.load(Relaxed);
         let failure = match (why, files) {
@@ -427,39 +457,34 @@ impl Lifecycle {
             (Why::Done, Ok(())) if lost > 0 => {
                 Some(format!("writing the capture failed: {lost} records were lost to write errors"))
             }
-            (Why::Done, Ok(())) => None,
+            (Why::Done, Ok(())) => match self.ctx.enqueue_spool(&c) {
+                Ok(n) => {
+                    tracing::info!(
+                        "capture {id}: {} packets in {n} file(s), uploading",
+                        c.packets_captured.unwrap_or(0)
+                    );
+                    None
+                }
+                Err(e) => Some(format!("queueing the capture's files for upload failed: {e}")),
+            },
         };
         match failure {
             Some(msg) => {
                 tracing::warn!("capture {id}: {msg}");
-                let _ = std::fs::remove_dir_all(self.ctx.spool(id));
+                self.ctx.forget_spool(id);
                 self.store_failed(&mut c, &msg);
                 if let Some(reply) = l.start_reply {
                     let _ = reply.send(Err(StartError::Failed(msg)));
                 }
             }
             None => {
-                match self.ctx.enqueue_spool(&c) {
-                    Ok(n) => {
-                        tracing::info!("capture {id}: {packets} packets in {n} file(s), uploading");
-                        c.status = Status::ConversionPending;
-                    }
-                    Err(e) => {
-                        c.status = Status::Failed;
-                        c.error_message = Some(e);
-                    }
-                }
+                c.status = Status::ConversionPending;
                 if let Err(e) = self.store.update(&c) {
                     tracing::error!("capture {id}: {e}");
                 }
                 let _ = self.ctx.upload_wake.try_send(());
             }
         }
-    }
-
-    fn publish_view(&self) {
-        let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
-        *view = self.live.iter().map(|(id, l)| (id.clone(), Arc::clone(&l.spec.counters))).collect();
     }
 
     fn store_failed(&self, c: &mut Capture, msg: &str) {
@@ -474,6 +499,17 @@ impl Lifecycle {
 impl FullContext {
     fn spool(&self, id: &str) -> PathBuf {
         self.spool_dir.join(id)
+    }
+
+    /// A failed capture: its spool is removed and any of its files already queued are marked
+    /// failed, so that nothing of it is uploaded.
+    fn forget_spool(&self, id: &str) {
+        let _ = std::fs::remove_dir_all(self.spool(id));
+        for job in self.uploads.uploads_of(id).unwrap_or_default() {
+            if job.state == "pending" {
+                let _ = self.uploads.set_upload_state(job.id, "failed", job.attempts, Some("the capture failed"));
+            }
+        }
     }
 
     fn enqueue_spool(&self, c: &Capture) -> Result<usize, String> {
@@ -647,7 +683,7 @@ mod tests {
             rig.rx[0].step(&both, 1);
         }
         let with_a = rig.rx[0].active.load_full();
-        rig.rt.request_stop(&a.id);
+        assert!(rig.rt.stop(&a.account, &a.id).unwrap().stop_requested.is_some());
         rig.poll_until(&[], |r| r.rx[0].active.load().captures.is_empty());
         // The RX core has not finished a loop with the new set: A's lease is still out.
         let b = rig.rt.start(full('b', r#"{"protocol":6}"#)).unwrap();
@@ -658,12 +694,14 @@ mod tests {
             rig.rx[0].step_with(&with_a, &both, 2);
         }
         rig.poll_until(&both, |r| r.status(&a).status == Status::ConversionPending);
-        rig.rt.request_stop(&b.id);
+        rig.rt.stop(&b.account, &b.id).unwrap();
         rig.poll_until(&both, |r| r.status(&b).status == Status::ConversionPending);
         let (got_a, got_b) = (rig.uploaded(&a), rig.uploaded(&b));
         assert_eq!(got_a, vec![udp; 6], "A's file holds A's packets, the late ones too");
         assert!(!got_b.is_empty() && got_b.iter().all(|f| *f == tcp), "B's file holds only B's packets");
-        assert_eq!(rig.status(&a).packets_captured, Some(6));
+        let stored_a = rig.status(&a);
+        assert_eq!(stored_a.packets_captured, Some(6));
+        assert!(stored_a.stop_requested.is_some(), "the stop request is kept through the close");
         assert_eq!(rig.stop.stray_records(), 0);
     }
 
@@ -711,7 +749,7 @@ mod tests {
         assert!(matches!(err, StartError::Failed(_)), "{err:?}");
         let stored = rig.status(&c);
         assert_eq!(stored.status, Status::Failed);
-        assert!(stored.error_message.unwrap().contains("cannot store the capture as running"));
+        assert!(stored.error_message.unwrap().contains("its record could not be stored"));
         assert!(rig.rx[0].active.load().captures.is_empty(), "unpublished");
         assert!(!rig.rt.ctx.spool(&c.id).exists(), "its spool is removed");
         assert!(rig.rt.counters().is_empty());
@@ -719,7 +757,7 @@ mod tests {
         let again = rig.rt.start(full('a', "{}")).unwrap();
         assert_eq!(again.status, Status::Running);
         assert_eq!(rig.rx[0].active.load().captures[0].tag().slot(), 0);
-        rig.rt.request_stop(&again.id);
+        rig.rt.stop(&again.account, &again.id).unwrap();
         rig.poll_until(&[], |r| r.status(&again).status == Status::ConversionPending);
     }
 
@@ -740,7 +778,9 @@ mod tests {
         let mut c = full('c', "{}");
         c.account = "c".repeat(32);
         match rig.rt.start(c.clone()) {
-            Err(StartError::Unavailable(m)) => assert!(m.contains("already running"), "{m}"),
+            Err(StartError::Unavailable(m)) => {
+                assert!(m.contains("all capture slots of this appliance are in use"), "{m}")
+            }
             other => panic!("{other:?}"),
         }
         assert!(rig.db.get(&c.account, &c.id).unwrap().is_none(), "nothing stored for a refused start");

@@ -268,31 +268,27 @@ impl Manager {
 
     /// Stops a running full capture early (`stop_requested` is set); its files are then uploaded.
     pub fn stop(&self, account: &str, id: &str) -> Result<Capture, ManagerError> {
-        let mut c = self.get(account, id)?;
+        let c = self.get(account, id)?;
         if c.kind == CaptureType::Simple {
             return Err(ManagerError::Invalid {
                 field: "pcap_id".into(),
                 message: format!("capture {} is a simple capture; only full captures can be stopped", c.id),
             });
         }
-        if !matches!(c.status, Status::Pending | Status::Running) {
-            return Err(ManagerError::Invalid {
-                field: "pcap_id".into(),
-                message: format!(
-                    "capture {} is {}; only a pending or running capture can be stopped",
-                    c.id,
-                    c.status.as_str()
-                ),
-            });
+        // A live capture's row is written by the full-capture loop only: it records the stop.
+        if let Some(stopped) = self.full.as_ref().and_then(|full| full.stop(account, id)) {
+            return Ok(stopped);
         }
-        if c.stop_requested.is_none() {
-            c.stop_requested = Some(Utc::now());
-            self.store.update(&c)?;
-        }
-        if let Some(full) = &self.full {
-            full.request_stop(&c.id);
-        }
-        Ok(c)
+        // Not live: it has ended (maybe just now).
+        let c = self.get(account, id)?;
+        Err(ManagerError::Invalid {
+            field: "pcap_id".into(),
+            message: format!(
+                "capture {} is {}; only a pending or running capture can be stopped",
+                c.id,
+                c.status.as_str()
+            ),
+        })
     }
 
     /// Start-up: finishes simple captures a restart interrupted (their samples are on disk) and

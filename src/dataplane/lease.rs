@@ -127,6 +127,14 @@ impl Lease {
         Lease { writer, tag, cmds: Some(cmds) }
     }
 
+    /// For a capture never published to the RX cores (its start failed): the writer drops the
+    /// sink, removing its partial file, and frees the slot.
+    pub fn discard(mut self) {
+        if let Some(cmds) = self.cmds.take() {
+            let _ = cmds.send(WriterCmd::Discard { tag: self.tag });
+        }
+    }
+
     /// The writer takes back a lease it could not deliver, without a `Close` to itself.
     pub(super) fn disarm(mut self) {
         self.cmds = None;

@@ -191,7 +191,13 @@ impl DataPlane {
     /// Starts the RX lcores' poll loops (once; later calls do nothing).
     pub fn launch_rx(&mut self) -> Result<(), DataPlaneError> {
         for (core, worker) in std::mem::take(&mut self.unlaunched) {
-            self.jobs.push(dpdk::launch(&self.eal, core, move || worker.run())?);
+            // Marked polling before it can load a capture set (and until its loop has returned,
+            // or panicked): `epoch_passed` never takes a core about to poll for a stopped one.
+            let polling = worker.stats.polling();
+            self.jobs.push(dpdk::launch(&self.eal, core, move || {
+                let _polling = polling;
+                worker.run();
+            })?);
         }
         Ok(())
     }
@@ -294,7 +300,8 @@ impl CaptureControl {
         watch: Option<Watch>,
         timeout: Duration,
     ) -> Result<Lease, OpenError> {
-        let (reply, answer) = channel::bounded(1);
+        // Rendezvous: the lease is handed over only while we still wait for it (see `Open`).
+        let (reply, answer) = channel::bounded(0);
         let tx = self.writers.get(writer).ok_or(OpenError::WriterGone(writer))?;
         tx.send(WriterCmd::Open { sink: Box::new(sink), counters, watch, reply })
             .map_err(|_| OpenError::WriterGone(writer))?;

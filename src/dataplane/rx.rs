@@ -46,7 +46,6 @@ struct Scratch {
 
 impl RxWorker {
     pub fn run(mut self) {
-        let _polling = self.stats.polling();
         let mut burst = Burst::default();
         let mut sc = Scratch { takes: Vec::with_capacity(64), caplens: [0; BURST] };
         let mut empty_polls: u32 = 0;

@@ -18,11 +18,14 @@ use crate::pcap::PcapSink;
 const DRAIN_BYTES: usize = 256 << 10;
 const IDLE_MIN: Duration = Duration::from_micros(50);
 const IDLE_MAX: Duration = Duration::from_millis(2);
+/// How long an `Open` reply waits for its caller (who waits in `recv_timeout`): a caller that
+/// gave up has dropped its end and the send fails at once.
+const OPEN_REPLY_WAIT: Duration = Duration::from_secs(1);
 
 pub enum WriterCmd {
     /// Take a free slot, write records tagged with its lease into `sink`, and reply with the
-    /// `Lease` (or why not). If `reply` is gone when the lease is ready (the caller gave up
-    /// waiting), the slot is taken back and the sink dropped (its partial file removed).
+    /// `Lease` (or why not). `reply` is a rendezvous channel: if the caller gave up waiting, the
+    /// send fails, the slot is taken back and the sink dropped (its partial file removed).
     Open {
         sink: Box<PcapSink>,
         counters: Arc<CaptureCounters>,
@@ -32,6 +35,9 @@ pub enum WriterCmd {
     /// Drain the rings, close the sink of `tag`, free its slot, and report (if asked to).
     /// Sent only by `Lease` (closing or dropped): a slot is closed by its holder, once.
     Close { tag: LeaseTag, reply: Option<Sender<CloseReport>> },
+    /// Drop the sink of `tag` (removing its partial file) and free its slot: for a capture that
+    /// never reached the RX cores. Sent only by `Lease::discard`.
+    Discard { tag: LeaseTag },
     /// Drain the rings, close every sink, and exit.
     Shutdown,
 }
@@ -41,6 +47,8 @@ pub enum WriterCmd {
 pub enum OpenRefused {
     #[error("{writer}: all {SLOTS_PER_WRITER} capture slots are in use")]
     NoFreeSlot { writer: String },
+    #[error("{writer} is shutting down")]
+    ShuttingDown { writer: String },
 }
 
 /// What the writer tells the capture's owner about it while it runs (full captures; a one-shot
@@ -206,7 +214,7 @@ impl Writer {
                     told_failure: false,
                 });
                 let lease = Lease::issue(self.index, tag, self.cmds_tx.clone());
-                if let Err(refused) = reply.send(Ok(lease)) {
+                if let Err(refused) = reply.send_timeout(Ok(lease), OPEN_REPLY_WAIT) {
                     // Nobody waits for it: take the slot back (no record can carry its tag yet:
                     // only the lease's holder could have published it to RX cores).
                     if let Ok(lease) = refused.into_inner() {
@@ -236,8 +244,28 @@ impl Writer {
                 }
                 true
             }
+            WriterCmd::Discard { tag } => {
+                // Dropping the sink removes its partial file.
+                drop(self.take_sink(tag));
+                true
+            }
             WriterCmd::Shutdown => {
                 self.drain_published();
+                // Commands queued behind the shutdown still get their answers.
+                while let Ok(cmd) = self.cmds.try_recv() {
+                    match cmd {
+                        WriterCmd::Open { reply, .. } => {
+                            let _ = reply.send_timeout(
+                                Err(OpenRefused::ShuttingDown { writer: self.name.clone() }),
+                                OPEN_REPLY_WAIT,
+                            );
+                        }
+                        cmd @ (WriterCmd::Close { .. } | WriterCmd::Discard { .. }) => {
+                            self.handle(cmd);
+                        }
+                        WriterCmd::Shutdown => {}
+                    }
+                }
                 for slot in 0..self.sinks.len() {
                     let Some(tag) = self.sinks[slot].as_ref().map(|s| s.tag) else { continue };
                     if let Some(s) = self.take_sink(tag) {
