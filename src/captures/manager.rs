@@ -279,8 +279,16 @@ impl Manager {
         if let Some(stopped) = self.full.as_ref().and_then(|full| full.stop(account, id)) {
             return Ok(stopped);
         }
-        // Not live: it has ended (maybe just now).
-        let c = self.get(account, id)?;
+        // Not live here: it has ended (maybe just now), or this appliance runs no full
+        // captures and the row is all there is (nobody else writes it then).
+        let mut c = self.get(account, id)?;
+        if matches!(c.status, Status::Pending | Status::Running) {
+            if c.stop_requested.is_none() {
+                c.stop_requested = Some(Utc::now());
+                self.store.update(&c)?;
+            }
+            return Ok(c);
+        }
         Err(ManagerError::Invalid {
             field: "pcap_id".into(),
             message: format!(
