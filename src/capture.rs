@@ -201,7 +201,18 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
         return Err(CaptureError::RxPanic(msg));
     }
     let report = report.ok_or_else(|| CaptureError::Write("the writer thread exited early".into()))?;
-    let files = report.files.map_err(CaptureError::Write)?;
+    if let Some(e) = report.error {
+        // Like tcpdump on a full disk, what reached the disk is kept (cut to whole records).
+        let kept = match report.files.as_slice() {
+            [] => String::new(),
+            files => {
+                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                format!("; the {} packets written before it are in {}", report.packets, names.join(", "))
+            }
+        };
+        return Err(CaptureError::Write(format!("{e}{kept}")));
+    }
+    let files = report.files;
     Ok(Summary {
         received: totals.rx_packets,
         matched: counters.matched.load(Relaxed),

@@ -17,7 +17,6 @@
 //!   is in the bucket (`success`), or an upload fails for good (`failed`).
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -276,7 +275,7 @@ impl Lifecycle {
         }
         for (id, why, report) in closed {
             match report {
-                Some(r) => self.finish(&id, why, r.files.map(|_| ())),
+                Some(r) => self.finish(&id, why, r),
                 None => self.writer_gone(&id, why),
             }
         }
@@ -440,50 +439,65 @@ impl Lifecycle {
                 self.live.remove(id);
                 self.publish_view();
             }
-            Why::WriterFailed(_) | Why::Rollback(_) => self.finish(id, why, Err("the writer thread exited".into())),
+            Why::WriterFailed(_) | Why::Rollback(_) => {
+                let Some(l) = self.live.remove(id) else { return };
+                self.publish_view();
+                let msg = match why {
+                    Why::Rollback(m) => m,
+                    _ => "writing the capture failed: the writer thread exited".into(),
+                };
+                self.fail(l.capture, &msg, l.start_reply);
+            }
         }
     }
 
-    /// The writer closed the capture (its slot is free again): store the outcome.
-    fn finish(&mut self, id: &str, why: Why, files: Result<(), String>) {
+    /// The writer closed the capture (its slot is free again): store the outcome. A capture
+    /// whose file could not be written (a full disk) still uploads what reached the disk, then
+    /// ends `failed` saying so (the uploader keeps `error_message` and fails it when done).
+    fn finish(&mut self, id: &str, why: Why, report: CloseReport) {
         let Some(l) = self.live.remove(id) else { return };
         self.publish_view();
         let mut c = l.capture;
-        c.packets_captured = Some(l.spec.counters.written.load(Relaxed));
-        let lost = l.spec.counters.dropped_writer_error.load(Relaxed);
-        let failure = match (why, files) {
-            (Why::Rollback(m), _) => Some(m),
-            (Why::WriterFailed(e), _) | (Why::Done, Err(e)) => Some(format!("writing the capture failed: {e}")),
-            (Why::Done, Ok(())) if lost > 0 => {
-                Some(format!("writing the capture failed: {lost} records were lost to write errors"))
+        c.packets_captured = Some(report.packets);
+        let write_error = match why {
+            Why::Rollback(m) => {
+                self.fail(c, &m, l.start_reply);
+                return;
             }
-            (Why::Done, Ok(())) => match self.ctx.enqueue_spool(&c) {
-                Ok(n) => {
-                    tracing::info!(
-                        "capture {id}: {} packets in {n} file(s), uploading",
-                        c.packets_captured.unwrap_or(0)
-                    );
-                    None
-                }
-                Err(e) => Some(format!("queueing the capture's files for upload failed: {e}")),
-            },
+            Why::WriterFailed(e) => Some(e),
+            Why::Done => report.error,
         };
-        match failure {
-            Some(msg) => {
-                tracing::warn!("capture {id}: {msg}");
-                self.ctx.forget_spool(id);
-                self.store_failed(&mut c, &msg);
-                if let Some(reply) = l.start_reply {
-                    let _ = reply.send(Err(StartError::Failed(msg)));
-                }
+        if let Some(e) = &write_error {
+            if report.files.is_empty() {
+                self.fail(c, &format!("writing the capture failed: {e}; no packet reached the disk"), None);
+                return;
             }
-            None => {
-                c.status = Status::ConversionPending;
-                if let Err(e) = self.store.update(&c) {
-                    tracing::error!("capture {id}: {e}");
-                }
-                let _ = self.ctx.upload_wake.try_send(());
+            c.error_message = Some(format!(
+                "writing the capture failed after {n} packets: {e}; those {n} packets are uploaded to the bucket",
+                n = report.packets
+            ));
+        }
+        match self.ctx.enqueue_spool(&c) {
+            Ok(n) => tracing::info!("capture {id}: {} packets in {n} file(s), uploading", report.packets),
+            Err(e) => {
+                self.fail(c, &format!("queueing the capture's files for upload failed: {e}"), None);
+                return;
             }
+        }
+        c.status = Status::ConversionPending;
+        if let Err(e) = self.store.update(&c) {
+            tracing::error!("capture {id}: {e}");
+        }
+        let _ = self.ctx.upload_wake.try_send(());
+    }
+
+    /// Stores `c` failed with `msg` (nothing of it is uploaded) and answers a rolled-back start.
+    fn fail(&self, mut c: Capture, msg: &str, start_reply: Option<Sender<Result<Capture, StartError>>>) {
+        tracing::warn!("capture {}: {msg}", c.id);
+        self.ctx.forget_spool(&c.id);
+        self.store_failed(&mut c, msg);
+        if let Some(reply) = start_reply {
+            let _ = reply.send(Err(StartError::Failed(msg.to_string())));
         }
     }
 
@@ -580,7 +594,7 @@ pub fn spool_files(dir: &Path) -> std::io::Result<Vec<(u32, PathBuf)>> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
     use super::*;
     use crate::captures::model::CaptureType;

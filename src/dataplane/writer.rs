@@ -80,8 +80,12 @@ pub struct WriterEvent {
 pub struct CloseReport {
     pub writer: usize,
     pub tag: LeaseTag,
-    /// Finished files in order, or the first error (its files are removed).
-    pub files: Result<Vec<PathBuf>, String>,
+    /// Finished files in order: all of them, or after a write error what reached the disk
+    /// (cut to the last whole record).
+    pub files: Vec<PathBuf>,
+    /// The first write error, if any.
+    pub error: Option<String>,
+    /// Records in `files`.
     pub packets: u64,
     pub bytes: u64,
 }
@@ -232,14 +236,15 @@ impl Writer {
                     None => CloseReport {
                         writer: self.index,
                         tag,
-                        files: Err(format!("{}: capture {tag} is not open", self.name)),
+                        files: Vec::new(),
+                        error: Some(format!("{}: capture {tag} is not open", self.name)),
                         packets: 0,
                         bytes: 0,
                     },
                 };
                 if let Some(reply) = reply {
                     let _ = reply.send(report);
-                } else if let Err(e) = &report.files {
+                } else if let Some(e) = &report.error {
                     tracing::warn!("{}: capture {tag} closed without its owner: {e}", self.name);
                 }
                 true
@@ -269,7 +274,7 @@ impl Writer {
                 for slot in 0..self.sinks.len() {
                     let Some(tag) = self.sinks[slot].as_ref().map(|s| s.tag) else { continue };
                     if let Some(s) = self.take_sink(tag) {
-                        if let Err(e) = close(self.index, s).files {
+                        if let Some(e) = close(self.index, s).error {
                             tracing::error!("{}: capture {tag} closed at shutdown: {e}", self.name);
                         }
                     }
@@ -342,14 +347,22 @@ fn write_run(sinks: &mut [Option<SinkSlot>], stray: &AtomicU64, run: &Run<'_>, n
 }
 
 fn close(writer: usize, s: SinkSlot) -> CloseReport {
-    let (packets, bytes) = (s.sink.packets(), s.sink.bytes());
     s.counters.written.fetch_add(s.written_unpublished, Relaxed);
-    let files = match s.error {
-        // Dropping the sink removes its partial file.
-        Some(e) => Err(e),
-        None => s.sink.finish().map_err(|e| e.to_string()),
+    let bytes = s.sink.bytes();
+    let (files, error, packets) = match s.error {
+        None => {
+            let packets = s.sink.packets();
+            match s.sink.finish() {
+                Ok(files) => (files, None, packets),
+                Err(e) => (Vec::new(), Some(e.to_string()), 0),
+            }
+        }
+        Some(e) => {
+            let (files, packets) = s.sink.salvage();
+            (files, Some(e), packets)
+        }
     };
-    CloseReport { writer, tag: s.tag, files, packets, bytes }
+    CloseReport { writer, tag: s.tag, files, error, packets, bytes }
 }
 
 #[cfg(test)]

@@ -329,6 +329,47 @@ impl PcapSink {
         self.close_current()?;
         Ok(std::mem::take(&mut self.finished))
     }
+
+    /// After a write error (a full disk): keeps what reached the disk. The file being written
+    /// is cut to its last whole record, fsynced and renamed (removed when it holds no record);
+    /// what was still buffered is lost. Returns the files and how many records they hold.
+    pub fn salvage(mut self) -> (Vec<PathBuf>, u64) {
+        self.buf.clear();
+        if let Some(cur) = self.current.take() {
+            if !self.out.is_stream() {
+                let partial = self.out.partial(cur.seq);
+                match cut_to_whole_records(&cur.file, &partial) {
+                    Ok(true) => match fs::rename(&partial, self.out.file(cur.seq)) {
+                        Ok(()) => self.finished.push(self.out.file(cur.seq)),
+                        Err(e) => tracing::error!("{}: rename: {e}", partial.display()),
+                    },
+                    Ok(false) => {
+                        let _ = fs::remove_file(&partial);
+                    }
+                    Err(e) => {
+                        tracing::error!("{}: cannot keep what was written: {e}", partial.display());
+                        let _ = fs::remove_file(&partial);
+                    }
+                }
+            }
+        }
+        let files = std::mem::take(&mut self.finished);
+        let packets = files.iter().map(|f| format::count_records(f).ok().flatten().unwrap_or(0)).sum();
+        (files, packets)
+    }
+}
+
+/// Cuts `file` (at `path`) after its last whole record and fsyncs it; false when it holds no
+/// record (or not even a file header).
+fn cut_to_whole_records(file: &File, path: &Path) -> io::Result<bool> {
+    let data = fs::read(path)?;
+    if data.len() < FILE_HEADER_LEN {
+        return Ok(false);
+    }
+    let whole = format::whole_records_len(&data[FILE_HEADER_LEN..]);
+    file.set_len((FILE_HEADER_LEN + whole) as u64)?;
+    file.sync_all()?;
+    Ok(whole > 0)
 }
 
 impl Drop for PcapSink {
@@ -421,6 +462,31 @@ mod tests {
         let e = PcapSink::create(Path::new("/nonexistent/dir/c.pcap"), RotatePolicy::default(), Precision::Nanos, 10);
         let msg = e.err().unwrap().to_string();
         assert!(msg.contains("/nonexistent/dir/c.pcap") && msg.contains("create"), "{msg}");
+    }
+
+    #[test]
+    fn salvage_keeps_the_whole_records_that_reached_the_disk() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("s.pcap");
+        let mut s = PcapSink::create(&out, RotatePolicy::default(), Precision::Nanos, 65_535).unwrap();
+        for i in 0..10u8 {
+            s.write(u64::from(i), 100, std::iter::once(&pkt(i, 100)[..]), 0).unwrap();
+        }
+        s.flush_buf().unwrap();
+        // A torn record after the ten whole ones, as a full disk leaves it.
+        let partial = d.path().join(".s.pcap.partial");
+        let mut f = OpenOptions::new().append(true).open(&partial).unwrap();
+        f.write_all(&[1, 2, 3, 4, 5, 6, 7, 8, 9]).unwrap();
+        s.write(99, 100, std::iter::once(&pkt(99, 100)[..]), 0).unwrap(); // buffered, never written
+        let (files, packets) = s.salvage();
+        assert_eq!((files, packets), (vec![out.clone()], 10));
+        assert_eq!(fs::metadata(&out).unwrap().len(), (FILE_HEADER_LEN + 10 * (RECORD_HEADER_LEN + 100)) as u64);
+        assert!(!partial.exists());
+        // Nothing written: no file kept.
+        let empty = d.path().join("e.pcap");
+        let s = PcapSink::create(&empty, RotatePolicy::default(), Precision::Nanos, 65_535).unwrap();
+        assert_eq!(s.salvage(), (vec![], 0));
+        assert!(!empty.exists() && !d.path().join(".e.pcap.partial").exists());
     }
 
     #[test]

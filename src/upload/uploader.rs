@@ -140,7 +140,8 @@ impl Uploader {
                     );
                 }
             } else if jobs.iter().all(|j| j.state == "done") {
-                c.status = Status::Success;
+                // A capture cut short by a write error uploads what it has, then fails saying so.
+                c.status = if c.error_message.is_some() { Status::Failed } else { Status::Success };
             } else {
                 continue;
             }
