@@ -407,3 +407,104 @@ fn captures_survive_a_restart_and_interrupted_conversions_finish() {
     let (_, pkts_after) = download(&app, &id, dir.path());
     assert_eq!(datas(&pkts_after), datas(&pkts_before), "rebuilt from the samples kept on disk");
 }
+
+fn opts<'a>(input: &'a Path, data: &'a Path, simple_interval: u64) -> Opts<'a> {
+    Opts { source: input, one_in: ONE_IN as u32, simple_interval, data, infinite: false, iface: None, extra: "" }
+}
+
+/// Regression: one `captures` row with a corrupt body (bad JSON, an unknown status) made list,
+/// get and download of the whole account answer 500.
+#[test]
+fn one_corrupt_captures_row_does_not_hide_the_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let input = fixture("frames.pcap");
+    let mut app = Appliance::start(&opts(&input, &data, 0));
+    wait_replayed(&app, read_pcap(&input).len());
+    let ids: Vec<String> = (0..3)
+        .map(|_| post_json(&app, &simple(300, 5, json!({}))).json()["result"]["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.iter().for_each(|id| assert_eq!(wait_done(&app, id)["status"], "success"));
+    let (status, stderr) = app.stop();
+    assert!(status.success(), "{stderr}");
+    let db = rusqlite::Connection::open(data.join("pcapd.db")).unwrap();
+    db.execute("UPDATE captures SET body = '{not json' WHERE id = ?1", [&ids[0]]).unwrap();
+    let body: String = db.query_row("SELECT body FROM captures WHERE id = ?1", [&ids[1]], |r| r.get(0)).unwrap();
+    db.execute("UPDATE captures SET body = ?2 WHERE id = ?1", [&ids[1], &body.replace("\"success\"", "\"exploded\"")])
+        .unwrap();
+    drop(db);
+    drop(app);
+
+    let app = Appliance::start(&opts(&input, &data, 0));
+    let r = call("GET", &app.url("/pcaps"), &[AUTH], None);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let listed: Vec<String> =
+        r.json()["result"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(listed, vec![ids[2].clone()], "the readable capture is listed, the corrupt ones left out");
+    for id in &ids[..2] {
+        let r = call("GET", &app.url(&format!("/pcaps/{id}")), &[AUTH], None);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let c = r.json()["result"].clone();
+        assert_eq!((c["id"].as_str(), c["status"].as_str()), (Some(id.as_str()), Some("failed")));
+        assert!(c["error_message"].as_str().unwrap().contains("corrupt"), "{c}");
+        let r = call("GET", &app.url(&format!("/pcaps/{id}/download")), &[AUTH], None);
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+        assert!(r.error().contains("failed"), "{}", r.error());
+    }
+    assert_eq!(download(&app, &ids[2], dir.path()).0.status, 200);
+}
+
+/// Regression: a simple capture whose file had gone from the data dir stayed `success` and its
+/// download answered 500.
+#[test]
+fn a_capture_whose_file_is_missing_answers_410_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let input = fixture("frames.pcap");
+    let app = Appliance::start(&opts(&input, &data, 0));
+    wait_replayed(&app, read_pcap(&input).len());
+    let id = post_json(&app, &simple(300, 5, json!({}))).json()["result"]["id"].as_str().unwrap().to_string();
+    assert_eq!(wait_done(&app, &id)["status"], "success");
+    let file = data.join("captures").join(format!("{id}.pcap"));
+    std::fs::remove_file(&file).unwrap();
+    let r = call("GET", &app.url(&format!("/pcaps/{id}/download")), &[AUTH], None);
+    assert_eq!(r.status, 410, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["success"], false);
+    assert!(r.error().contains("missing"), "{}", r.error());
+    let c = call("GET", &app.url(&format!("/pcaps/{id}")), &[AUTH], None).json()["result"].clone();
+    assert_eq!(c["status"], "failed", "{c}");
+    // A symlink in its place is not followed.
+    let secret = dir.path().join("secret.pcap");
+    std::fs::copy(fixture("frames.pcap"), &secret).unwrap();
+    let id2 = {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        post_json(&app, &simple(300, 5, json!({}))).json()["result"]["id"].as_str().unwrap().to_string()
+    };
+    assert_eq!(wait_done(&app, &id2)["status"], "success");
+    let file2 = data.join("captures").join(format!("{id2}.pcap"));
+    std::fs::remove_file(&file2).unwrap();
+    std::os::unix::fs::symlink(&secret, &file2).unwrap();
+    let r = call("GET", &app.url(&format!("/pcaps/{id2}/download")), &[AUTH], None);
+    assert_eq!(r.status, 410, "a symlink is never followed: {}", String::from_utf8_lossy(&r.body));
+}
+
+/// Regression: the one-simple-capture-a-minute rule was kept in memory only, so each restart
+/// let another request through.
+#[test]
+fn the_one_a_minute_simple_rule_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let input = fixture("frames.pcap");
+    let mut app = Appliance::start(&opts(&input, &data, 60));
+    assert_eq!(post_json(&app, &simple(60, 5, json!({}))).status, 200);
+    assert_eq!(post_json(&app, &simple(60, 5, json!({}))).status, 429);
+    let (status, stderr) = app.stop();
+    assert!(status.success(), "{stderr}");
+    drop(app);
+    let app = Appliance::start(&opts(&input, &data, 60));
+    let r = post_json(&app, &simple(60, 5, json!({})));
+    assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-should-retry"), Some("false"));
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+}

@@ -67,6 +67,9 @@ impl CaptureRecords for SlowDb {
     fn unfinished(&self) -> Result<Vec<Capture>, StoreError> {
         self.call(|db| db.unfinished())
     }
+    fn newest_simple(&self, account: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        self.call(|db| db.newest_simple(account))
+    }
 }
 
 impl OwnershipRecords for SlowDb {

@@ -1,5 +1,5 @@
 //! Cloudflare's response envelope and error codes.
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -75,6 +75,23 @@ impl IntoResponse for ApiError {
             r.headers_mut().insert(k, v);
         }
         r
+    }
+}
+
+impl From<crate::db::StoreError> for ApiError {
+    /// A full disk is 507 (with `Retry-After`, no automatic retry), never a 500.
+    fn from(e: crate::db::StoreError) -> Self {
+        if e.is_disk_full() {
+            tracing::error!("{e}");
+            return ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                code::UNAVAILABLE,
+                "the appliance's data disk is full; retry once space has been freed",
+            )
+            .no_retry()
+            .header(header::RETRY_AFTER, "60");
+        }
+        ApiError::internal(e.to_string())
     }
 }
 

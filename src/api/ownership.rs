@@ -11,7 +11,6 @@ use super::envelope::{ok, ApiError};
 use super::pcaps::body_bytes;
 use super::{blocking, AppState};
 use crate::captures::model::is_id;
-use crate::db::StoreError;
 use crate::upload::ownership::{self, OwnershipError};
 
 impl From<OwnershipError> for ApiError {
@@ -21,12 +20,6 @@ impl From<OwnershipError> for ApiError {
             OwnershipError::NotFound => ApiError::not_found("ownership not found"),
             OwnershipError::Store(e) => e.into(),
         }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        ApiError::internal(e.to_string())
     }
 }
 

@@ -25,6 +25,7 @@ impl From<ManagerError> for ApiError {
             ManagerError::NotFound => ApiError::not_found("capture not found"),
             ManagerError::Invalid { field, message } => ApiError::invalid(format!("{field}: {message}")),
             ManagerError::NotDownloadable(m) => ApiError::invalid(m),
+            ManagerError::Gone(m) => ApiError::new(StatusCode::GONE, code::NOT_FOUND, m),
             ManagerError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, code::CONFLICT, e.to_string()).no_retry(),
             // 503, not 500: the SDKs retry 5xx by themselves; a full appliance is worth a later
             // retry by the caller, not an immediate one.
@@ -32,7 +33,7 @@ impl From<ManagerError> for ApiError {
                 .no_retry()
                 .header(header::RETRY_AFTER, "10"),
             ManagerError::StartFailed(_) => ApiError::internal(e.to_string()).no_retry(),
-            ManagerError::Store(e) => ApiError::internal(e.to_string()),
+            ManagerError::Store(e) => e.into(),
             ManagerError::Internal(m) => ApiError::internal(m),
         }
     }

@@ -741,6 +741,9 @@ mod tests {
         fn unfinished(&self) -> Result<Vec<Capture>, StoreError> {
             self.0.unfinished()
         }
+        fn newest_simple(&self, account: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+            self.0.newest_simple(account)
+        }
     }
 
     /// Regression: a start that failed after publishing (store update, thread spawn) left the

@@ -46,6 +46,9 @@ pub enum ManagerError {
     Invalid { field: String, message: String },
     #[error("{0}")]
     NotDownloadable(String),
+    /// Its data is gone for good (410).
+    #[error("{0}")]
+    Gone(String),
     #[error("full capture {0} is already pending or running for this account; stop it or wait for it to finish")]
     Conflict(String),
     /// No capacity right now (capture slots, writers); nothing was stored.
@@ -67,7 +70,8 @@ pub struct Manager {
     samples: SampleAccess,
     captures_dir: PathBuf,
     simple_interval: Duration,
-    last_simple: Mutex<HashMap<String, Instant>>,
+    /// Each account's last simple request (wall clock: the rule is persisted with the captures).
+    last_simple: Mutex<HashMap<String, DateTime<Utc>>>,
     running: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -166,15 +170,22 @@ impl Manager {
         now: DateTime<Utc>,
     ) -> Result<Capture, ManagerError> {
         {
+            // The rule outlives restarts: an account's last request comes from the store the
+            // first time it is asked about.
             let mut last = self.last_simple.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(t) = last.get(account) {
-                let since = t.elapsed();
+            let prev = match last.get(account) {
+                Some(t) => Some(*t),
+                None => self.store.newest_simple(account)?,
+            };
+            if let Some(prev) = prev {
+                let since = (now - prev).to_std().unwrap_or(Duration::ZERO);
                 if since < self.simple_interval {
                     let retry_after = (self.simple_interval - since).as_secs_f64().ceil().max(1.0) as u64;
+                    last.insert(account.to_string(), prev);
                     return Err(ManagerError::RateLimited { interval: self.simple_interval.as_secs(), retry_after });
                 }
             }
-            last.insert(account.to_string(), Instant::now());
+            last.insert(account.to_string(), now);
         }
         let c = Capture {
             offset_time: Some(req.offset_time.unwrap_or(now)),
@@ -251,6 +262,9 @@ impl Manager {
     /// The bytes of a finished simple capture.
     pub fn download(&self, account: &str, id: &str) -> Result<Vec<u8>, ManagerError> {
         let c = self.get(account, id)?;
+        if let (Status::Failed, Some(why)) = (c.status, &c.error_message) {
+            return Err(ManagerError::NotDownloadable(format!("capture failed: {why}")));
+        }
         if c.kind != CaptureType::Simple {
             return Err(ManagerError::NotDownloadable(
                 "full captures are delivered to their bucket (destination_conf), not downloaded".into(),
@@ -262,8 +276,21 @@ impl Manager {
                 c.status.as_str()
             )));
         }
-        std::fs::read(self.capture_file(id))
-            .map_err(|e| ManagerError::Internal(format!("reading the capture file: {e}")))
+        match read_no_follow(&self.capture_file(id)) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound) || e.raw_os_error() == Some(libc::ELOOP) => {
+                // Gone from the data dir (deleted, or replaced by a symlink, never followed):
+                // the capture can no longer be had, and says so from now on.
+                let msg = "the capture's file is missing from the appliance's data directory".to_string();
+                tracing::error!("capture {id}: {}: {e}", self.capture_file(id).display());
+                let mut c = c;
+                c.status = Status::Failed;
+                c.error_message = Some(msg.clone());
+                self.store.update(&c)?;
+                Err(ManagerError::Gone(msg))
+            }
+            Err(e) => Err(ManagerError::Internal(format!("reading the capture file: {e}"))),
+        }
     }
 
     /// Stops a running full capture early (`stop_requested` is set); its files are then uploaded.
@@ -364,6 +391,16 @@ impl Manager {
     pub fn running(&self) -> usize {
         self.running.lock().map(|r| r.iter().filter(|h| !h.is_finished()).count()).unwrap_or(0)
     }
+}
+
+/// Reads a file of the data dir without following a symlink in its place.
+fn read_no_follow(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    let mut v = Vec::new();
+    f.read_to_end(&mut v)?;
+    Ok(v)
 }
 
 fn write_pcap(path: &Path, snaplen: u32, samples: &[query::Sample]) -> Result<(), String> {

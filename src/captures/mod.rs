@@ -17,4 +17,6 @@ pub trait CaptureRecords: Send + Sync {
     fn list(&self, account: &str, limit: usize) -> Result<Vec<Capture>, StoreError>;
     /// Every capture whose status is not final (for start-up reconciliation).
     fn unfinished(&self) -> Result<Vec<Capture>, StoreError>;
+    /// When the account's newest simple capture was submitted (the one-a-minute rule).
+    fn newest_simple(&self, account: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError>;
 }

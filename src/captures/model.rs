@@ -160,6 +160,24 @@ impl Capture {
 }
 
 /// A new random id: 32 lowercase hex characters.
+impl Capture {
+    /// Stands in for a stored record that cannot be read back (bad JSON, an unknown status):
+    /// `failed`, saying so, with what can still be told from the row.
+    pub fn unreadable(id: &str, account: &str, submitted: DateTime<Utc>, body: &str) -> Capture {
+        let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let kind = if v["type"] == "simple" { CaptureType::Simple } else { CaptureType::Full };
+        let time_limit = v["time_limit"].as_u64().unwrap_or(0);
+        Capture {
+            id: id.to_string(),
+            status: Status::Failed,
+            error_message: Some(
+                "this capture's stored record is corrupt and cannot be read; its data is not available".into(),
+            ),
+            ..Capture::new(account, kind, submitted, time_limit, &FilterV1::default())
+        }
+    }
+}
+
 pub fn new_id() -> String {
     let v: u128 = rand::random();
     format!("{v:032x}")

@@ -10,3 +10,10 @@ pub enum StoreError {
     #[error("store: cannot encode record: {0}")]
     Encode(serde_json::Error),
 }
+
+impl StoreError {
+    /// SQLite could not write: the data dir's file system is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DiskFull)
+    }
+}

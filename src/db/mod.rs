@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 mod error;
@@ -60,8 +61,48 @@ impl Db {
     }
 }
 
-fn decode(id: String, body: String) -> Result<Capture, StoreError> {
-    serde_json::from_str(&body).map_err(|source| StoreError::Corrupt { id, source })
+/// One `captures` row as read: the body decoded, or why it could not be.
+struct Row {
+    id: String,
+    account: String,
+    submitted_us: i64,
+    body: String,
+}
+
+const CAPTURE_COLUMNS: &str = "id, account, submitted_us, body";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row { id: r.get(0)?, account: r.get(1)?, submitted_us: r.get(2)?, body: r.get(3)? })
+}
+
+impl Row {
+    fn decode(&self) -> Result<Capture, serde_json::Error> {
+        serde_json::from_str(&self.body)
+    }
+
+    /// The capture, or for a corrupt body (bad JSON, an unknown status) a `failed` stand-in
+    /// that says so: one bad row never hides the rest of an account.
+    fn capture(self) -> Capture {
+        match self.decode() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("db: capture {} has a corrupt record ({e}); answered as failed", self.id);
+                let submitted = chrono::DateTime::from_timestamp_micros(self.submitted_us).unwrap_or_default();
+                Capture::unreadable(&self.id, &self.account, submitted, &self.body)
+            }
+        }
+    }
+
+    /// For lists: the capture, or `None` (logged) for a corrupt body.
+    fn listed(self) -> Option<Capture> {
+        match self.decode() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!("db: capture {} has a corrupt record ({e}); left out of the list", self.id);
+                None
+            }
+        }
+    }
 }
 
 impl CaptureRecords for Db {
@@ -84,34 +125,40 @@ impl CaptureRecords for Db {
     }
 
     fn get(&self, account: &str, id: &str) -> Result<Option<Capture>, StoreError> {
-        let row: Option<(String, String)> = self
-            .conn()
-            .query_row("SELECT id, body FROM captures WHERE account = ?1 AND id = ?2", params![account, id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
-        row.map(|(id, body)| decode(id, body)).transpose()
+        let sql = format!("SELECT {CAPTURE_COLUMNS} FROM captures WHERE account = ?1 AND id = ?2");
+        let r = self.conn().query_row(&sql, params![account, id], row).optional()?;
+        Ok(r.map(Row::capture))
     }
 
     fn list(&self, account: &str, limit: usize) -> Result<Vec<Capture>, StoreError> {
         let conn = self.conn();
-        let mut st = conn.prepare(
-            "SELECT id, body FROM captures WHERE account = ?1 ORDER BY submitted_us DESC, rowid DESC LIMIT ?2",
-        )?;
-        let rows =
-            st.query_map(params![account, limit as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        rows.map(|r| r.map_err(StoreError::from).and_then(|(id, body)| decode(id, body))).collect()
+        let mut st = conn.prepare(&format!(
+            "SELECT {CAPTURE_COLUMNS} FROM captures WHERE account = ?1 ORDER BY submitted_us DESC, rowid DESC LIMIT ?2"
+        ))?;
+        let rows = st.query_map(params![account, limit as i64], row)?;
+        let rows: Vec<Row> = rows.collect::<Result<_, _>>()?;
+        Ok(rows.into_iter().filter_map(Row::listed).collect())
     }
 
     fn unfinished(&self) -> Result<Vec<Capture>, StoreError> {
         let finals = [Status::Success.as_str(), Status::Complete.as_str(), Status::Failed.as_str()];
         let conn = self.conn();
-        let mut st =
-            conn.prepare("SELECT id, body FROM captures WHERE status NOT IN (?1, ?2, ?3) ORDER BY submitted_us")?;
-        let rows = st.query_map(params![finals[0], finals[1], finals[2]], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?;
-        rows.map(|r| r.map_err(StoreError::from).and_then(|(id, body)| decode(id, body))).collect()
+        let mut st = conn.prepare(&format!(
+            "SELECT {CAPTURE_COLUMNS} FROM captures WHERE status NOT IN (?1, ?2, ?3) ORDER BY submitted_us"
+        ))?;
+        let rows = st.query_map(params![finals[0], finals[1], finals[2]], row)?;
+        let rows: Vec<Row> = rows.collect::<Result<_, _>>()?;
+        Ok(rows.into_iter().filter_map(Row::listed).collect())
+    }
+
+    fn newest_simple(&self, account: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let us: Option<i64> = self.conn().query_row(
+            "SELECT max(submitted_us) FROM captures WHERE account = ?1 AND json_valid(body)
+                 AND json_extract(body, '$.type') = 'simple'",
+            params![account],
+            |r| r.get(0),
+        )?;
+        Ok(us.and_then(DateTime::from_timestamp_micros))
     }
 }
 
@@ -130,11 +177,17 @@ impl OwnershipRecords for Db {
         let conn = self.conn();
         let mut st = conn.prepare("SELECT id, body FROM ownerships WHERE account = ?1 ORDER BY rowid")?;
         let rows = st.query_map(params![account], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        rows.map(|r| {
-            let (id, body) = r?;
-            serde_json::from_str(&body).map_err(|source| StoreError::Corrupt { id, source })
-        })
-        .collect()
+        let rows: Vec<(String, String)> = rows.collect::<Result<_, _>>()?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, body)| match serde_json::from_str(&body) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    tracing::warn!("db: ownership {id} has a corrupt record ({e}); left out of the list");
+                    None
+                }
+            })
+            .collect())
     }
 
     fn delete_ownership(&self, account: &str, id: &str) -> Result<bool, StoreError> {
