@@ -1,4 +1,4 @@
-//! `pcapd run`: the appliance. Start-up order: config → data dir and store → data plane (RX
+//! `pcapd run`: the appliance. Start-up order: config → data dir (locked: one pcapd per dir) and store → data plane (RX
 //! lcores with sampling, writers) → sample store thread → capture manager (reconciles what a
 //! restart interrupted) → admin API on the non-RX cores. Shutdown (SIGINT/SIGTERM) in reverse:
 //! stop accepting requests, let running conversions finish, stop RX, drain the writers and the
@@ -16,6 +16,7 @@ use crate::api::{self, auth::Auth, AppState};
 use crate::captures::full::{FullContext, FullRuntime};
 use crate::captures::manager::{Manager, SampleAccess};
 use crate::config::{Config, Secret};
+use crate::datadir::DataDirLock;
 use crate::dataplane::{DataPlane, SamplingSpec};
 use crate::db::Db;
 use crate::samples::store::{SampleStore, StoreCmd, StoreConfig};
@@ -26,6 +27,8 @@ use crate::upload::uploader::{UploadStats, Uploader};
 pub enum AppError {
     #[error("data dir {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Locked(#[from] crate::datadir::DataDirError),
     #[error(transparent)]
     Store(#[from] crate::db::StoreError),
     #[error(transparent)]
@@ -56,6 +59,9 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
     let mkdir =
         |p: &PathBuf| std::fs::create_dir_all(p).map_err(|source| AppError::DataDir { path: p.clone(), source });
     mkdir(&data)?;
+    // Before SQLite, the sample store or DPDK: a second pcapd on this dir stops here. Held
+    // until `run` returns.
+    let _lock = DataDirLock::acquire(&data)?;
     let store = Arc::new(Db::open(&data.join("pcapd.db"))?);
     std::fs::create_dir_all(data.join("spool"))
         .map_err(|source| AppError::DataDir { path: data.join("spool"), source })?;
