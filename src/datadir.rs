@@ -100,6 +100,20 @@ pub fn open_read(path: &Path) -> io::Result<File> {
     nofollow().read(true).open(path)
 }
 
+/// Creates `dir` (and its parents) if missing and checks that it is a directory itself, not a
+/// symlink to one: directories under the data dir are never reached through a link.
+pub fn ensure_dir(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    match EntryKind::of(dir)? {
+        EntryKind::Dir => Ok(()),
+        kind => Err(io::Error::other(format!(
+            "{} is {}, not a directory (pcapd follows no symlink under its data dir)",
+            dir.display(),
+            kind.as_str()
+        ))),
+    }
+}
+
 /// What a directory entry is, judged without following it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
@@ -148,7 +162,7 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
     }
     // SAFETY: statvfs returned 0, so it initialised the struct (and it was zeroed before).
     let st = unsafe { st.assume_init() };
-    Ok(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Whether an I/O error means the file system is full (ENOSPC, or EDQUOT for a quota).

@@ -262,8 +262,12 @@ impl Manager {
                 c.status.as_str()
             )));
         }
-        std::fs::read(self.capture_file(id))
-            .map_err(|e| ManagerError::Internal(format!("reading the capture file: {e}")))
+        let mut bytes = Vec::new();
+        // Never through a symlink: the file is served to the API caller.
+        crate::datadir::open_read(&self.capture_file(id))
+            .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
+            .map_err(|e| ManagerError::Internal(format!("reading the capture file: {e}")))?;
+        Ok(bytes)
     }
 
     /// Stops a running full capture early (`stop_requested` is set); its files are then uploaded.
