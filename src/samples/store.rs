@@ -611,4 +611,106 @@ mod tests {
         assert_eq!(fs::metadata(&path).unwrap().len(), size);
         assert_eq!(stats.bytes.load(Relaxed), size);
     }
+
+    /// A small tmpfs mounted on a temporary directory, unmounted on drop.
+    struct Tmpfs {
+        dir: tempfile::TempDir,
+    }
+
+    impl Tmpfs {
+        /// `None` (and a printed reason) when this test cannot mount.
+        fn mount(size: &str) -> Option<Tmpfs> {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            if unsafe { libc::geteuid() } != 0 {
+                println!("skipped: mounting a tmpfs needs root");
+                return None;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let st = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(st.success(), "mount -t tmpfs failed: {st}");
+            Some(Tmpfs { dir })
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+        }
+    }
+
+    #[test]
+    fn sample_store_keeps_headroom_and_survives_a_full_disk() {
+        let Some(fs_) = Tmpfs::mount("12m") else { return };
+        let dir = fs_.dir.path().join("samples");
+        let min_free: u64 = 2 << 20;
+        let ring = Arc::new(ArrayQueue::new(8192));
+        let stats = Arc::new(SampleStats::default());
+        let (_tx, rx) = crossbeam::channel::unbounded();
+        let cfg = StoreConfig {
+            dir: dir.clone(),
+            segment_secs: 10,
+            retention_secs: 86_400 * 365 * 100,
+            max_bytes: u64::MAX,
+            min_free_bytes: min_free,
+            snaplen: 160,
+        };
+        let now = realtime_ns() / NS / 10 * 10;
+        let ((), log) = super::super::repair::tests::logged(|| {
+            let mut s = SampleStore::open(cfg, vec![Arc::clone(&ring)], rx, Arc::clone(&stats)).unwrap();
+            // 40 segments of ~1 MB (6000 samples of 176 bytes): over three times the file system.
+            let first = now - 400;
+            let mut least_free = u64::MAX;
+            for seg in 0..40u64 {
+                for i in 0..6000u64 {
+                    while ring.push(rec((first + seg * 10) * NS + i, 160)).is_err() {
+                        s.drain();
+                    }
+                }
+                while s.drain() > 0 {}
+                s.flush();
+                least_free = least_free.min(datadir::free_bytes(&dir).unwrap());
+            }
+            // The buffer (256 KiB) and a segment header may go below the line between checks.
+            assert!(least_free + (300 << 10) >= min_free, "free space went down to {least_free}");
+            assert!(stats.segments_dropped_for_space.load(Relaxed) > 0);
+            let segs = segments(&dir).unwrap();
+            assert_eq!(segs.last().map(|s| s.0), Some(first + 390), "the newest samples are kept");
+            assert_eq!(stats.dropped_disk_full.load(Relaxed), 0, "room was made, nothing dropped");
+            assert_eq!(stats.disk_full_since_ns(), None);
+
+            // Now something else fills the disk: the store drops all it can, then samples, and
+            // says since when; it recovers once there is room again.
+            let filler = fs_.dir.path().join("filler");
+            {
+                let mut f = File::create(&filler).unwrap();
+                let chunk = vec![0u8; 64 << 10];
+                while f.write_all(&chunk).is_ok() {}
+            }
+            for i in 0..50_000u64 {
+                while ring.push(rec(now * NS + i, 160)).is_err() {
+                    s.drain();
+                }
+            }
+            while s.drain() > 0 {}
+            s.flush();
+            assert!(stats.dropped_disk_full.load(Relaxed) > 0);
+            assert!(stats.disk_full_since_ns().is_some());
+            assert!(segments(&dir).unwrap().len() <= 1, "older segments were dropped to make room");
+            fs::remove_file(&filler).unwrap();
+            std::thread::sleep(FLUSH_EVERY);
+            let stored = stats.stored.load(Relaxed);
+            ring.push(rec((now + 10) * NS, 160)).ok().unwrap();
+            while s.drain() > 0 {}
+            s.flush();
+            assert_eq!(stats.stored.load(Relaxed), stored + 1, "writes again once there is room");
+            assert_eq!(stats.disk_full_since_ns(), None);
+        });
+        let lines = log.lines().count();
+        assert!(lines < 60, "{lines} log lines, not a few:\n{log}");
+        assert!(log.contains("more since the last report") || log.matches("dropping samples").count() <= 2, "{log}");
+    }
 }
