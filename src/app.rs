@@ -1,4 +1,4 @@
-//! `pcapd run`: the appliance. Start-up order: config → data dir and store → data plane (RX
+//! `pcapd run`: the appliance. Start-up order: config → data dir (locked: one pcapd per dir) and store → data plane (RX
 //! lcores with sampling, writers) → sample store thread → capture manager (reconciles what a
 //! restart interrupted) → admin API on the non-RX cores. Shutdown (SIGINT/SIGTERM) in reverse:
 //! stop accepting requests, let running conversions finish, stop RX, drain the writers and the
@@ -16,6 +16,7 @@ use crate::api::{self, auth::Auth, AppState};
 use crate::captures::full::{FullContext, FullRuntime};
 use crate::captures::manager::{Manager, SampleAccess};
 use crate::config::{Config, Secret};
+use crate::datadir::DataDirLock;
 use crate::dataplane::{DataPlane, SamplingSpec};
 use crate::db::Db;
 use crate::samples::store::{SampleStore, StoreCmd, StoreConfig};
@@ -26,6 +27,8 @@ use crate::upload::uploader::{UploadStats, Uploader};
 pub enum AppError {
     #[error("data dir {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Locked(#[from] crate::datadir::DataDirError),
     #[error(transparent)]
     Store(#[from] crate::db::StoreError),
     #[error(transparent)]
@@ -55,10 +58,15 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
     let data = cfg.data.dir.clone();
     let mkdir =
         |p: &PathBuf| std::fs::create_dir_all(p).map_err(|source| AppError::DataDir { path: p.clone(), source });
+    // Directories under the data dir are never symlinks (the data dir itself may be one).
+    let subdir = |p: PathBuf| crate::datadir::ensure_dir(&p).map_err(|source| AppError::DataDir { path: p, source });
     mkdir(&data)?;
+    // Before SQLite, the sample store or DPDK: a second pcapd on this dir stops here. Held
+    // until `run` returns.
+    let _lock = DataDirLock::acquire(&data)?;
     let store = Arc::new(Db::open(&data.join("pcapd.db"))?);
-    std::fs::create_dir_all(data.join("spool"))
-        .map_err(|source| AppError::DataDir { path: data.join("spool"), source })?;
+    subdir(data.join("spool"))?;
+    subdir(data.join("captures"))?;
     let auth = Arc::new(Auth::from_config(&cfg.accounts)?);
     if auth.is_empty() {
         tracing::warn!("no [[account]] credentials configured: the API will refuse every request");
@@ -91,6 +99,7 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
             segment_secs: cfg.samples.segment_seconds,
             retention_secs: cfg.samples.retention_seconds,
             max_bytes: cfg.samples.max_bytes,
+            min_free_bytes: cfg.samples.min_free_bytes,
             snaplen: cfg.samples.snaplen,
         },
         dp.sample_rings.clone(),
@@ -121,7 +130,7 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
     )
     .map(Arc::new)
     .map_err(|e| AppError::Other(format!("cannot start the full-capture thread: {e}")))?;
-    mkdir(&data.join("spool"))?;
+    subdir(data.join("spool"))?;
     let upload_stats = Arc::new(UploadStats::default());
     let uploader_stop = Arc::new(AtomicBool::new(false));
     let uploader = Uploader {

@@ -11,6 +11,7 @@ pub mod app;
 pub mod capture;
 pub mod captures;
 pub mod config;
+pub mod datadir;
 pub mod dataplane;
 pub mod db;
 pub mod dpdk;

@@ -16,6 +16,7 @@
 //!   (the slot is free again) queue the files for upload: `conversion_pending` until every file
 //!   is in the bucket (`success`), or an upload fails for good (`failed`).
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -25,6 +26,7 @@ use crossbeam::channel::{self, Receiver, Sender};
 
 use super::model::{Capture, Status};
 use super::CaptureRecords;
+use crate::datadir::{self, EntryKind};
 use crate::dataplane::active::{ActiveCapture, ActiveSet, Budget, CaptureCounters};
 use crate::dataplane::lease::Lease;
 use crate::dataplane::stats::Epoch;
@@ -542,21 +544,38 @@ impl FullContext {
     /// record, then renamed) and returns the packets the spool holds.
     fn recover_spool(&self, id: &str) -> Result<u64, String> {
         let dir = self.spool(id);
-        if !dir.exists() {
-            return Ok(0);
+        match EntryKind::of(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(format!("{}: {e}", dir.display())),
+            Ok(EntryKind::Dir) => {}
+            Ok(kind) => {
+                tracing::warn!(
+                    "capture {id}: skipping the spool {}: {}, not a directory",
+                    dir.display(),
+                    kind.as_str()
+                );
+                return Ok(0);
+            }
         }
         let entries = std::fs::read_dir(&dir).map_err(|e| e.to_string())?;
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let Some(final_name) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".partial")) else { continue };
             let path = e.path();
-            let data = std::fs::read(&path).map_err(|e| e.to_string())?;
+            // Never through a symlink (repair as root would truncate its target).
+            if !e.file_type().is_ok_and(|t| t.is_file()) {
+                let kind = EntryKind::of(&path).map_or("unreadable", |k| k.as_str());
+                tracing::warn!("capture {id}: skipping {}: {kind}, not a regular file", path.display());
+                continue;
+            }
+            let mut data = Vec::new();
+            datadir::open_read(&path).and_then(|mut f| f.read_to_end(&mut data)).map_err(|e| e.to_string())?;
             if data.len() < format::FILE_HEADER_LEN {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
             let whole = format::FILE_HEADER_LEN + format::whole_records_len(&data[format::FILE_HEADER_LEN..]);
-            let f = std::fs::OpenOptions::new().write(true).open(&path).map_err(|e| e.to_string())?;
+            let f = datadir::nofollow().write(true).open(&path).map_err(|e| e.to_string())?;
             f.set_len(whole as u64).map_err(|e| e.to_string())?;
             f.sync_all().map_err(|e| e.to_string())?;
             std::fs::rename(&path, dir.join(final_name)).map_err(|e| e.to_string())?;
@@ -570,14 +589,19 @@ impl FullContext {
     }
 }
 
-/// Finished spool files (`pcap_NNNNN.pcap`) with their sequence numbers, in order.
+/// Finished spool files (`pcap_NNNNN.pcap`) with their sequence numbers, in order. Only
+/// regular files: a symlink is never uploaded (its target could be any file of the machine).
 pub fn spool_files(dir: &Path) -> std::io::Result<Vec<(u32, PathBuf)>> {
     let mut v = Vec::new();
-    if !dir.exists() {
+    if EntryKind::of(dir).map_or(true, |k| k != EntryKind::Dir) {
         return Ok(v);
     }
     for e in std::fs::read_dir(dir)? {
-        let p = e?.path();
+        let e = e?;
+        if !e.file_type()?.is_file() {
+            continue;
+        }
+        let p = e.path();
         let seq = p
             .file_name()
             .and_then(|n| n.to_str())

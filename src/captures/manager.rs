@@ -276,7 +276,11 @@ impl Manager {
                 c.status.as_str()
             )));
         }
-        match read_no_follow(&self.capture_file(id)) {
+        let read = crate::datadir::open_read(&self.capture_file(id)).and_then(|mut f| {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut bytes).map(|_| bytes)
+        });
+        match read {
             Ok(bytes) => Ok(bytes),
             Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound) || e.raw_os_error() == Some(libc::ELOOP) => {
                 // Gone from the data dir (deleted, or replaced by a symlink, never followed):
@@ -391,16 +395,6 @@ impl Manager {
     pub fn running(&self) -> usize {
         self.running.lock().map(|r| r.iter().filter(|h| !h.is_finished()).count()).unwrap_or(0)
     }
-}
-
-/// Reads a file of the data dir without following a symlink in its place.
-fn read_no_follow(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
-    let mut v = Vec::new();
-    f.read_to_end(&mut v)?;
-    Ok(v)
 }
 
 fn write_pcap(path: &Path, snaplen: u32, samples: &[query::Sample]) -> Result<(), String> {

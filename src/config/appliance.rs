@@ -172,6 +172,10 @@ pub struct SamplesConfig {
     /// ...or until the store holds this many bytes, whichever comes first (oldest go first).
     #[serde(default = "default_sample_bytes")]
     pub max_bytes: u64,
+    /// Bytes the sample store leaves free on the data dir's file system (for the database,
+    /// captures and spool): below it, the oldest segments are dropped early, then samples.
+    #[serde(default = "default_sample_min_free")]
+    pub min_free_bytes: u64,
     /// Samples each RX core may queue for the store before dropping.
     #[serde(default = "default_sample_ring")]
     pub ring_size: usize,
@@ -186,6 +190,7 @@ impl Default for SamplesConfig {
             segment_seconds: default_segment_seconds(),
             retention_seconds: default_retention(),
             max_bytes: default_sample_bytes(),
+            min_free_bytes: default_sample_min_free(),
             ring_size: default_sample_ring(),
         }
     }
@@ -312,6 +317,9 @@ fn default_segment_seconds() -> u64 {
 }
 fn default_retention() -> u64 {
     86_400
+}
+fn default_sample_min_free() -> u64 {
+    64 << 20
 }
 fn default_sample_bytes() -> u64 {
     1 << 30

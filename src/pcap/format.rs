@@ -136,6 +136,113 @@ pub fn whole_records_len(data: &[u8]) -> usize {
     at
 }
 
+/// What a record must look like to be believed when repairing a file pcapd wrote (little-endian
+/// headers): `caplen <= snaplen`, `0 < orig_len <= 256 KiB`, `caplen <= orig_len`, a fraction
+/// below one second and seconds within `[min_secs, max_secs]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Plausible {
+    pub snaplen: u32,
+    pub precision: Precision,
+    pub min_secs: u32,
+    pub max_secs: u32,
+}
+
+/// Whole plausible records needed back to back (or up to the end of the file) before bytes
+/// after damage are believed again: random bytes pass one header by chance far more often.
+pub const RESYNC_RECORDS: usize = 4;
+
+impl Plausible {
+    /// The length of the plausible whole record at `data[at..]`, if there is one.
+    fn record_at(&self, data: &[u8], at: usize) -> Option<usize> {
+        let h = data.get(at..at.checked_add(RECORD_HEADER_LEN)?)?;
+        let le = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        let (secs, frac, caplen, orig_len) = (le(0), le(4), le(8), le(12));
+        let frac_max = match self.precision {
+            Precision::Nanos => 1_000_000_000,
+            Precision::Micros => 1_000_000,
+        };
+        let ok = frac < frac_max
+            && (self.min_secs..=self.max_secs).contains(&secs)
+            && orig_len > 0
+            && orig_len as usize <= MAX_CAPLEN
+            && caplen <= orig_len
+            && caplen <= self.snaplen;
+        let end = at + RECORD_HEADER_LEN + caplen as usize;
+        (ok && end <= data.len()).then_some(end - at)
+    }
+
+    /// Whether `at` starts a run of `RESYNC_RECORDS` plausible whole records, or of fewer that
+    /// ends exactly at the end of `data`.
+    fn resyncs_at(&self, data: &[u8], at: usize) -> bool {
+        let mut p = at;
+        for _ in 0..RESYNC_RECORDS {
+            if p == data.len() {
+                return p > at;
+            }
+            match self.record_at(data, p) {
+                Some(n) => p += n,
+                None => return false,
+            }
+        }
+        true
+    }
+}
+
+/// A repair plan for a file body (the bytes after the file header): the stretches of whole
+/// plausible records to keep, the damaged stretches between them, and a torn last record.
+/// Offsets are relative to the body.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Scan {
+    pub good: Vec<std::ops::Range<usize>>,
+    pub damaged: Vec<std::ops::Range<usize>>,
+    /// Bytes at the end that start no whole record and after which nothing resynchronises: a
+    /// record cut by a crash (or damage at the very end).
+    pub torn_tail: Option<std::ops::Range<usize>>,
+}
+
+impl Scan {
+    /// Bytes of records kept.
+    pub fn kept(&self) -> usize {
+        self.good.iter().map(|r| r.len()).sum()
+    }
+
+    /// Whether the body is whole records and nothing else.
+    pub fn is_clean(&self) -> bool {
+        self.damaged.is_empty() && self.torn_tail.is_none()
+    }
+}
+
+/// Walks a file body record by record; where a record is implausible, looks for the next byte
+/// offset that starts a run of plausible records (`RESYNC_RECORDS`) and resumes there, so damage
+/// in the middle costs only the damaged bytes, not everything after them.
+pub fn scan_records(data: &[u8], p: &Plausible) -> Scan {
+    let mut scan = Scan::default();
+    let mut at = 0;
+    while at < data.len() {
+        let start = at;
+        while let Some(n) = p.record_at(data, at) {
+            at += n;
+        }
+        if at > start {
+            scan.good.push(start..at);
+        }
+        if at == data.len() {
+            break;
+        }
+        match (at + 1..data.len()).find(|&b| p.resyncs_at(data, b)) {
+            Some(b) => {
+                scan.damaged.push(at..b);
+                at = b;
+            }
+            None => {
+                scan.torn_tail = Some(at..data.len());
+                break;
+            }
+        }
+    }
+    scan
+}
+
 /// Counts the records of a classic pcap file (either byte order), reading only the headers.
 /// `Ok(None)` when the file is not a classic pcap (pcapng, say).
 pub fn count_records(path: &std::path::Path) -> std::io::Result<Option<u64>> {

@@ -8,6 +8,7 @@
 //! Pure std: no DPDK types, so it is tested with plain byte slices.
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::format::{self, Precision, FILE_HEADER_LEN, RECORD_HEADER_LEN};
@@ -155,10 +156,18 @@ impl PcapSink {
         let seq = self.next_seq;
         let partial = self.out.partial(seq);
         let stream = self.out.is_stream();
-        let file =
-            OpenOptions::new().write(true).create(!stream).truncate(!stream).open(&partial).map_err(|source| {
-                SinkError::Io { path: self.out.file(seq), op: if stream { "open" } else { "create" }, source }
-            })?;
+        let mut opts = OpenOptions::new();
+        opts.write(true).create(!stream).truncate(!stream);
+        if !stream {
+            // The hidden `.partial` name is ours: a symlink planted there is never followed
+            // (it would truncate its target). A stream (FIFO, /dev/stdout) may be a link.
+            opts.custom_flags(libc::O_NOFOLLOW);
+        }
+        let file = opts.open(&partial).map_err(|source| SinkError::Io {
+            path: self.out.file(seq),
+            op: if stream { "open" } else { "create" },
+            source,
+        })?;
         self.next_seq += 1;
         self.buf.extend_from_slice(&format::file_header(self.precision, self.snaplen));
         self.bytes += FILE_HEADER_LEN as u64;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crossbeam::queue::ArrayQueue;
 
 pub mod query;
+mod repair;
 pub mod store;
 
 /// Most bytes a sample keeps (the configured snaplen is at most this).
@@ -43,6 +44,28 @@ pub struct SampleStats {
     pub oldest_ns: AtomicU64,
     /// Segments deleted by retention.
     pub segments_expired: AtomicU64,
+    /// Segments deleted early to keep `min_free_bytes` free or after the disk filled up.
+    pub segments_dropped_for_space: AtomicU64,
+    /// Samples not stored because the data dir's file system was full (or below the headroom
+    /// even after dropping every older segment) or a segment could not be written.
+    pub dropped_disk_full: AtomicU64,
+    /// Samples not stored because of another write error (logged, at most once per 5 s).
+    pub dropped_write_error: AtomicU64,
+    /// Since when (ns since the epoch) the store has been unable to write for lack of space; 0
+    /// while it writes normally. Read it with `disk_full_since_ns()`.
+    pub disk_full_since_ns: AtomicU64,
+}
+
+impl SampleStats {
+    /// `Some(t)`: since `t` (ns since the epoch) samples are dropped because the data dir's file
+    /// system is full or below `samples.min_free_bytes`; `None` while the store writes. Cheap (one
+    /// atomic load), for /readyz and /metrics.
+    pub fn disk_full_since_ns(&self) -> Option<u64> {
+        match self.disk_full_since_ns.load(Relaxed) {
+            0 => None,
+            t => Some(t),
+        }
+    }
 }
 
 /// The RX-core side of sampling. One per RX core (not `Clone`).

@@ -1,7 +1,6 @@
 //! Window queries over the sample store: read only the segments that overlap the window, keep
 //! the earliest `limit` samples that fall inside it and match the filter.
 use std::collections::BinaryHeap;
-use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
 
@@ -70,7 +69,13 @@ pub fn query(
             continue;
         }
         stats.segments_read += 1;
-        let mut r = BufReader::with_capacity(1 << 20, File::open(&path)?);
+        // Never through a symlink; a segment retention removed since the listing is skipped.
+        let file = match crate::datadir::open_read(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let mut r = BufReader::with_capacity(1 << 20, file);
         let mut hdr = [0u8; FILE_HEADER_LEN];
         if r.read_exact(&mut hdr).is_err() {
             continue;
