@@ -125,6 +125,9 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
             precision: cfg.writer.timestamp_precision,
             uploads: store.clone(),
             upload_wake: wake_tx,
+            // Half the sample store's headroom: between the two, the store gives up old
+            // segments to a growing capture; below, the capture stops and keeps what it has.
+            keep_free_bytes: cfg.samples.min_free_bytes / 2,
         },
         store.clone(),
     )
@@ -155,6 +158,7 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
         },
         data.join("captures"),
         Duration::from_secs(cfg.limits.simple_interval_seconds),
+        cfg.samples.min_free_bytes / 2,
     )
     .map_err(|source| AppError::DataDir { path: data.join("captures"), source })?;
     let resumed = manager.reconcile().map_err(|e| AppError::Other(e.to_string()))?;
@@ -183,6 +187,7 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
         stores,
         ownerships: store.clone(),
         uploads: Arc::clone(&upload_stats),
+        data_dir: Some((data.clone(), cfg.samples.min_free_bytes / 2)),
     };
     print_banner(&cfg);
 

@@ -169,6 +169,7 @@ fn healthz_answers_while_slow_store_calls_block() {
         SampleAccess { dir: dir.path().join("samples"), segment_secs: 60, snaplen: 256, one_in: 1, flush },
         dir.path().join("captures"),
         Duration::from_secs(60),
+        0,
     )
     .unwrap();
     let pcap_bytes = b"not really a pcap, but the bytes to download".to_vec();
@@ -195,6 +196,7 @@ fn healthz_answers_while_slow_store_calls_block() {
         stores: Arc::new(Buckets::new(UploadConfig::default())),
         ownerships: store.clone(),
         uploads: Arc::new(UploadStats::default()),
+        data_dir: None,
     };
 
     // As `app` serves it: a multi-thread runtime with exactly 2 workers.

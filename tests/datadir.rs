@@ -69,3 +69,51 @@ fn second_instance_on_one_data_dir_is_refused_naming_the_pid() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(std::fs::read_to_string(&lock).unwrap().trim(), pid.to_string());
 }
+
+/// Regression: on a full data disk `POST /pcaps` answered 500 "store: database or disk is full"
+/// and /readyz said "ready". Now new captures get 507 with the envelope, /readyz says why, and
+/// both recover once space is freed.
+#[test]
+fn a_full_data_disk_is_507_and_readyz_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let Some(tmpfs) = Tmpfs::mount(&data, "16m") else { return };
+    let app = Appliance::start(&Opts {
+        source: &fixture("frames.pcap"),
+        one_in: 1,
+        simple_interval: 0,
+        data: &data,
+        infinite: false,
+        iface: None,
+        extra: "",
+    });
+    let readyz = || call("GET", &format!("{}/readyz", app.base), &[], None);
+    assert_eq!(readyz().status, 200);
+    let body = serde_json::json!({"system":"magic-transit","type":"simple","time_limit":60,"packet_limit":10});
+    let post = || {
+        call(
+            "POST",
+            &app.url("/pcaps"),
+            &[("Authorization", &bearer(TOKEN)), ("Content-Type", "application/json")],
+            Some(body.to_string().as_bytes()),
+        )
+    };
+    let filler = tmpfs.fill("filler");
+    let r = post();
+    assert_eq!(r.status, 507, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["success"], false);
+    assert!(r.error().contains("data disk is full"), "{}", r.error());
+    assert_eq!(r.header("x-should-retry"), Some("false"));
+    let r = readyz();
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(r.status, 503, "{text}");
+    assert!(text.contains(&format!("data dir {}", data.display())) && text.contains("bytes free"), "{text}");
+
+    std::fs::remove_file(filler).unwrap();
+    assert_eq!(post().status, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while readyz().status != 200 {
+        assert!(Instant::now() < deadline, "{}", String::from_utf8_lossy(&readyz().body));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

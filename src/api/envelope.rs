@@ -48,6 +48,17 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, message)
     }
 
+    /// The data disk is full: 507 with `Retry-After`, and no automatic retry by the SDKs.
+    pub fn disk_full() -> Self {
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            code::UNAVAILABLE,
+            "the appliance's data disk is full; retry once space has been freed",
+        )
+        .no_retry()
+        .header(header::RETRY_AFTER, "60")
+    }
+
     /// Tells Cloudflare's SDKs not to retry (they retry 408/409/429/5xx otherwise).
     pub fn no_retry(mut self) -> Self {
         self.headers.push((HeaderName::from_static("x-should-retry"), HeaderValue::from_static("false")));
@@ -83,13 +94,7 @@ impl From<crate::db::StoreError> for ApiError {
     fn from(e: crate::db::StoreError) -> Self {
         if e.is_disk_full() {
             tracing::error!("{e}");
-            return ApiError::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                code::UNAVAILABLE,
-                "the appliance's data disk is full; retry once space has been freed",
-            )
-            .no_retry()
-            .header(header::RETRY_AFTER, "60");
+            return ApiError::disk_full();
         }
         ApiError::internal(e.to_string())
     }

@@ -41,6 +41,8 @@ pub struct AppState {
     pub stores: Arc<crate::upload::buckets::Buckets>,
     pub ownerships: Arc<dyn crate::upload::ownership::OwnershipRecords>,
     pub uploads: Arc<crate::upload::uploader::UploadStats>,
+    /// The data dir and the free space new captures need (for /readyz).
+    pub data_dir: Option<(std::path::PathBuf, u64)>,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
@@ -88,11 +90,30 @@ async fn wrong_method() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, code::METHOD, "Method not allowed for this route")
 }
 
+/// 200 `ready`, or 503 with one line per reason (starting or stopping, a full data disk).
 async fn readyz(State(s): State<AppState>) -> Response {
-    if s.ready.load(Relaxed) {
+    let mut why = Vec::new();
+    if !s.ready.load(Relaxed) {
+        why.push("not ready: starting or shutting down".to_string());
+    }
+    if let Some((dir, keep)) = &s.data_dir {
+        if let Ok(free) = crate::datadir::free_bytes(dir) {
+            if free < *keep {
+                why.push(format!(
+                    "not ready: data dir {}: {free} bytes free, below the {keep} kept free; new captures are refused",
+                    dir.display()
+                ));
+            }
+        }
+    }
+    if let Some(t) = s.dataplane.as_ref().and_then(|d| d.samples.disk_full_since_ns()) {
+        let since = chrono::DateTime::from_timestamp_nanos(t as i64).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        why.push(format!("not ready: the sample store drops samples since {since}: the data disk is full"));
+    }
+    if why.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, why.join("\n") + "\n").into_response()
     }
 }
 

@@ -25,6 +25,7 @@ impl From<ManagerError> for ApiError {
             ManagerError::NotFound => ApiError::not_found("capture not found"),
             ManagerError::Invalid { field, message } => ApiError::invalid(format!("{field}: {message}")),
             ManagerError::NotDownloadable(m) => ApiError::invalid(m),
+            ManagerError::DiskFull => ApiError::disk_full(),
             ManagerError::Gone(m) => ApiError::new(StatusCode::GONE, code::NOT_FOUND, m),
             ManagerError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, code::CONFLICT, e.to_string()).no_retry(),
             // 503, not 500: the SDKs retry 5xx by themselves; a full appliance is worth a later

@@ -56,6 +56,8 @@ pub struct FullContext {
     pub precision: Precision,
     pub uploads: Arc<dyn UploadQueue>,
     pub upload_wake: Sender<()>,
+    /// A capture's file stops growing (keeping what it has) below this much free space.
+    pub keep_free_bytes: u64,
 }
 
 /// Why a full capture could not start.
@@ -366,7 +368,8 @@ impl Lifecycle {
         for w in writers {
             let sink =
                 PcapSink::create_with(&dir.join("pcap.pcap"), self.ctx.rotate, self.ctx.precision, FULL_SNAPLEN, true)
-                    .map_err(|e| StartError::Failed(e.to_string()))?;
+                    .map_err(|e| StartError::Failed(e.to_string()))?
+                    .keep_free(self.ctx.keep_free_bytes);
             let watch = Watch { budget: Arc::clone(budget), events: self.events_tx.clone() };
             match self.ctx.control.open(w, sink, Arc::clone(counters), Some(watch), OPEN_TIMEOUT) {
                 Ok(lease) => return Ok(lease),
@@ -664,6 +667,7 @@ mod tests {
             precision: Precision::Nanos,
             uploads: db.clone(),
             upload_wake,
+            keep_free_bytes: 0,
         };
         let rt = FullRuntime::new(ctx, store(Arc::clone(&db))).unwrap();
         Rig { rt, db, rx, stop, _dir: dir }

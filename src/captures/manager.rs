@@ -46,6 +46,9 @@ pub enum ManagerError {
     Invalid { field: String, message: String },
     #[error("{0}")]
     NotDownloadable(String),
+    /// The data dir's file system is (nearly) full (507).
+    #[error("the appliance's data disk is full; retry once space has been freed")]
+    DiskFull,
     /// Its data is gone for good (410).
     #[error("{0}")]
     Gone(String),
@@ -70,6 +73,8 @@ pub struct Manager {
     samples: SampleAccess,
     captures_dir: PathBuf,
     simple_interval: Duration,
+    /// New captures are refused (507) while the data dir's file system has less free.
+    keep_free_bytes: u64,
     /// Each account's last simple request (wall clock: the rule is persisted with the captures).
     last_simple: Mutex<HashMap<String, DateTime<Utc>>>,
     running: Mutex<Vec<JoinHandle<()>>>,
@@ -83,6 +88,7 @@ impl Manager {
         samples: SampleAccess,
         captures_dir: PathBuf,
         simple_interval: Duration,
+        keep_free_bytes: u64,
     ) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(&captures_dir)?;
         Ok(Arc::new(Manager {
@@ -92,6 +98,7 @@ impl Manager {
             samples,
             captures_dir,
             simple_interval,
+            keep_free_bytes,
             last_simple: Mutex::new(HashMap::new()),
             running: Mutex::new(Vec::new()),
         }))
@@ -107,6 +114,16 @@ impl Manager {
         req: CreateRequest,
         now: DateTime<Utc>,
     ) -> Result<Capture, ManagerError> {
+        if let Ok(free) = crate::datadir::free_bytes(&self.captures_dir) {
+            if free < self.keep_free_bytes {
+                tracing::error!(
+                    "{}: {free} bytes free, below the {} kept free: refusing new captures",
+                    self.captures_dir.display(),
+                    self.keep_free_bytes
+                );
+                return Err(ManagerError::DiskFull);
+            }
+        }
         match req {
             CreateRequest::Simple(s) => self.create_simple(account, s, now),
             CreateRequest::Full(f) => self.create_full(account, f, now),

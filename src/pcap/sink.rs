@@ -27,6 +27,8 @@ pub enum SinkError {
     IsDirectory(PathBuf),
     #[error("output path {0:?} is a FIFO or device: it cannot be rotated (drop the --rotate-* options)")]
     StreamRotation(PathBuf),
+    #[error("{path}: the file system has {free} bytes free and {keep} are kept free for the appliance")]
+    KeepFree { path: PathBuf, free: u64, keep: u64 },
 }
 
 /// Where a capture's files go: `DIR/STEM.EXT`, or `DIR/STEM_00000.EXT`, … when rotating; or,
@@ -104,6 +106,8 @@ pub struct PcapSink {
     finished: Vec<PathBuf>,
     packets: u64,
     bytes: u64,
+    /// Bytes to leave free on the file system: a write that would go below fails (0 = none).
+    keep_free: u64,
 }
 
 impl PcapSink {
@@ -133,9 +137,17 @@ impl PcapSink {
             finished: Vec::new(),
             packets: 0,
             bytes: 0,
+            keep_free: 0,
         };
         sink.open()?;
         Ok(sink)
+    }
+
+    /// Writes fail (as on a full disk) rather than leave less than `bytes` free on the file
+    /// system: the appliance's database and other captures keep room to work.
+    pub fn keep_free(mut self, bytes: u64) -> Self {
+        self.keep_free = bytes;
+        self
     }
 
     /// Records written so far (all files).
@@ -177,6 +189,17 @@ impl PcapSink {
     }
 
     fn flush_buf(&mut self) -> Result<(), SinkError> {
+        if self.keep_free > 0 && !self.buf.is_empty() && !self.out.is_stream() {
+            if let Some(cur) = &self.current {
+                let partial = self.out.partial(cur.seq);
+                // One statvfs per (up to 1 MiB) write.
+                if let Ok(free) = crate::datadir::free_bytes(&partial) {
+                    if free < self.keep_free + self.buf.len() as u64 {
+                        return Err(SinkError::KeepFree { path: self.out.file(cur.seq), free, keep: self.keep_free });
+                    }
+                }
+            }
+        }
         if let Some(cur) = self.current.as_mut() {
             if !self.buf.is_empty() {
                 let seq = cur.seq;

@@ -63,6 +63,8 @@ listen = "127.0.0.1:{port}"
 one_in = {one_in}
 max_per_second = 1000000
 segment_seconds = 10
+# Small enough for the tests' small tmpfs data dirs.
+min_free_bytes = 4194304
 
 [limits]
 simple_interval_seconds = {interval}

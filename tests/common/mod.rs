@@ -191,3 +191,38 @@ pub fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
 pub mod appliance;
 pub mod moto;
 pub mod veth;
+
+/// A small tmpfs mounted on `dir` (created if missing), unmounted on drop. `None` (the test
+/// should print why and skip) when not root.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        // SAFETY: geteuid only reads the process's credentials.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("skipped: mounting a tmpfs needs root");
+            return None;
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir).status();
+        assert!(st.unwrap().success(), "mount -t tmpfs on {}", dir.display());
+        Some(Tmpfs(dir.to_path_buf()))
+    }
+
+    /// Fills the file system with `name` until a write fails (ENOSPC); returns its path.
+    pub fn fill(&self, name: &str) -> PathBuf {
+        use std::io::Write;
+        let path = self.0.join(name);
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.write_all(&chunk[..4096]);
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
