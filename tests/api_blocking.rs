@@ -192,6 +192,8 @@ fn healthz_answers_while_slow_store_calls_block() {
         stores: Arc::new(Buckets::new(UploadConfig::default())),
         ownerships: store.clone(),
         uploads: Arc::new(UploadStats::default()),
+        metrics_access: Default::default(),
+        ownership_throttle: Arc::new(pcapd::api::throttle::Throttle::per_minute(10)),
     };
 
     // As `app` serves it: a multi-thread runtime with exactly 2 workers.
