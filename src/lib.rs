@@ -13,6 +13,7 @@ pub mod captures;
 pub mod config;
 pub mod dataplane;
 pub mod db;
+pub mod doctor;
 pub mod dpdk;
 pub mod filter;
 pub mod pcap;

@@ -4,13 +4,14 @@
 //! it. So each connection's bytes pass through [`HeadGuard`] first, which holds a request head
 //! until it is complete and within [`MAX_URI_BYTES`] / [`MAX_HEAD_BYTES`]. A head over a limit
 //! never reaches hyper: the guard reads and drops the rest of it (so closing does not reset the
-//! connection under the client's feet), ends hyper's input, and writes the envelope when hyper
-//! shuts the connection down, that is, after any response still in flight.
+//! connection under the client's feet) and hands hyper a small stand-in request instead,
+//! `GET /` with [`LIMIT_HEADER`] and `connection: close`, which [`limit_head`] answers with the
+//! envelope. hyper thus orders that answer after any response still in flight and closes the
+//! connection after it, as for any request.
 //!
 //! Request framing: a `Content-Length` body is passed on byte for byte and the next head is
 //! guarded again. After a chunked (or otherwise framed) body the guard stops looking at the
-//! connection, and [`limit_head`] (a middleware with the same limits) answers instead for heads
-//! that hyper still accepts.
+//! connection, and [`limit_head`] applies the same limits to heads that hyper still accepts.
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -32,6 +33,13 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Bytes of an oversized head read and dropped before the connection is closed anyway.
 const MAX_DISCARD_BYTES: usize = 4 << 20;
 const READ_CHUNK: usize = 8 * 1024;
+/// Marks the guard's stand-in for an oversized head; its value is the status to answer.
+pub const LIMIT_HEADER: &str = "x-pcapd-head-limit";
+
+fn stand_in(status: StatusCode) -> Vec<u8> {
+    format!("GET / HTTP/1.1\r\nhost: pcapd\r\n{LIMIT_HEADER}: {}\r\nconnection: close\r\n\r\n", status.as_u16())
+        .into_bytes()
+}
 
 fn uri_too_long() -> ApiError {
     ApiError::new(
@@ -52,7 +60,13 @@ fn head_too_large() -> ApiError {
 }
 
 /// The same limits for requests hyper parsed without the guard looking (see the module doc).
+/// Also answers the guard's stand-ins (see the module doc).
 pub async fn limit_head(req: Request, next: Next) -> Response {
+    match req.headers().get(LIMIT_HEADER).map(|v| v.as_bytes()) {
+        Some(b"414") => return uri_too_long().into_response(),
+        Some(b"431") => return head_too_large().into_response(),
+        _ => {}
+    }
     let uri = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if uri > MAX_URI_BYTES {
         return uri_too_long().into_response();
@@ -62,27 +76,6 @@ pub async fn limit_head(req: Request, next: Next) -> Response {
         return head_too_large().into_response();
     }
     next.run(req).await
-}
-
-/// The whole HTTP/1.1 response of `e` (the connection closes after it).
-fn raw_response(e: ApiError) -> Vec<u8> {
-    let status = e.status;
-    let body = serde_json::json!({
-        "result": null,
-        "success": false,
-        "errors": [{"code": e.code, "message": e.message}],
-        "messages": [],
-    })
-    .to_string();
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body.as_bytes());
-    out
 }
 
 /// Accepts TCP connections wrapped in a [`HeadGuard`] (for `axum::serve`).
@@ -119,9 +112,10 @@ enum State {
     Body(u64),
     /// Not looking any more (chunked bodies, upgrades, unparseable framing: hyper decides).
     Through,
-    /// Dropping the rest of an oversized head; `matched` bytes of "\r\n\r\n" seen so far.
-    Discard { matched: usize, dropped: usize },
-    /// hyper's input has ended; the reply waits for `poll_shutdown`.
+    /// Dropping the rest of an oversized head (then the stand-in for `status` goes to hyper);
+    /// `matched` bytes of "\r\n\r\n" seen so far.
+    Discard { status: StatusCode, matched: usize, dropped: usize },
+    /// The stand-in is hyper's last request here; nothing more is read.
     Ended,
 }
 
@@ -134,24 +128,12 @@ pub struct HeadGuard<T> {
     /// Bytes released to hyper, from `out_at`.
     out: Vec<u8>,
     out_at: usize,
-    /// The error response to write at shutdown, from `reply_at`.
-    reply: Vec<u8>,
-    reply_at: usize,
     io_eof: bool,
 }
 
 impl<T> HeadGuard<T> {
     pub fn new(io: T) -> Self {
-        HeadGuard {
-            io,
-            state: State::Head,
-            input: Vec::new(),
-            out: Vec::new(),
-            out_at: 0,
-            reply: Vec::new(),
-            reply_at: 0,
-            io_eof: false,
-        }
+        HeadGuard { io, state: State::Head, input: Vec::new(), out: Vec::new(), out_at: 0, io_eof: false }
     }
 
     fn release(&mut self, n: usize) {
@@ -162,9 +144,19 @@ impl<T> HeadGuard<T> {
         self.out.extend(self.input.drain(..n));
     }
 
-    fn reject(&mut self, e: ApiError) {
-        self.reply = raw_response(e);
-        self.state = State::Discard { matched: 0, dropped: 0 };
+    fn reject(&mut self, status: StatusCode) {
+        self.state = State::Discard { status, matched: 0, dropped: 0 };
+    }
+
+    /// The oversized head is gone: hyper gets the stand-in, and nothing after it.
+    fn end(&mut self, status: StatusCode) {
+        self.input.clear();
+        if self.out_at == self.out.len() {
+            self.out.clear();
+            self.out_at = 0;
+        }
+        self.out.extend(stand_in(status));
+        self.state = State::Ended;
     }
 
     /// Classifies buffered input; returns whether anything changed.
@@ -182,7 +174,7 @@ impl<T> HeadGuard<T> {
                 n > 0 || left == 0
             }
             State::Head => self.step_head(),
-            State::Discard { mut matched, mut dropped } => {
+            State::Discard { status, mut matched, mut dropped } => {
                 let mut end = None;
                 for (i, &b) in self.input.iter().enumerate() {
                     matched = match (matched, b) {
@@ -199,12 +191,12 @@ impl<T> HeadGuard<T> {
                 let n = end.unwrap_or(self.input.len());
                 self.input.drain(..n);
                 dropped += n;
-                self.state = if end.is_some() || dropped > MAX_DISCARD_BYTES {
-                    State::Ended
-                } else {
-                    State::Discard { matched, dropped }
-                };
-                n > 0 || self.state == State::Ended
+                if end.is_some() || dropped > MAX_DISCARD_BYTES || (self.io_eof && self.input.is_empty()) {
+                    self.end(status);
+                    return true;
+                }
+                self.state = State::Discard { status, matched, dropped };
+                n > 0
             }
             State::Ended => false,
         }
@@ -221,11 +213,11 @@ impl<T> HeadGuard<T> {
             // Incomplete: decide early when a limit is already passed.
             let line = find(&self.input, b"\r\n").unwrap_or(self.input.len());
             if target_len(&self.input[..line]) > MAX_URI_BYTES {
-                self.reject(uri_too_long());
+                self.reject(StatusCode::URI_TOO_LONG);
                 return true;
             }
             if self.input.len() > MAX_HEAD_BYTES {
-                self.reject(head_too_large());
+                self.reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
                 return true;
             }
             return false;
@@ -233,15 +225,11 @@ impl<T> HeadGuard<T> {
         let head = &self.input[..end];
         let line = find(head, b"\r\n").unwrap_or(head.len());
         if target_len(&head[..line]) > MAX_URI_BYTES {
-            self.input.drain(..end);
-            self.reply = raw_response(uri_too_long());
-            self.state = State::Ended;
+            self.end(StatusCode::URI_TOO_LONG);
             return true;
         }
         if end > MAX_HEAD_BYTES {
-            self.input.drain(..end);
-            self.reply = raw_response(head_too_large());
-            self.state = State::Ended;
+            self.end(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
             return true;
         }
         let next = body_framing(&head[line..]).map_or(State::Through, State::Body);
@@ -294,7 +282,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadGuard<T> {
                 return Poll::Ready(Ok(()));
             }
             if this.state == State::Ended {
-                return Poll::Ready(Ok(()));
+                // Not an end of input: hyper takes that, while a request is in flight, for
+                // a client gone away and drops the response. The stand-in closes the
+                // connection instead.
+                return Poll::Pending;
             }
             if this.step() {
                 continue;
@@ -313,9 +304,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadGuard<T> {
             ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
             if rb.filled().is_empty() {
                 this.io_eof = true;
-                if matches!(this.state, State::Discard { .. }) {
-                    this.state = State::Ended;
-                }
             } else {
                 this.input.extend_from_slice(rb.filled());
             }
@@ -333,16 +321,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for HeadGuard<T> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        while this.reply_at < this.reply.len() {
-            let n = ready!(Pin::new(&mut this.io).poll_write(cx, &this.reply[this.reply_at..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            this.reply_at += n;
-        }
-        ready!(Pin::new(&mut this.io).poll_flush(cx))?;
-        Pin::new(&mut this.io).poll_shutdown(cx)
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -351,46 +330,67 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// What hyper would read from the guard, and what the guard would write at shutdown.
-    async fn through(input: &[u8]) -> (Vec<u8>, String) {
+    /// What hyper would read from the guard (until it has nothing more to give).
+    async fn through(input: &[u8]) -> Vec<u8> {
         let (mut client, server) = tokio::io::duplex(1 << 20);
         client.write_all(input).await.unwrap();
         client.shutdown().await.unwrap();
         let mut g = HeadGuard::new(server);
         let mut seen = Vec::new();
-        g.read_to_end(&mut seen).await.unwrap();
-        g.shutdown().await.unwrap();
-        drop(g);
-        let mut reply = Vec::new();
-        client.read_to_end(&mut reply).await.unwrap();
-        (seen, String::from_utf8(reply).unwrap())
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), g.read_to_end(&mut seen)).await;
+        seen
     }
 
     #[tokio::test]
     async fn heads_within_limits_and_their_bodies_pass_unchanged() {
         let two = b"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\n\r\n";
-        assert_eq!(through(two).await, (two.to_vec(), String::new()));
+        assert_eq!(through(two).await, two.to_vec());
         // A body that looks like an oversized head is a body.
         let mut body = b"POST /a HTTP/1.1\r\ncontent-length: 20000\r\n\r\n".to_vec();
         body.extend(vec![b'x'; 20000]);
-        assert_eq!(through(&body).await.0, body);
+        assert_eq!(through(&body).await, body);
     }
 
     #[tokio::test]
-    async fn an_oversized_uri_or_head_reaches_no_one_and_gets_the_envelope() {
+    async fn an_oversized_uri_or_head_reaches_hyper_as_a_stand_in() {
         let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(MAX_URI_BYTES + 1));
-        let (seen, reply) = through(long.as_bytes()).await;
-        assert!(seen.is_empty());
-        assert!(reply.starts_with("HTTP/1.1 414 URI Too Long\r\n"), "{reply}");
-        assert!(reply.contains("\"success\":false"), "{reply}");
+        assert_eq!(through(long.as_bytes()).await, stand_in(StatusCode::URI_TOO_LONG));
         let big = format!("GET / HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(MAX_HEAD_BYTES));
-        let (seen, reply) = through(big.as_bytes()).await;
-        assert!(seen.is_empty());
-        assert!(reply.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{reply}");
-        // After a good request: it passes, the bad one does not.
-        let two = format!("GET /ok HTTP/1.1\r\n\r\n{long}");
-        let (seen, reply) = through(two.as_bytes()).await;
-        assert_eq!(seen, b"GET /ok HTTP/1.1\r\n\r\n");
-        assert!(reply.starts_with("HTTP/1.1 414"), "{reply}");
+        assert_eq!(through(big.as_bytes()).await, stand_in(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+        // Cut short by the client: still the stand-in.
+        assert_eq!(through(&long.as_bytes()[..MAX_URI_BYTES + 10]).await, stand_in(StatusCode::URI_TOO_LONG));
+        // After a good request: it passes, the bad one does not, nor anything after it.
+        let two = format!("GET /ok HTTP/1.1\r\n\r\n{long}GET /more HTTP/1.1\r\n\r\n");
+        let mut want = b"GET /ok HTTP/1.1\r\n\r\n".to_vec();
+        want.extend(stand_in(StatusCode::URI_TOO_LONG));
+        assert_eq!(through(two.as_bytes()).await, want);
+    }
+}
+
+#[cfg(test)]
+mod served {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    #[test]
+    fn after_a_good_request_an_oversized_one_gets_the_envelope() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new()
+            .route("/ok", axum::routing::get(|| async { "ok\n" }))
+            .layer(axum::middleware::from_fn(limit_head));
+        rt.spawn(super::super::serve(listener, app, std::future::pending()));
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(MAX_URI_BYTES + 1));
+        s.write_all(format!("GET /ok HTTP/1.1\r\nHost: a\r\n\r\n{long}").as_bytes()).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+        assert!(got.contains("HTTP/1.1 414 URI Too Long"), "{got}");
+        assert!(got.contains("\"success\":false") && got.contains("URI too long"), "{got}");
     }
 }
