@@ -223,3 +223,29 @@ pub fn render_uploads(
     help(o, "pcapd_captures_full_running", "gauge", "Full captures running.");
     line(o, "pcapd_captures_full_running", "", running.len());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::active::CaptureCounters;
+
+    /// Regression: running full captures' ids and counters were in every scrape.
+    #[test]
+    fn capture_ids_only_with_metrics_per_capture() {
+        let c = Arc::new(CaptureCounters::default());
+        c.matched.store(7, Relaxed);
+        let running = || vec![("0123456789abcdef0123456789abcdef".to_string(), Arc::clone(&c))];
+        let u = crate::upload::uploader::UploadStats::default();
+        let mut hidden = String::new();
+        render_uploads(&mut hidden, &u, running(), false);
+        assert!(!hidden.contains("0123456789abcdef"), "{hidden}");
+        assert!(hidden.contains("pcapd_capture_matched_running 7\n"), "{hidden}");
+        assert!(hidden.contains("pcapd_captures_full_running 1\n"), "{hidden}");
+        let mut shown = String::new();
+        render_uploads(&mut shown, &u, running(), true);
+        assert!(
+            shown.contains("pcapd_capture_matched_total{pcap_id=\"0123456789abcdef0123456789abcdef\"} 7\n"),
+            "{shown}"
+        );
+    }
+}
