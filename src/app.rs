@@ -188,6 +188,11 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
         ownerships: store.clone(),
         uploads: Arc::clone(&upload_stats),
         data_dir: Some((data.clone(), cfg.samples.min_free_bytes / 2)),
+        metrics_access: api::MetricsAccess {
+            token: cfg.api.metrics_token()?.map(Arc::from),
+            per_capture: cfg.api.metrics_per_capture,
+        },
+        ownership_throttle: Arc::new(api::throttle::Throttle::per_minute(cfg.limits.ownership_per_minute)),
     };
     print_banner(&cfg);
 
@@ -201,8 +206,7 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
         let listener = tokio::net::TcpListener::from_std(listener)
             .map_err(|source| AppError::Listen { addr: cfg.api.listen.clone(), source })?;
         api::set_ready(&ready, true);
-        axum::serve(listener, api::router(state, cfg.api.max_body_bytes))
-            .with_graceful_shutdown(shutdown_signal())
+        api::serve(listener, api::router(state, cfg.api.max_body_bytes), shutdown_signal())
             .await
             .map_err(|e| AppError::Other(format!("admin API: {e}")))
     });
@@ -239,20 +243,34 @@ async fn shutdown_signal() {
     }
 }
 
-/// Start-up lines an operator can paste.
+/// The bundled demo config's write token (config/pcapd.toml): public, so the banner may show it.
+const DEMO_TOKEN: &str = "pcapd-demo-token";
+
+/// Start-up lines an operator can paste. No secret is printed: logs are read by more people
+/// than the config. Only the demo's own, published token is shown literally.
 fn print_banner(cfg: &Config) {
     let base = format!("http://{}/client/v4", cfg.api.listen);
     println!("pcapd: admin API on {base} (metrics: http://{}/metrics)", cfg.api.listen);
     for (i, a) in cfg.accounts.iter().enumerate() {
         let token = a.credentials.iter().enumerate().find_map(|(j, c)| {
-            match c.secret(&format!("account[{i}].credential[{j}]")) {
-                Ok(Secret::Token(t)) if c.token.is_some() => Some(t),
+            let field = format!("account[{i}].credential[{j}]");
+            match c.secret(&field) {
+                Ok(Secret::Token(t)) if c.token.is_some() || c.token_env.is_some() => Some((field, t)),
                 _ => None,
             }
         });
         println!("pcapd: account {}{}", a.id, a.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default());
-        if let Some(t) = token {
-            println!("  curl -s {base}/accounts/{}/pcaps -H 'Authorization: Bearer {t}'", a.id);
+        match token {
+            Some((_, t)) if t == DEMO_TOKEN => {
+                println!("  curl -s {base}/accounts/{}/pcaps -H 'Authorization: Bearer {t}'", a.id);
+            }
+            Some((field, _)) => {
+                println!(
+                    "  curl -s {base}/accounts/{}/pcaps -H \"Authorization: Bearer $TOKEN\"   # TOKEN: {field}",
+                    a.id
+                );
+            }
+            None => {}
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod datadir;
 pub mod dataplane;
 pub mod db;
+pub mod doctor;
 pub mod dpdk;
 pub mod filter;
 pub mod pcap;

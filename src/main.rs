@@ -1,5 +1,5 @@
-//! The `pcapd` command line: `run` (the appliance), `capture` (one-shot, like tcpdump -w) and
-//! `check-config`.
+//! The `pcapd` command line: `run` (the appliance), `capture` (one-shot, like tcpdump -w),
+//! `check-config` and `doctor` (the machine, for a config).
 //! Errors are flattened here into one line on stderr; exit code 2 for bad input, 1 for failures.
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,10 +32,22 @@ enum Cmd {
     },
     /// Capture packets from DPDK ports into PCAP files, then print a summary.
     Capture(Box<CaptureArgs>),
-    /// Validate a config file; prints the first error with its field path.
+    /// Validate a config file; prints the first error with its field path. With --deep, also
+    /// check the machine (as `doctor`).
     CheckConfig {
         /// The TOML config file.
         file: PathBuf,
+        /// Also check the data dir, hugepages, NUMA and ports (see `doctor`).
+        #[arg(long)]
+        deep: bool,
+    },
+    /// Check what a config asks of this machine without starting DPDK: data dir (writable, free
+    /// space, lock), API address, hugepages, ports (driver, NUMA node, vdev files). One line per
+    /// check (OK / WARN / FAIL); exits 1 when a check fails, 2 when the config is invalid.
+    Doctor {
+        /// The TOML config file.
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -116,13 +128,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.cmd {
-        Cmd::CheckConfig { file } => match Config::load(&file) {
+        Cmd::CheckConfig { file, deep: false } => match Config::load(&file) {
             Ok(_) => {
                 println!("{}: OK", file.display());
                 Ok(())
             }
             Err(e) => Err(usage(e.to_string())),
         },
+        Cmd::CheckConfig { file, deep: true } | Cmd::Doctor { config: file } => doctor(&file),
         Cmd::Capture(args) => capture(*args),
         Cmd::Run { config } => match Config::load(&config) {
             Ok(cfg) => pcapd::app::run(cfg).map_err(|e| Fail(if e.is_bad_input() { 2 } else { 1 }, e.to_string())),
@@ -135,6 +148,28 @@ fn main() -> ExitCode {
             eprintln!("pcapd: {msg}");
             ExitCode::from(code)
         }
+    }
+}
+
+fn doctor(file: &std::path::Path) -> Result<(), Fail> {
+    let cfg = match Config::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("FAIL config: {e}");
+            return Err(usage(e.to_string()));
+        }
+    };
+    println!("OK   config: {} is valid", file.display());
+    let checks = pcapd::doctor::run(&cfg);
+    for c in &checks {
+        println!("{c}");
+    }
+    match pcapd::doctor::worst(&checks) {
+        pcapd::doctor::Level::Fail => Err(Fail(
+            1,
+            format!("{} check(s) failed", checks.iter().filter(|c| c.level == pcapd::doctor::Level::Fail).count()),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -508,3 +508,206 @@ fn the_one_a_minute_simple_rule_survives_a_restart() {
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
 }
+
+/// An appliance on the fixture whose config has `edits` applied (`(from, to)` replacements of
+/// `write_config`'s text), e.g. to add keys to the sections it already writes.
+fn start_edited(data: &Path, edits: &[(&str, &str)]) -> Appliance {
+    let o = Opts {
+        source: &fixture("frames.pcap"),
+        one_in: 1,
+        simple_interval: 0,
+        data,
+        infinite: false,
+        iface: None,
+        extra: "",
+    };
+    let port = free_port();
+    let config = write_config(&o, port);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from:?} not in the test config");
+        text = text.replace(from, to);
+    }
+    std::fs::write(&config, text).unwrap();
+    Appliance::start_config(config, data, port)
+}
+
+/// Sends `request` on a fresh TCP connection; returns the status and the body of the answer.
+fn raw_request(app: &Appliance, request: &[u8]) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", app.port())).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status: {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.as_bytes().to_vec()).unwrap_or_default();
+    (status, body)
+}
+
+fn envelope_error(body: &[u8]) -> String {
+    Resp { status: 0, headers: Vec::new(), body: body.to_vec() }.error()
+}
+
+/// Regression: hyper answered a 100 KB URL itself: 414 with an empty body, no envelope.
+#[test]
+fn a_100kb_url_gets_414_with_the_envelope() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = start_edited(tmp.path(), &[]);
+    let long = format!(
+        "GET /client/v4/accounts/{ACCOUNT}/pcaps?x={} HTTP/1.1\r\nHost: a\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let (status, body) = raw_request(&app, long.as_bytes());
+    assert_eq!(status, 414);
+    assert!(envelope_error(&body).starts_with("URI too long"), "{}", String::from_utf8_lossy(&body));
+    // Between hyper's limit and ours (10 KB), and after a good request on the same connection.
+    let mid = format!(
+        "GET /client/v4/accounts/{ACCOUNT}/pcaps?x={} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        "a".repeat(10_000)
+    );
+    let two = format!("GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n{mid}");
+    let (status, body) = raw_request(&app, two.as_bytes());
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("HTTP/1.1 414 URI Too Long") && text.contains("\"success\":false"), "{text}");
+    // Below the limit the request goes through.
+    let ok = call("GET", &app.url(&format!("/pcaps?x={}", "a".repeat(4000))), &[AUTH], None);
+    assert_eq!(ok.status, 200);
+}
+
+/// Regression: 100 KB of headers passed (hyper's buffer holds ~400 KB); and past hyper's own
+/// limit its 431 had an empty body.
+#[test]
+fn oversized_headers_get_431_with_the_envelope() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = start_edited(tmp.path(), &[]);
+    for (n, size) in [(25, 4096), (1, 100 * 1024), (2, 300 * 1024)] {
+        let pad: String = (0..n).map(|i| format!("X-Pad-{i}: {}\r\n", "b".repeat(size))).collect();
+        let req = format!(
+            "GET /client/v4/accounts/{ACCOUNT}/pcaps HTTP/1.1\r\nHost: a\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n{pad}\r\n"
+        );
+        let (status, body) = raw_request(&app, req.as_bytes());
+        assert_eq!(status, 431, "{n} x {size}");
+        let e = envelope_error(&body);
+        assert!(e.starts_with("Request header fields too large"), "{e}");
+    }
+    let ok = call("GET", &app.url("/pcaps"), &[AUTH, ("X-Pad", &"c".repeat(4000))], None);
+    assert_eq!(ok.status, 200);
+}
+
+/// Regression: out-of-range numbers were "body: malformed JSON", naming no field.
+#[test]
+fn out_of_range_numbers_name_the_field_over_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = start_edited(tmp.path(), &[]);
+    let digits = "9".repeat(5000);
+    for field in ["time_limit", "packet_limit"] {
+        let other = if field == "time_limit" { "packet_limit" } else { "time_limit" };
+        for n in ["1e400", digits.as_str()] {
+            let body = format!(r#"{{"system":"magic-transit","type":"simple","{other}":10,"{field}":{n}}}"#);
+            let r =
+                call("POST", &app.url("/pcaps"), &[AUTH, ("Content-Type", "application/json")], Some(body.as_bytes()));
+            assert_eq!(r.status, 400);
+            let e = r.error();
+            assert!(e.starts_with(&format!("{field}: ")) && e.contains("out of range"), "{field}={}: {e}", &n[..5]);
+        }
+    }
+}
+
+/// Regression: the start-up banner printed the accounts' write tokens.
+#[test]
+fn banner_prints_no_secrets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path();
+    let o = Opts {
+        source: &fixture("frames.pcap"),
+        one_in: 1,
+        simple_interval: 0,
+        data,
+        infinite: false,
+        iface: None,
+        extra: "",
+    };
+    let port = free_port();
+    let config = write_config(&o, port);
+    let _lock = dpdk_lock();
+    let stdout = std::fs::File::create(data.join("stdout")).unwrap();
+    let child = pcapd()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ureq::get(&format!("http://127.0.0.1:{port}/readyz")).call().is_err() {
+        assert!(Instant::now() < deadline, "pcapd did not become ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    send_signal(child.id(), "TERM");
+    let out = child.wait_with_output().unwrap();
+    let all =
+        format!("{}{}", std::fs::read_to_string(data.join("stdout")).unwrap(), String::from_utf8_lossy(&out.stderr));
+    assert!(all.contains(&format!("pcapd: account {ACCOUNT}")), "no banner:\n{all}");
+    assert!(all.contains("Authorization: Bearer $TOKEN"), "{all}");
+    for secret in [TOKEN, READ_TOKEN, OTHER_TOKEN, BOTH_TOKEN, KEY] {
+        assert!(!all.contains(secret), "{secret} printed:\n{all}");
+    }
+}
+
+/// Regression: an unauthenticated /metrics showed running captures' ids and counters.
+#[test]
+fn metrics_need_the_metrics_token_and_hide_captures_by_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = start_edited(tmp.path(), &[("[api]\n", "[api]\nmetrics_token = \"scrape-me\"\n")]);
+    let metrics = format!("{}/metrics", app.base);
+    let r = call("GET", &metrics, &[], None);
+    assert_eq!(r.status, 401);
+    assert!(r.error().starts_with("Authentication error"), "{}", r.error());
+    for wrong in ["Bearer scrape-m", "Bearer scrape-me-too", "Basic scrape-me", &bearer(TOKEN)] {
+        let r = call("GET", &metrics, &[("Authorization", wrong)], None);
+        assert_eq!(r.status, 403, "{wrong}");
+        r.error();
+    }
+    let r = call("GET", &metrics, &[("Authorization", "Bearer scrape-me")], None);
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body).unwrap();
+    assert!(text.contains("pcapd_rx_packets_total{"), "{text}");
+    assert!(text.contains("pcapd_captures_full_running 0"), "{text}");
+    assert!(!text.contains("pcap_id="), "{text}");
+    for open in ["/healthz", "/readyz"] {
+        assert_eq!(call("GET", &format!("{}{open}", app.base), &[], None).status, 200, "{open}");
+    }
+}
+
+/// Regression: `POST /pcaps/ownership` (a write into a bucket each time) was unthrottled.
+#[test]
+fn ownership_requests_are_throttled_per_account() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = start_edited(tmp.path(), &[("[limits]\n", "[limits]\nownership_per_minute = 2\n")]);
+    let post = |account: &str, token: &str| {
+        call(
+            "POST",
+            &format!("{}/client/v4/accounts/{account}/pcaps/ownership", app.base),
+            &[("Authorization", &bearer(token)), ("Content-Type", "application/json")],
+            Some(br#"{"destination_conf":"s3://some-bucket/dir?region=us-east-1"}"#),
+        )
+    };
+    // No [upload.s3] here: each attempt fails, and each counts.
+    for _ in 0..2 {
+        let r = post(ACCOUNT, TOKEN);
+        assert_eq!(r.status, 400);
+        assert!(r.error().contains("not configured"), "{}", r.error());
+    }
+    let r = post(ACCOUNT, TOKEN);
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("x-should-retry"), Some("false"));
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+    assert!(r.error().contains("too many ownership registrations"), "{}", r.error());
+    // Another account has its own allowance.
+    assert_eq!(post(OTHER_ACCOUNT, OTHER_TOKEN).status, 400);
+}

@@ -197,6 +197,8 @@ fn healthz_answers_while_slow_store_calls_block() {
         ownerships: store.clone(),
         uploads: Arc::new(UploadStats::default()),
         data_dir: None,
+        metrics_access: Default::default(),
+        ownership_throttle: Arc::new(pcapd::api::throttle::Throttle::per_minute(10)),
     };
 
     // As `app` serves it: a multi-thread runtime with exactly 2 workers.

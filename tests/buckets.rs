@@ -199,7 +199,7 @@ fn ownership_then_full_captures_land_in_the_bucket() {
     for (bad, msg) in [
         ("ftp://pcaps/x", "is not s3://"),
         ("s3://key:secret@pcaps/x", "credentials"),
-        ("s3://no-such-bucket/x?region=us-east-1", "NoSuchBucket"),
+        ("s3://no-such-bucket/x?region=us-east-1", "cannot write the ownership challenge to this destination"),
     ] {
         let r = post(&app, "/pcaps/ownership", &json!({ "destination_conf": bad }));
         assert_eq!(r.status, 400, "{bad}");
@@ -651,4 +651,30 @@ fn two_accounts_starting_and_stopping_full_captures_never_share_packets() {
     let metrics = String::from_utf8(call("GET", &format!("{}/metrics", app.base), &[], None).body).unwrap();
     let stray: Vec<&str> = metrics.lines().filter(|l| l.starts_with("pcapd_writer_stray_records_total{")).collect();
     assert!(!stray.is_empty() && stray.iter().all(|l| l.ends_with(" 0")), "{stray:?}");
+}
+
+/// Regression: a failed challenge write quoted the store ("NoSuchBucket", "AccessDenied"), so
+/// any account could probe which buckets exist and what the appliance's credentials reach.
+#[test]
+fn ownership_errors_do_not_tell_whether_a_bucket_exists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Moto::start(&[BUCKET]);
+    let extra = s3_extra(&m, 6_000_000, 5);
+    let data = tmp.path().join("data");
+    let mut app = Appliance::start(&Opts {
+        source: &fixture("frames.pcap"),
+        one_in: 100,
+        simple_interval: 0,
+        data: &data,
+        infinite: false,
+        iface: None,
+        extra: &extra,
+    });
+    let generic = "destination_conf: cannot write the ownership challenge to this destination";
+    let r = post(&app, "/pcaps/ownership", &json!({ "destination_conf": "s3://no-such-bucket/x?region=us-east-1" }));
+    assert_eq!((r.status, r.error().as_str()), (400, generic));
+    // An existing bucket works (the refusal above is about that bucket, not the set-up).
+    assert_eq!(post(&app, "/pcaps/ownership", &json!({ "destination_conf": dest("ok") })).status, 200);
+    let (_, stderr) = app.stop();
+    assert!(stderr.contains("NoSuchBucket"), "the detail belongs in the log:\n{stderr}");
 }

@@ -172,11 +172,14 @@ pub fn render(dp: Option<&DataPlaneView>, api: &ApiMetrics, captures_running: us
     o
 }
 
-/// Upload counters and the live counters of running full captures.
+/// Upload counters and the live counters of running full captures: summed over them, or one
+/// series per capture id when `per_capture` (`[api] metrics_per_capture`) allows it. Capture ids
+/// and per-capture counts are the accounts' business, not every scraper's.
 pub fn render_uploads(
     o: &mut String,
     u: &crate::upload::uploader::UploadStats,
     running: Vec<(String, Arc<crate::dataplane::active::CaptureCounters>)>,
+    per_capture: bool,
 ) {
     for (metric, kind, text, v) in [
         ("pcapd_upload_bytes_total", "counter", "Bytes uploaded to buckets.", u.bytes.load(Relaxed)),
@@ -205,9 +208,44 @@ pub fn render_uploads(
             c.dropped_writer_error.load(Relaxed)
         }),
     ] {
-        help(o, metric, "counter", text);
-        for (id, c) in &running {
-            line(o, metric, &format!("pcap_id=\"{id}\""), get(c));
+        if per_capture {
+            help(o, metric, "counter", text);
+            for (id, c) in &running {
+                line(o, metric, &format!("pcap_id=\"{id}\""), get(c));
+            }
+        } else {
+            // A gauge: the sum falls when a capture ends.
+            let name = format!("{}_running", metric.trim_end_matches("_total"));
+            help(o, &name, "gauge", &format!("{} Summed over the running full captures.", text));
+            line(o, &name, "", running.iter().map(|(_, c)| get(c)).sum::<u64>());
         }
+    }
+    help(o, "pcapd_captures_full_running", "gauge", "Full captures running.");
+    line(o, "pcapd_captures_full_running", "", running.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::active::CaptureCounters;
+
+    /// Regression: running full captures' ids and counters were in every scrape.
+    #[test]
+    fn capture_ids_only_with_metrics_per_capture() {
+        let c = Arc::new(CaptureCounters::default());
+        c.matched.store(7, Relaxed);
+        let running = || vec![("0123456789abcdef0123456789abcdef".to_string(), Arc::clone(&c))];
+        let u = crate::upload::uploader::UploadStats::default();
+        let mut hidden = String::new();
+        render_uploads(&mut hidden, &u, running(), false);
+        assert!(!hidden.contains("0123456789abcdef"), "{hidden}");
+        assert!(hidden.contains("pcapd_capture_matched_running 7\n"), "{hidden}");
+        assert!(hidden.contains("pcapd_captures_full_running 1\n"), "{hidden}");
+        let mut shown = String::new();
+        render_uploads(&mut shown, &u, running(), true);
+        assert!(
+            shown.contains("pcapd_capture_matched_total{pcap_id=\"0123456789abcdef0123456789abcdef\"} 7\n"),
+            "{shown}"
+        );
     }
 }

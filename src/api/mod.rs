@@ -1,6 +1,7 @@
 //! The admin API: Cloudflare's `/client/v4/accounts/{account_id}/pcaps` routes, `/metrics`,
 //! `/healthz`, `/readyz`. axum on hyper; every response is Cloudflare's envelope, including
-//! 404 (unknown route), 405 (wrong method) and 413 (body too large).
+//! 404 (unknown route), 405 (wrong method), 413 (body too large), and 414 / 431 (URI or headers
+//! too long: see `head_limit`). `/metrics` may require its own bearer token.
 //!
 //! The runtime has two async workers, and `/healthz` must answer while captures are being
 //! created or listed. So no handler blocks one: SQLite (one mutex, `synchronous=FULL`), file
@@ -19,9 +20,11 @@ use axum::Router;
 
 pub mod auth;
 pub mod envelope;
+pub mod head_limit;
 pub mod metrics;
 mod ownership;
 mod pcaps;
+pub mod throttle;
 mod web;
 
 use crate::captures::manager::Manager;
@@ -43,6 +46,43 @@ pub struct AppState {
     pub uploads: Arc<crate::upload::uploader::UploadStats>,
     /// The data dir and the free space new captures need (for /readyz).
     pub data_dir: Option<(std::path::PathBuf, u64)>,
+    /// Who may read `/metrics` and what it shows.
+    pub metrics_access: MetricsAccess,
+    /// `POST /pcaps/ownership` per account.
+    pub ownership_throttle: Arc<throttle::Throttle>,
+}
+
+/// `[api] metrics_token` and `metrics_per_capture`.
+#[derive(Clone, Default)]
+pub struct MetricsAccess {
+    /// `/metrics` requires `Authorization: Bearer <token>` when set.
+    pub token: Option<Arc<str>>,
+    /// Series per running capture (capture ids and their counters).
+    pub per_capture: bool,
+}
+
+impl MetricsAccess {
+    fn check(&self, headers: &header::HeaderMap) -> Result<(), ApiError> {
+        let Some(want) = &self.token else { return Ok(()) };
+        let Some(given) = headers.get(header::AUTHORIZATION) else {
+            return Err(ApiError::auth(
+                StatusCode::UNAUTHORIZED,
+                "/metrics needs Authorization: Bearer <metrics token>",
+            ));
+        };
+        let token = given
+            .to_str()
+            .ok()
+            .and_then(|s| s.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim().as_bytes())
+            .unwrap_or_default();
+        if token.len() == want.len() && bool::from(subtle::ConstantTimeEq::ct_eq(token, want.as_bytes())) {
+            Ok(())
+        } else {
+            Err(ApiError::auth(StatusCode::FORBIDDEN, "invalid metrics token"))
+        }
+    }
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
@@ -66,7 +106,18 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(middleware::from_fn(head_limit::limit_head))
         .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown`, every connection behind the request-head
+/// guard (so 414 and 431 carry the envelope too).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(head_limit::GuardedListener(listener), router).with_graceful_shutdown(shutdown).await
 }
 
 /// Runs `f` (SQLite, file I/O, waits on the manager) on tokio's blocking pool, off the async
@@ -117,13 +168,14 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn metrics_text(State(s): State<AppState>) -> Result<Response, ApiError> {
+async fn metrics_text(State(s): State<AppState>, headers: header::HeaderMap) -> Result<Response, ApiError> {
+    s.metrics_access.check(&headers)?;
     // The full captures' counters sit behind the lock a capture's start holds while it waits
     // for its writer (up to 5 s).
     let body = blocking(move || {
         let mut body = metrics::render(s.dataplane.as_ref(), &s.metrics, s.manager.running());
         let full = s.manager.full_runtime().map(|f| f.counters()).unwrap_or_default();
-        metrics::render_uploads(&mut body, &s.uploads, full);
+        metrics::render_uploads(&mut body, &s.uploads, full, s.metrics_access.per_capture);
         Ok::<_, ApiError>(body)
     })
     .await?;

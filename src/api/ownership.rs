@@ -2,12 +2,12 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::auth::{Authorized, ReadAccess, WriteAccess};
-use super::envelope::{ok, ApiError};
+use super::envelope::{code, ok, ApiError};
 use super::pcaps::body_bytes;
 use super::{blocking, AppState};
 use crate::captures::model::is_id;
@@ -18,6 +18,10 @@ impl From<OwnershipError> for ApiError {
         match e {
             OwnershipError::Invalid(m) => ApiError::invalid(m),
             OwnershipError::NotFound => ApiError::not_found("ownership not found"),
+            OwnershipError::Unwritable { ref destination, ref detail } => {
+                tracing::warn!("ownership challenge for {destination}: {detail}");
+                ApiError::invalid(e.to_string())
+            }
             OwnershipError::Store(e) => e.into(),
         }
     }
@@ -25,7 +29,7 @@ impl From<OwnershipError> for ApiError {
 
 /// A JSON object body with exactly these string fields (all required).
 fn fields(body: &[u8], names: &[&str]) -> Result<Vec<String>, ApiError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("body: malformed JSON: {e}")))?;
+    let v = crate::captures::request::parse_json(body).map_err(|e| ApiError::invalid(e.to_string()))?;
     let Value::Object(o) = v else { return Err(ApiError::invalid("body: must be a JSON object")) };
     if let Some(k) = o.keys().find(|k| !names.contains(&k.as_str())) {
         return Err(ApiError::invalid(format!("{k}: unknown field")));
@@ -47,6 +51,16 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let f = fields(&body_bytes(body)?, &["destination_conf"])?;
+    // Each registration writes into a bucket: an account gets a few a minute.
+    s.ownership_throttle.take(&account, std::time::Instant::now()).map_err(|retry_after| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            code::RATE_LIMITED,
+            format!("too many ownership registrations for this account; retry in {retry_after} s"),
+        )
+        .no_retry()
+        .header(header::RETRY_AFTER, &retry_after.to_string())
+    })?;
     // The bucket write stays on the async worker; only the record goes to the blocking pool.
     let o = ownership::write_challenge(&s.stores, &account, &f[0]).await?;
     let o = blocking(move || s.ownerships.put_ownership(&o).map(|()| o)).await?;

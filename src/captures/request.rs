@@ -94,9 +94,26 @@ const COMMON: &[&str] = &["system", "type", "time_limit", "filter_v1"];
 const SIMPLE_ONLY: &[&str] = &["packet_limit", "offset_time"];
 const FULL_ONLY: &[&str] = &["packet_limit", "byte_limit", "colo_name", "destination_conf"];
 
+/// Parses a JSON body. A number JSON allows but no f64 holds (`1e400`, 5,000 digits) is an
+/// error of its field (`time_limit`, `filter_v1.source_port`), not "malformed JSON".
+pub fn parse_json(body: &[u8]) -> Result<Value, RequestError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let v: Value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.to_string().starts_with("number out of range") && path != "." {
+            err(&path, "is out of range (the number is too large)")
+        } else {
+            err("body", format!("malformed JSON: {inner}"))
+        }
+    })?;
+    de.end().map_err(|e| err("body", format!("malformed JSON: {e}")))?;
+    Ok(v)
+}
+
 /// Parses and validates a create request. `full_time_limit_max` is the configured maximum.
 pub fn parse_create(body: &[u8], now: DateTime<Utc>, full_time_limit_max: u64) -> Result<CreateRequest, RequestError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| err("body", format!("malformed JSON: {e}")))?;
+    let v = parse_json(body)?;
     let Value::Object(o) = v else {
         return Err(err("body", format!("must be a JSON object, got {}", type_name(&v))));
     };
@@ -172,6 +189,27 @@ mod tests {
 
     fn field(v: Value) -> String {
         parse(v).unwrap_err().field
+    }
+
+    /// Regression: `1e400` or a 5,000-digit number was "body: malformed JSON: number out of
+    /// range", naming no field.
+    #[test]
+    fn out_of_range_numbers_name_the_field() {
+        let digits = "9".repeat(5000);
+        for field in ["time_limit", "packet_limit"] {
+            for n in ["1e400", "-1e400", digits.as_str()] {
+                let other = if field == "time_limit" { "packet_limit" } else { "time_limit" };
+                let body = format!(r#"{{"system":"magic-transit","type":"simple","{other}":10,"{field}":{n}}}"#);
+                let e = parse_create(body.as_bytes(), Utc::now(), 300).unwrap_err();
+                assert_eq!(e.field, field, "{n}: {e}");
+                assert!(e.message.contains("out of range"), "{e}");
+            }
+        }
+        let body = br#"{"system":"magic-transit","type":"simple","time_limit":10,"packet_limit":10,"filter_v1":{"source_port":1e400}}"#;
+        assert_eq!(parse_create(body, Utc::now(), 300).unwrap_err().field, "filter_v1.source_port");
+        // Malformed JSON stays a body error.
+        assert_eq!(parse_create(b"{\"system\":", Utc::now(), 300).unwrap_err().field, "body");
+        assert_eq!(parse_create(b"{} x", Utc::now(), 300).unwrap_err().field, "body");
     }
 
     #[test]

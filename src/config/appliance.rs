@@ -126,11 +126,33 @@ pub struct ApiConfig {
     /// Largest request body accepted (bytes); larger bodies get 413.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// A bearer token `/metrics` requires (`Authorization: Bearer ...`); open when absent.
+    #[serde(default)]
+    pub metrics_token: Option<String>,
+    #[serde(default)]
+    pub metrics_token_env: Option<String>,
+    /// Series per running capture (its id and counters) in `/metrics`. Off by default: capture
+    /// ids and their packet counts are the accounts' business, not the scraper's.
+    #[serde(default)]
+    pub metrics_per_capture: bool,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: default_listen(), max_body_bytes: default_max_body() }
+        ApiConfig {
+            listen: default_listen(),
+            max_body_bytes: default_max_body(),
+            metrics_token: None,
+            metrics_token_env: None,
+            metrics_per_capture: false,
+        }
+    }
+}
+
+impl ApiConfig {
+    /// The token `/metrics` requires, resolved from the config or the environment.
+    pub fn metrics_token(&self) -> Result<Option<String>, ConfigError> {
+        literal_or_env("api.metrics_token", &self.metrics_token, &self.metrics_token_env)
     }
 }
 
@@ -205,6 +227,10 @@ pub struct LimitsConfig {
     /// Largest `time_limit` of a full capture (300 by default, at most 86400).
     #[serde(default = "default_full_time_limit_max")]
     pub full_time_limit_max: u64,
+    /// Bucket-ownership registrations (`POST /pcaps/ownership`, each writes into a bucket) an
+    /// account may make per minute; more get 429. 1 to 600.
+    #[serde(default = "default_ownership_per_minute")]
+    pub ownership_per_minute: u32,
 }
 
 impl Default for LimitsConfig {
@@ -212,6 +238,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             simple_interval_seconds: default_simple_interval(),
             full_time_limit_max: default_full_time_limit_max(),
+            ownership_per_minute: default_ownership_per_minute(),
         }
     }
 }
@@ -283,8 +310,11 @@ impl CredentialConfig {
             (None, Some(v)) => Some(env(v, "key_env")?),
             (None, None) => None,
         };
+        if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(invalid(format!("{field}.token"), "must not be empty"));
+        }
         match (token, &self.email, key) {
-            (Some(t), None, None) if !t.is_empty() => Ok(Secret::Token(t)),
+            (Some(t), None, None) => Ok(Secret::Token(t)),
             (None, Some(e), Some(k)) if !e.is_empty() && !k.is_empty() => {
                 Ok(Secret::EmailKey { email: e.clone(), key: k })
             }
@@ -333,6 +363,13 @@ fn default_simple_interval() -> u64 {
 fn default_full_time_limit_max() -> u64 {
     300
 }
+fn default_ownership_per_minute() -> u32 {
+    10
+}
+/// Largest `limits.simple_interval_seconds`: a day (larger values overflow clock arithmetic).
+pub const SIMPLE_INTERVAL_MAX: u64 = 86_400;
+/// Smallest `samples.max_bytes`: room for a few segments.
+pub const SAMPLES_MIN_BYTES: u64 = 1 << 20;
 
 impl Config {
     /// Rules of the sections only `pcapd run` uses (called by `validate`).
@@ -343,7 +380,19 @@ impl Config {
         if self.api.max_body_bytes < 1024 {
             return Err(invalid("api.max_body_bytes", "must be at least 1024"));
         }
+        if self.api.metrics_token()?.is_some_and(|t| t.trim().is_empty()) {
+            return Err(invalid("api.metrics_token", "must not be empty (leave it out for an open /metrics)"));
+        }
+        if self.data.dir.as_os_str().is_empty() {
+            return Err(invalid("data.dir", "must not be empty (give a directory, e.g. /var/lib/pcapd)"));
+        }
         let sm = &self.samples;
+        if sm.max_bytes < SAMPLES_MIN_BYTES {
+            return Err(invalid(
+                "samples.max_bytes",
+                format!("{} is too small (at least {SAMPLES_MIN_BYTES}, 1 MiB)", sm.max_bytes),
+            ));
+        }
         if sm.one_in == 0 {
             return Err(invalid("samples.one_in", "must be at least 1"));
         }
@@ -364,6 +413,15 @@ impl Config {
         }
         if !sm.ring_size.is_power_of_two() || sm.ring_size < 64 {
             return Err(invalid("samples.ring_size", "must be a power of two, at least 64"));
+        }
+        if self.limits.simple_interval_seconds > SIMPLE_INTERVAL_MAX {
+            return Err(invalid(
+                "limits.simple_interval_seconds",
+                format!("{} is out of range (0 to {SIMPLE_INTERVAL_MAX})", self.limits.simple_interval_seconds),
+            ));
+        }
+        if !(1..=600).contains(&self.limits.ownership_per_minute) {
+            return Err(invalid("limits.ownership_per_minute", "must be between 1 and 600"));
         }
         if !(1..=86_400).contains(&self.limits.full_time_limit_max) {
             return Err(invalid("limits.full_time_limit_max", "must be between 1 and 86400"));
@@ -464,5 +522,69 @@ mod tests {
         .starts_with("account[0].credential[0]: needs"));
         assert!(err("[[account]]\nid=\"0123456789abcdef0123456789abcdef\"\n[[account.credential]]\ntoken=\"t\"\nemail=\"e\"\nkey=\"k\"\npermission=\"write\"\n")
             .contains("not both"));
+    }
+
+    /// Regression: `data.dir = ""` passed check-config (it silently became the config's directory).
+    #[test]
+    fn empty_data_dir_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pcapd.toml");
+        std::fs::write(&path, format!("{BASE}[data]\ndir=\"\"\n")).unwrap();
+        let e = Config::read(&path).unwrap().validate().unwrap_err().to_string();
+        assert!(e.starts_with("data.dir: must not be empty"), "{e}");
+    }
+
+    /// Regression: `samples.max_bytes = 0` passed check-config (a store that can keep nothing).
+    #[test]
+    fn zero_samples_max_bytes_is_rejected() {
+        let e = err("[samples]\nmax_bytes=0\n");
+        assert!(e.starts_with("samples.max_bytes: 0 is too small"), "{e}");
+        assert!(err("[samples]\nmax_bytes=1000\n").starts_with("samples.max_bytes:"));
+    }
+
+    /// Regression: a missing GCS key file passed check-config (uploads failed hours later).
+    #[test]
+    fn missing_gcs_key_file_fails_check_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pcapd.toml");
+        std::fs::write(&path, format!("{BASE}[upload.gcs]\nservice_account_key_path=\"no-such-key.json\"\n")).unwrap();
+        let c = Config::read(&path).unwrap();
+        c.validate().unwrap();
+        let e = c.check_files().unwrap_err().to_string();
+        let key = dir.path().join("no-such-key.json");
+        assert_eq!(
+            e,
+            format!("upload.gcs.service_account_key_path: {}: No such file or directory (os error 2)", key.display())
+        );
+        std::fs::write(&key, "{}").unwrap();
+        c.check_files().unwrap();
+    }
+
+    /// Regression: `simple_interval_seconds = 2^63` passed check-config (clock arithmetic
+    /// overflows with such an interval).
+    #[test]
+    fn huge_simple_interval_is_rejected() {
+        let e = err("[limits]\nsimple_interval_seconds=9223372036854775807\n");
+        assert!(e.starts_with("limits.simple_interval_seconds: 9223372036854775807 is out of range"), "{e}");
+        let c: Config = toml::from_str(&format!("{BASE}[limits]\nsimple_interval_seconds=0\n")).unwrap();
+        c.validate().unwrap();
+    }
+
+    /// Regression: `token = ""` was reported as "a credential is either a token or an email +
+    /// key, not both".
+    #[test]
+    fn empty_token_names_the_token_field() {
+        let acct =
+            "[[account]]\nid=\"0123456789abcdef0123456789abcdef\"\n[[account.credential]]\npermission=\"write\"\n";
+        let e = err(&format!("{acct}token=\"\"\n"));
+        assert_eq!(e, "account[0].credential[0].token: must not be empty");
+        let e = err(&format!("{acct}token=\"  \"\n"));
+        assert_eq!(e, "account[0].credential[0].token: must not be empty");
+    }
+
+    #[test]
+    fn metrics_token_and_ownership_limit_are_checked() {
+        assert!(err("[api]\nmetrics_token=\"\"\n").starts_with("api.metrics_token: must not be empty"));
+        assert!(err("[limits]\nownership_per_minute=0\n").starts_with("limits.ownership_per_minute:"));
     }
 }

@@ -276,7 +276,10 @@ impl Config {
                 p.args = Some(resolve_vdev_args(&p.device, args, base));
             }
         }
-        self.data.dir = base.join(&self.data.dir);
+        // An empty data.dir stays empty for `validate` to reject (joined, it would be `base`).
+        if !self.data.dir.as_os_str().is_empty() {
+            self.data.dir = base.join(&self.data.dir);
+        }
         if let Some(key) = self.upload.gcs.as_mut().and_then(|g| g.service_account_key_path.as_mut()) {
             *key = base.join(&*key);
         }
@@ -297,6 +300,13 @@ impl Config {
                     Ok(None) => return Err(bad("not a pcap or pcapng file".to_string())),
                 }
             }
+        }
+        if let Some(key) = self.upload.gcs.as_ref().and_then(|g| g.service_account_key_path.as_ref()) {
+            // Read, not just stat: an unreadable key fails the first upload hours later otherwise.
+            std::fs::File::open(key)
+                .and_then(|f| f.metadata())
+                .and_then(|m| if m.is_file() { Ok(()) } else { Err(std::io::Error::other("not a regular file")) })
+                .map_err(|e| invalid("upload.gcs.service_account_key_path", format!("{}: {e}", key.display())))?;
         }
         let mbufs = u64::from(self.dpdk.mbufs);
         if mbufs > 0 && replayed >= mbufs {

@@ -204,7 +204,10 @@ impl Writer {
         match cmd {
             WriterCmd::Open { sink, counters, watch, reply } => {
                 let Some(tag) = self.slots.take() else {
-                    let _ = reply.send(Err(OpenRefused::NoFreeSlot { writer: self.name.clone() }));
+                    // The sink (and its partial file) goes before the caller hears of it.
+                    drop(sink);
+                    let _ =
+                        reply.send_timeout(Err(OpenRefused::NoFreeSlot { writer: self.name.clone() }), OPEN_REPLY_WAIT);
                     return true;
                 };
                 self.sinks[tag.slot()] = Some(SinkSlot {
@@ -259,7 +262,8 @@ impl Writer {
                 // Commands queued behind the shutdown still get their answers.
                 while let Ok(cmd) = self.cmds.try_recv() {
                     match cmd {
-                        WriterCmd::Open { reply, .. } => {
+                        WriterCmd::Open { reply, sink, .. } => {
+                            drop(sink);
                             let _ = reply.send_timeout(
                                 Err(OpenRefused::ShuttingDown { writer: self.name.clone() }),
                                 OPEN_REPLY_WAIT,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
-use super::buckets::{store_reason, Buckets};
+use super::buckets::{store_reason, Buckets, StoresError};
 use super::destination::Destination;
 use crate::captures::model::{new_id, rfc3339};
 use crate::db::StoreError;
@@ -63,6 +63,11 @@ pub enum OwnershipError {
     Invalid(String),
     #[error("ownership not found")]
     NotFound,
+    /// The challenge could not be written. `detail` (the store's answer: no such bucket, access
+    /// denied, unreachable) is for the log only: told to the caller, it would let any account
+    /// probe which buckets exist and what the appliance's credentials reach.
+    #[error("destination_conf: cannot write the ownership challenge to this destination")]
+    Unwritable { destination: String, detail: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -80,17 +85,19 @@ pub async fn write_challenge(
     destination_conf: &str,
 ) -> Result<Ownership, OwnershipError> {
     let dest = Destination::parse(destination_conf).map_err(|e| OwnershipError::Invalid(e.to_string()))?;
-    let store = stores.for_destination(&dest).map_err(|e| OwnershipError::Invalid(e.to_string()))?;
+    let store = stores.for_destination(&dest).map_err(|e| match e {
+        // Configuration, the same for every bucket: safe and useful to tell.
+        StoresError::NotConfigured { .. } => OwnershipError::Invalid(e.to_string()),
+        _ => OwnershipError::Unwritable { destination: destination_conf.to_string(), detail: e.to_string() },
+    })?;
     let id = new_id();
     let filename = format!("ownership-challenge-{id}.txt");
     let tok = token();
     let key = ObjectPath::parse(dest.key(&filename))
         .map_err(|e| OwnershipError::Invalid(format!("destination_conf: {e}")))?;
-    store.put(&key, PutPayload::from(tok.clone().into_bytes())).await.map_err(|e| {
-        OwnershipError::Invalid(format!(
-            "destination_conf: cannot write {filename} to the bucket: {}",
-            store_reason(&e)
-        ))
+    store.put(&key, PutPayload::from(tok.clone().into_bytes())).await.map_err(|e| OwnershipError::Unwritable {
+        destination: destination_conf.to_string(),
+        detail: format!("cannot write {filename}: {}", store_reason(&e)),
     })?;
     Ok(Ownership {
         id,
