@@ -136,6 +136,30 @@ pub fn render(dp: Option<&DataPlaneView>, api: &ApiMetrics, captures_running: us
                 "Segments deleted by retention.",
                 s.segments_expired.load(Relaxed),
             ),
+            (
+                "pcapd_samples_segments_dropped_for_space_total",
+                "counter",
+                "Segments deleted early to keep samples.min_free_bytes free or after the disk filled up.",
+                s.segments_dropped_for_space.load(Relaxed),
+            ),
+            (
+                "pcapd_samples_dropped_disk_full_total",
+                "counter",
+                "Samples not stored: the data disk was full.",
+                s.dropped_disk_full.load(Relaxed),
+            ),
+            (
+                "pcapd_samples_dropped_write_error_total",
+                "counter",
+                "Samples not stored: another write error.",
+                s.dropped_write_error.load(Relaxed),
+            ),
+            (
+                "pcapd_samples_disk_full",
+                "gauge",
+                "1 while the sample store cannot write for lack of space.",
+                u64::from(s.disk_full_since_ns().is_some()),
+            ),
         ] {
             help(&mut o, metric, kind, text);
             line(&mut o, metric, "", v);
