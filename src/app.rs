@@ -14,7 +14,8 @@ use crossbeam::channel;
 use crate::api::metrics::{ApiMetrics, DataPlaneView};
 use crate::api::{self, auth::Auth, AppState};
 use crate::captures::full::{FullContext, FullRuntime};
-use crate::captures::manager::{Manager, SampleAccess};
+use crate::captures::manager::{Manager, Policy, SampleAccess};
+use crate::captures::rules::LocalRules;
 use crate::config::{Config, Secret};
 use crate::datadir::DataDirLock;
 use crate::dataplane::{DataPlane, SamplingSpec};
@@ -157,8 +158,11 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
             flush: store_tx.clone(),
         },
         data.join("captures"),
-        Duration::from_secs(cfg.limits.simple_interval_seconds),
-        cfg.samples.min_free_bytes / 2,
+        Policy {
+            simple_interval: Duration::from_secs(cfg.limits.simple_interval_seconds),
+            keep_free_bytes: cfg.samples.min_free_bytes / 2,
+            rules: Arc::new(LocalRules::new(store.clone())),
+        },
     )
     .map_err(|source| AppError::DataDir { path: data.join("captures"), source })?;
     let resumed = manager.reconcile().map_err(|e| AppError::Other(e.to_string()))?;

@@ -17,6 +17,7 @@ pub mod db;
 pub mod doctor;
 pub mod dpdk;
 pub mod filter;
+pub mod fleet;
 pub mod pcap;
 pub mod samples;
 pub mod simd;

@@ -14,7 +14,7 @@ use chrono::Utc;
 use pcapd::api::auth::Auth;
 use pcapd::api::metrics::ApiMetrics;
 use pcapd::api::{router, AppState};
-use pcapd::captures::manager::{Manager, SampleAccess};
+use pcapd::captures::manager::{Manager, Policy, SampleAccess};
 use pcapd::captures::model::{new_id, Capture, CaptureType, Status};
 use pcapd::captures::CaptureRecords;
 use pcapd::config::{AccountConfig, CredentialConfig, Permission, UploadConfig};
@@ -168,8 +168,11 @@ fn healthz_answers_while_slow_store_calls_block() {
         None,
         SampleAccess { dir: dir.path().join("samples"), segment_secs: 60, snaplen: 256, one_in: 1, flush },
         dir.path().join("captures"),
-        Duration::from_secs(60),
-        0,
+        Policy {
+            simple_interval: Duration::from_secs(60),
+            keep_free_bytes: 0,
+            rules: Arc::new(pcapd::captures::rules::LocalRules::new(store.clone())),
+        },
     )
     .unwrap();
     let pcap_bytes = b"not really a pcap, but the bytes to download".to_vec();

@@ -65,6 +65,12 @@ impl ApiError {
         self
     }
 
+    /// Tells Cloudflare's SDKs that a retry may succeed.
+    pub fn retry(mut self) -> Self {
+        self.headers.push((HeaderName::from_static("x-should-retry"), HeaderValue::from_static("true")));
+        self
+    }
+
     pub fn header(mut self, name: HeaderName, value: &str) -> Self {
         if let Ok(v) = HeaderValue::from_str(value) {
             self.headers.push((name, v));

@@ -26,6 +26,10 @@ impl From<ManagerError> for ApiError {
             ManagerError::Invalid { field, message } => ApiError::invalid(format!("{field}: {message}")),
             ManagerError::NotDownloadable(m) => ApiError::invalid(m),
             ManagerError::DiskFull => ApiError::disk_full(),
+            // The fleet lost etcd quorum: nothing was decided, a retry soon is right.
+            ManagerError::CoordinationDown(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code::UNAVAILABLE, m)
+                .retry()
+                .header(header::RETRY_AFTER, "2"),
             ManagerError::Gone(m) => ApiError::new(StatusCode::GONE, code::NOT_FOUND, m),
             ManagerError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, code::CONFLICT, e.to_string()).no_retry(),
             // 503, not 500: the SDKs retry 5xx by themselves; a full appliance is worth a later

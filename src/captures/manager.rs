@@ -5,7 +5,6 @@
 //! the window `[offset_time - time_limit, offset_time]` queried with the filter) →
 //! `success` (the earliest `packet_limit` matching samples in `captures/<id>.pcap`) or `failed`
 //! with `error_message`. Conversions run on their own threads (file I/O), never on the API's.
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -17,6 +16,7 @@ use crossbeam::channel::{self, Sender};
 use super::full::{FullRuntime, StartError};
 use super::model::{Capture, CaptureType, Status};
 use super::request::{CreateRequest, FullRequest, SimpleRequest};
+use super::rules::{Rules, RulesError};
 use super::CaptureRecords;
 use crate::db::StoreError;
 use crate::pcap::{PcapSink, Precision, RotatePolicy};
@@ -62,8 +62,30 @@ pub enum ManagerError {
     StartFailed(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The fleet cannot decide an admission now (no etcd quorum): retry.
+    #[error("{0}")]
+    CoordinationDown(String),
     #[error("{0}")]
     Internal(String),
+}
+
+/// What the manager admits.
+pub struct Policy {
+    /// One simple capture request per account per this long.
+    pub simple_interval: Duration,
+    /// New captures are refused (507) while the data dir's file system has less free.
+    pub keep_free_bytes: u64,
+    /// Who decides the per-account rules (this appliance, or the fleet).
+    pub rules: Arc<dyn Rules>,
+}
+
+impl From<RulesError> for ManagerError {
+    fn from(e: RulesError) -> Self {
+        match e {
+            RulesError::Store(e) => ManagerError::Store(e),
+            RulesError::Unavailable(m) => ManagerError::CoordinationDown(m),
+        }
+    }
 }
 
 pub struct Manager {
@@ -75,8 +97,8 @@ pub struct Manager {
     simple_interval: Duration,
     /// New captures are refused (507) while the data dir's file system has less free.
     keep_free_bytes: u64,
-    /// Each account's last simple request (wall clock: the rule is persisted with the captures).
-    last_simple: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// One simple request per interval, one pending or running full capture, per account.
+    rules: Arc<dyn Rules>,
     running: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -87,9 +109,9 @@ impl Manager {
         full: Option<Arc<FullRuntime>>,
         samples: SampleAccess,
         captures_dir: PathBuf,
-        simple_interval: Duration,
-        keep_free_bytes: u64,
+        policy: Policy,
     ) -> std::io::Result<Arc<Self>> {
+        let Policy { simple_interval, keep_free_bytes, rules } = policy;
         std::fs::create_dir_all(&captures_dir)?;
         Ok(Arc::new(Manager {
             store,
@@ -99,7 +121,7 @@ impl Manager {
             captures_dir,
             simple_interval,
             keep_free_bytes,
-            last_simple: Mutex::new(HashMap::new()),
+            rules,
             running: Mutex::new(Vec::new()),
         }))
     }
@@ -186,23 +208,9 @@ impl Manager {
         req: SimpleRequest,
         now: DateTime<Utc>,
     ) -> Result<Capture, ManagerError> {
-        {
-            // The rule outlives restarts: an account's last request comes from the store the
-            // first time it is asked about.
-            let mut last = self.last_simple.lock().unwrap_or_else(|e| e.into_inner());
-            let prev = match last.get(account) {
-                Some(t) => Some(*t),
-                None => self.store.newest_simple(account)?,
-            };
-            if let Some(prev) = prev {
-                let since = (now - prev).to_std().unwrap_or(Duration::ZERO);
-                if since < self.simple_interval {
-                    let retry_after = (self.simple_interval - since).as_secs_f64().ceil().max(1.0) as u64;
-                    last.insert(account.to_string(), prev);
-                    return Err(ManagerError::RateLimited { interval: self.simple_interval.as_secs(), retry_after });
-                }
-            }
-            last.insert(account.to_string(), now);
+        if let Some(wait) = self.rules.admit_simple(account, now, self.simple_interval)? {
+            let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
+            return Err(ManagerError::RateLimited { interval: self.simple_interval.as_secs(), retry_after });
         }
         let c = Capture {
             offset_time: Some(req.offset_time.unwrap_or(now)),

@@ -4,6 +4,7 @@ pub mod full;
 pub mod manager;
 pub mod model;
 pub mod request;
+pub mod rules;
 
 use crate::db::StoreError;
 use model::Capture;
