@@ -65,6 +65,26 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
     // Before SQLite, the sample store or DPDK: a second pcapd on this dir stops here. Held
     // until `run` returns.
     let _lock = DataDirLock::acquire(&data)?;
+    // The database's files are regular files of the data dir, never reached through a link.
+    for name in ["pcapd.db", "pcapd.db-wal", "pcapd.db-shm"] {
+        let path = data.join(name);
+        match crate::datadir::EntryKind::of(&path) {
+            Ok(crate::datadir::EntryKind::File) | Err(_) => {}
+            Ok(kind) => {
+                let source =
+                    std::io::Error::other(format!("{} is {}, not a regular file", path.display(), kind.as_str()));
+                return Err(AppError::DataDir { path, source });
+            }
+        }
+    }
+    // A full disk (after a crash, say) must not keep the database from opening: the oldest
+    // samples go first, as they would while running.
+    let samples_dir = data.join("samples");
+    if let Ok(free) = crate::datadir::free_bytes(&data) {
+        if free < cfg.samples.min_free_bytes && crate::datadir::ensure_dir(&samples_dir).is_ok() {
+            crate::samples::store::drop_oldest_until(&samples_dir, cfg.samples.min_free_bytes, None, free, |_| {});
+        }
+    }
     let store = Arc::new(Db::open(&data.join("pcapd.db"))?);
     subdir(data.join("spool"))?;
     subdir(data.join("captures"))?;
@@ -92,7 +112,6 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
     let mut dp = DataPlane::start(&cfg, &ports, Some(sampling))?;
     dp.launch_rx()?;
 
-    let samples_dir = data.join("samples");
     let (store_tx, store_rx) = channel::unbounded();
     let sample_store = SampleStore::open(
         StoreConfig {

@@ -62,8 +62,14 @@ impl DataDirLock {
         }
         file.set_len(0).map_err(err("truncate"))?;
         file.seek(SeekFrom::Start(0)).map_err(err("seek"))?;
-        file.write_all(format!("{}\n", std::process::id()).as_bytes()).map_err(err("write"))?;
-        file.sync_all().map_err(err("fsync"))?;
+        // The flock is the lock; the pid only tells others who holds it. On a full disk (pcapd
+        // is about to give old samples back) the lock still holds without it.
+        let written = file.write_all(format!("{}\n", std::process::id()).as_bytes()).and_then(|()| file.sync_all());
+        match written {
+            Ok(()) => {}
+            Err(e) if is_disk_full(&e) => tracing::warn!("{}: pid not written: {e}", lock.display()),
+            Err(e) => return Err(err("write")(e)),
+        }
         Ok(DataDirLock { _file: file, path: lock })
     }
 

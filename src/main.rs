@@ -206,6 +206,15 @@ fn capture(a: CaptureArgs) -> Result<(), Fail> {
         return Err(usage("no device to capture from: give --vdev SPEC, --pci ADDR or a --config with [[port]]"));
     }
     cfg.validate().map_err(|e| usage(e.to_string()))?;
+    // A FIFO or device as a port's file would hang the PMD's open (a missing or bad file is
+    // left to the driver, whose reason is quoted).
+    for (i, p) in cfg.ports.iter().enumerate() {
+        for f in p.pcap_files() {
+            if std::fs::metadata(&f).is_ok_and(|m| !m.is_file()) {
+                return Err(usage(format!("port[{i}].args: rx_pcap={}: not a regular file", f.display())));
+            }
+        }
+    }
     if !(1..=262_144).contains(&a.snaplen) {
         return Err(usage(format!("-s {}: the snaplen must be between 1 and 262144", a.snaplen)));
     }

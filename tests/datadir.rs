@@ -5,7 +5,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::appliance::{bearer, call, free_port, Appliance, Opts, TOKEN};
+use common::appliance::{bearer, call, free_port, write_config, Appliance, Opts, TOKEN};
 use common::*;
 
 #[test]
@@ -116,4 +116,75 @@ fn a_full_data_disk_is_507_and_readyz_says_why() {
         assert!(Instant::now() < deadline, "{}", String::from_utf8_lossy(&readyz().body));
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+fn demo_opts(data: &std::path::Path) -> Opts<'_> {
+    Opts { source: fixture_path(), one_in: 1, simple_interval: 0, data, infinite: false, iface: None, extra: "" }
+}
+
+fn fixture_path() -> &'static std::path::Path {
+    static P: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    P.get_or_init(|| fixture("frames.pcap"))
+}
+
+/// Regression (probe): `DATA/pcapd.db` as a symlink was followed: the whole database lived
+/// outside the data dir (or pcapd wrote into whatever file the link named).
+#[test]
+fn a_symlinked_database_is_refused() {
+    let _g = dpdk_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let outside = dir.path().join("outside.db");
+    std::fs::write(&outside, "precious").unwrap();
+    std::os::unix::fs::symlink(&outside, data.join("pcapd.db")).unwrap();
+    let cfg = write_config(&demo_opts(&data), free_port());
+    let out = pcapd().arg("run").arg("--config").arg(&cfg).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("pcapd.db is a symlink, not a regular file"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+}
+
+/// Regression (probe): with the data disk full (after a crash, say) pcapd could not start at
+/// all ("store: disk I/O error"), although old sample segments were there to give back.
+#[test]
+fn a_full_disk_at_start_gives_back_old_samples_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let Some(tmpfs) = Tmpfs::mount(&data, "16m") else { return };
+    // Old segments (valid, empty PCAP files padded out), then the rest of the disk filled.
+    let samples = data.join("samples");
+    std::fs::create_dir_all(&samples).unwrap();
+    let old = (chrono_secs() - 3600) / 10 * 10;
+    for i in 0..4u64 {
+        let start = old + i * 10;
+        let mut f = pcapd::pcap::format::file_header(pcapd::pcap::Precision::Nanos, 160).to_vec();
+        let mut n = 0u64;
+        while f.len() < 2 << 20 {
+            let ts = start * 1_000_000_000 + n * 1000;
+            pcapd::pcap::format::encode_record(
+                &mut f,
+                pcapd::pcap::Precision::Nanos,
+                ts,
+                60,
+                60,
+                std::iter::once(&[7u8; 60][..]),
+            );
+            n += 1;
+        }
+        std::fs::write(samples.join(format!("{start}.pcap")), f).unwrap();
+    }
+    let port = free_port();
+    let cfg = write_config(&demo_opts(&data), port);
+    let _filler = tmpfs.fill("filler");
+    let app = Appliance::start_config(cfg, &data, port);
+    let r = call("GET", &app.url("/pcaps"), &[("Authorization", &bearer(TOKEN))], None);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let left = (0..4u64).filter(|i| samples.join(format!("{}.pcap", old + i * 10)).exists()).count();
+    assert!(left < 4, "old segments were given back: {left} left");
+}
+
+fn chrono_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }

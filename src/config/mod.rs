@@ -384,13 +384,25 @@ impl Config {
             return Err(invalid("dpdk.eal_args", format!("{a:?} is set by pcapd from dpdk.rx_cores; remove it")));
         }
         // A device given here would escape validation, file checks and mempool sizing.
-        if let Some(a) = d.eal_args.iter().find(|a| *a == "--vdev" || a.starts_with("--vdev=")) {
+        // EAL's getopt takes any unambiguous prefix (`--vd`, `--vde=`) for `--vdev`.
+        let is_vdev = |a: &str| {
+            let name = a.split_once('=').map_or(a, |(n, _)| n);
+            name.len() >= 4 && "--vdev".starts_with(name)
+        };
+        if let Some(a) = d.eal_args.iter().find(|a| is_vdev(a)) {
             return Err(invalid(
                 "dpdk.eal_args",
                 format!(
                     "{a:?}: give each device as a [[port]] (device = \"net_pcap0\", args = \"rx_pcap=...\"), \
                      not in eal_args"
                 ),
+            ));
+        }
+        // DPDK refuses a pool smaller than 1.5 times its per-core cache (256 here).
+        if d.mbufs > 0 && d.mbufs < 384 {
+            return Err(invalid(
+                "dpdk.mbufs",
+                format!("{} is too few: DPDK needs at least 384 (1.5 times the per-core cache of 256), or 0 to size the pool automatically", d.mbufs),
             ));
         }
         let total_queues: usize = self.ports.iter().map(|p| usize::from(p.rx_queues)).sum();
@@ -632,10 +644,16 @@ mod tests {
     /// `infinite_rx` file larger than the pool crashed the start).
     #[test]
     fn vdev_in_eal_args_is_rejected_with_a_pointer_to_port_args() {
-        for v in ["[\"--vdev\",\"net_null0,size=64\"]", "[\"--vdev=net_null0\"]"] {
+        // Abbreviations too: EAL's getopt takes `--vde=...` for `--vdev` (found by a probe).
+        for v in [
+            "[\"--vdev\",\"net_null0,size=64\"]",
+            "[\"--vdev=net_null0\"]",
+            "[\"--vde=net_null0\"]",
+            "[\"--vd\",\"x\"]",
+        ] {
             let e =
                 parse(&MIN.replace("rx_cores=[1]", &format!("rx_cores=[1]\neal_args={v}"))).unwrap_err().to_string();
-            assert!(e.starts_with("dpdk.eal_args: \"--vdev"), "{e}");
+            assert!(e.starts_with("dpdk.eal_args: \"--vd"), "{e}");
             assert!(e.contains("[[port]]"), "{e}");
         }
     }
@@ -686,14 +704,51 @@ mod tests {
         check(&fixture).unwrap();
     }
 
+    /// Regression (probe): `mbufs = 40` passed check-config, then the start failed with an
+    /// EINVAL from the mempool that did not name the field.
+    #[test]
+    fn too_few_mbufs_for_dpdk_name_the_field() {
+        let e = parse(&MIN.replace("rx_cores=[1]", "rx_cores=[1]\nmbufs=40")).unwrap_err().to_string();
+        assert!(e.starts_with("dpdk.mbufs: 40 is too few"), "{e}");
+        parse(&MIN.replace("rx_cores=[1]", "rx_cores=[1]\nmbufs=384")).unwrap();
+    }
+
+    /// Regression (probe): a FIFO as `rx_pcap` hung check-config (and run, and capture) in open.
+    #[test]
+    fn a_fifo_as_rx_pcap_is_refused_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("f.pcap");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let c =
+            parse(&MIN.replace("net_null0\"", &format!("net_pcap0\"\nargs=\"rx_pcap={}\"", fifo.display()))).unwrap();
+        let e = c.check_files().unwrap_err().to_string();
+        assert_eq!(e, format!("port[0].args: rx_pcap={}: not a regular file", fifo.display()));
+    }
+
     /// Regression: an `infinite_rx` file with more packets than `dpdk.mbufs` passed check-config.
     #[test]
     fn too_few_mbufs_for_an_infinite_rx_file_fails_check_config() {
+        // 1000 small records: more than the 400 mbufs asked for.
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.pcap");
+        let mut bytes = crate::pcap::format::file_header(crate::pcap::Precision::Nanos, 65_535).to_vec();
+        for i in 0..1000u64 {
+            crate::pcap::format::encode_record(
+                &mut bytes,
+                crate::pcap::Precision::Nanos,
+                i,
+                60,
+                60,
+                std::iter::once(&[0u8; 60][..]),
+            );
+        }
+        std::fs::write(&big, bytes).unwrap();
+        let port = format!("net_pcap0\"\nargs=\"rx_pcap={},infinite_rx=1\"", big.display());
+        let c = parse(&MIN.replace("rx_cores=[1]", "rx_cores=[1]\nmbufs=400").replace("net_null0\"", &port)).unwrap();
+        let e = c.check_files().unwrap_err().to_string();
+        assert!(e.starts_with("dpdk.mbufs: 400 mbufs cannot hold the 1000 packets"), "{e}");
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/frames.pcap");
         let port = format!("net_pcap0\"\nargs=\"rx_pcap={},infinite_rx=1\"", fixture.display());
-        let c = parse(&MIN.replace("rx_cores=[1]", "rx_cores=[1]\nmbufs=10").replace("net_null0\"", &port)).unwrap();
-        let e = c.check_files().unwrap_err().to_string();
-        assert!(e.starts_with("dpdk.mbufs: 10 mbufs cannot hold the 87 packets"), "{e}");
         let c = parse(&MIN.replace("net_null0\"", &port)).unwrap();
         c.check_files().unwrap();
     }

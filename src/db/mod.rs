@@ -72,7 +72,16 @@ struct Row {
 const CAPTURE_COLUMNS: &str = "id, account, submitted_us, body";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-    Ok(Row { id: r.get(0)?, account: r.get(1)?, submitted_us: r.get(2)?, body: r.get(3)? })
+    // A damaged time column is not worth failing the row for: the body has the time too.
+    Ok(Row { id: r.get(0)?, account: r.get(1)?, submitted_us: r.get(2).unwrap_or(0), body: r.get(3)? })
+}
+
+/// Whether the corrupt record `id` is reported for the first time (reads repeat every few
+/// hundred ms: one line per record is enough).
+fn first_report(id: &str) -> bool {
+    static REPORTED: Mutex<Option<std::collections::HashSet<String>>> = Mutex::new(None);
+    let mut set = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
+    set.get_or_insert_with(Default::default).insert(id.to_string())
 }
 
 impl Row {
@@ -86,7 +95,9 @@ impl Row {
         match self.decode() {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!("db: capture {} has a corrupt record ({e}); answered as failed", self.id);
+                if first_report(&self.id) {
+                    tracing::error!("db: capture {} has a corrupt record ({e}); answered as failed", self.id);
+                }
                 let submitted = chrono::DateTime::from_timestamp_micros(self.submitted_us).unwrap_or_default();
                 Capture::unreadable(&self.id, &self.account, submitted, &self.body)
             }
@@ -98,7 +109,9 @@ impl Row {
         match self.decode() {
             Ok(c) => Some(c),
             Err(e) => {
-                tracing::warn!("db: capture {} has a corrupt record ({e}); left out of the list", self.id);
+                if first_report(&self.id) {
+                    tracing::warn!("db: capture {} has a corrupt record ({e}); left out of lists", self.id);
+                }
                 None
             }
         }
@@ -183,7 +196,9 @@ impl OwnershipRecords for Db {
             .filter_map(|(id, body)| match serde_json::from_str(&body) {
                 Ok(o) => Some(o),
                 Err(e) => {
-                    tracing::warn!("db: ownership {id} has a corrupt record ({e}); left out of the list");
+                    if first_report(&id) {
+                        tracing::warn!("db: ownership {id} has a corrupt record ({e}); left out of lists");
+                    }
                     None
                 }
             })
@@ -264,6 +279,15 @@ mod tests {
             packet_limit: Some(10),
             ..Capture::new(account, CaptureType::Simple, Utc::now() - Duration::seconds(secs_ago), 60, &filter)
         }
+    }
+
+    /// Regression (probe): a corrupt row was logged on every read (45 lines in 22 s, forever:
+    /// the uploader reads the unfinished captures twice a second).
+    #[test]
+    fn a_corrupt_record_is_reported_once() {
+        assert!(first_report("corrupt-once-test"));
+        assert!(!first_report("corrupt-once-test"));
+        assert!(first_report("corrupt-once-other"));
     }
 
     #[test]

@@ -247,6 +247,10 @@ pub fn scan_records(data: &[u8], p: &Plausible) -> Scan {
 /// `Ok(None)` when the file is not a classic pcap (pcapng, say).
 pub fn count_records(path: &std::path::Path) -> std::io::Result<Option<u64>> {
     use std::io::{Read, Seek, SeekFrom};
+    // A FIFO or device would block the open (or never end): only regular files are counted.
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
     let mut f = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(path)?);
     let mut hdr = [0u8; FILE_HEADER_LEN];
     if f.read_exact(&mut hdr).is_err() {

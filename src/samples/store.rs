@@ -87,6 +87,34 @@ pub fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf, u64)>> {
 }
 
 /// Entries of `dir` named like segments that are not regular files.
+/// Deletes the oldest segments in `dir` (never the one starting at `keep`) while less than
+/// `min_free` bytes are free (`free` as last measured); calls `dropped` for each and returns
+/// the free space after. Used by the running store and at start-up, when a full disk would
+/// otherwise keep the database from opening.
+pub fn drop_oldest_until(
+    dir: &Path,
+    min_free: u64,
+    keep: Option<u64>,
+    mut free: u64,
+    mut dropped: impl FnMut(&Path),
+) -> u64 {
+    for (start, path, size) in segments(dir).unwrap_or_default() {
+        if free >= min_free {
+            break;
+        }
+        if Some(start) == keep || fs::remove_file(&path).is_err() {
+            continue;
+        }
+        tracing::warn!(
+            "samples: dropped segment {} ({size} bytes) early: {free} bytes free, below samples.min_free_bytes = {min_free}",
+            path.display()
+        );
+        dropped(&path);
+        free = datadir::free_bytes(dir).unwrap_or(free.saturating_add(size));
+    }
+    free
+}
+
 pub(super) fn strays(dir: &Path) -> io::Result<Vec<(PathBuf, EntryKind)>> {
     let mut v = Vec::new();
     for e in fs::read_dir(dir)? {
@@ -408,33 +436,24 @@ impl SampleStore {
     /// below `min_free_bytes`.
     fn make_room(&mut self) {
         let dir = self.cfg.dir.clone();
-        let mut free = match datadir::free_bytes(&dir) {
+        let free = match datadir::free_bytes(&dir) {
             Ok(f) => f,
             Err(e) => {
                 self.space_errors.error(&format!("samples: statvfs {}", dir.display()), &e);
                 u64::MAX
             }
         };
-        if free < self.cfg.min_free_bytes {
+        let free = if free < self.cfg.min_free_bytes {
             let current = self.current.as_ref().map(|c| c.start_secs);
-            let segs = segments(&dir).unwrap_or_default();
-            for (start, path, size) in segs {
-                if free >= self.cfg.min_free_bytes {
-                    break;
-                }
-                if Some(start) == current || fs::remove_file(&path).is_err() {
-                    continue;
-                }
-                self.stats.segments_dropped_for_space.fetch_add(1, Relaxed);
-                tracing::warn!(
-                    "samples: dropped segment {} ({size} bytes) early: {free} bytes free, below samples.min_free_bytes = {}",
-                    path.display(),
-                    self.cfg.min_free_bytes
-                );
-                free = datadir::free_bytes(&dir).unwrap_or(free.saturating_add(size));
-            }
+            let stats = Arc::clone(&self.stats);
+            let free = drop_oldest_until(&dir, self.cfg.min_free_bytes, current, free, |_| {
+                stats.segments_dropped_for_space.fetch_add(1, Relaxed);
+            });
             let _ = self.account();
-        }
+            free
+        } else {
+            free
+        };
         self.room = Room { free, written: 0, checked: Instant::now(), low: free < self.cfg.min_free_bytes };
     }
 
