@@ -15,7 +15,7 @@ use crate::api::metrics::{ApiMetrics, DataPlaneView};
 use crate::api::{self, auth::Auth, AppState};
 use crate::captures::full::{FullContext, FullRuntime};
 use crate::captures::manager::{Manager, Policy, SampleAccess};
-use crate::captures::rules::LocalRules;
+use crate::captures::rules::{LocalRules, Rules};
 use crate::config::{Config, Secret};
 use crate::datadir::DataDirLock;
 use crate::dataplane::{DataPlane, SamplingSpec};
@@ -135,6 +135,8 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
     // Full captures: spool, upload queue and the uploader thread.
     let stores = Arc::new(Buckets::new(cfg.upload.clone()));
     let (wake_tx, wake_rx) = channel::bounded(1);
+    // One appliance decides its per-account rules itself (a fleet: in etcd).
+    let rules: Arc<dyn Rules> = Arc::new(LocalRules::new(store.clone()));
     let full = FullRuntime::new(
         FullContext {
             control: dp.control(),
@@ -148,6 +150,7 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
             // Half the sample store's headroom: between the two, the store gives up old
             // segments to a growing capture; below, the capture stops and keeps what it has.
             keep_free_bytes: cfg.samples.min_free_bytes / 2,
+            rules: Arc::clone(&rules),
         },
         store.clone(),
     )
@@ -180,7 +183,7 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
         Policy {
             simple_interval: Duration::from_secs(cfg.limits.simple_interval_seconds),
             keep_free_bytes: cfg.samples.min_free_bytes / 2,
-            rules: Arc::new(LocalRules::new(store.clone())),
+            rules: Arc::clone(&rules),
         },
     )
     .map_err(|source| AppError::DataDir { path: data.join("captures"), source })?;

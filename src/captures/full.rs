@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{self, Receiver, Sender};
 
 use super::model::{Capture, Status};
+use super::rules::Rules;
 use super::CaptureRecords;
 use crate::datadir::{self, EntryKind};
 use crate::dataplane::active::{ActiveCapture, ActiveSet, Budget, CaptureCounters};
@@ -58,6 +59,8 @@ pub struct FullContext {
     pub upload_wake: Sender<()>,
     /// A capture's file stops growing (keeping what it has) below this much free space.
     pub keep_free_bytes: u64,
+    /// The per-account rules: a capture's claim is given back when it leaves `running`.
+    pub rules: Arc<dyn Rules>,
 }
 
 /// Why a full capture could not start.
@@ -441,12 +444,15 @@ impl Lifecycle {
         match why {
             Why::Done => {
                 tracing::warn!("capture {id}: its writer exited first; left for the next start to upload");
-                self.live.remove(id);
+                if let Some(l) = self.live.remove(id) {
+                    self.release(&l.capture);
+                }
                 self.publish_view();
             }
             Why::WriterFailed(_) | Why::Rollback(_) => {
                 let Some(l) = self.live.remove(id) else { return };
                 self.publish_view();
+                self.release(&l.capture);
                 let msg = match why {
                     Why::Rollback(m) => m,
                     _ => "writing the capture failed: the writer thread exited".into(),
@@ -462,6 +468,7 @@ impl Lifecycle {
     fn finish(&mut self, id: &str, why: Why, report: CloseReport) {
         let Some(l) = self.live.remove(id) else { return };
         self.publish_view();
+        self.release(&l.capture);
         let mut c = l.capture;
         c.packets_captured = Some(report.packets);
         let write_error = match why {
@@ -503,6 +510,14 @@ impl Lifecycle {
         self.store_failed(&mut c, msg);
         if let Some(reply) = start_reply {
             let _ = reply.send(Err(StartError::Failed(msg.to_string())));
+        }
+    }
+
+    /// Gives the account's full-capture claim back (in a fleet, to etcd; a failure is logged:
+    /// the claim lapses at its deadline anyway).
+    fn release(&self, c: &Capture) {
+        if let Err(e) = self.ctx.rules.release_full(&c.account, &c.id) {
+            tracing::warn!("capture {}: {e}", c.id);
         }
     }
 
@@ -668,6 +683,7 @@ mod tests {
             uploads: db.clone(),
             upload_wake,
             keep_free_bytes: 0,
+            rules: Arc::new(crate::captures::rules::LocalRules::new(db.clone())),
         };
         let rt = FullRuntime::new(ctx, store(Arc::clone(&db))).unwrap();
         Rig { rt, db, rx, stop, _dir: dir }

@@ -69,6 +69,10 @@ pub enum ManagerError {
     Internal(String),
 }
 
+/// How long a full capture's claim on its account outlives its time limit when nobody gives it
+/// back (its node died): then another capture may start.
+const FULL_CLAIM_GRACE_SECS: i64 = 120;
+
 /// What the manager admits.
 pub struct Policy {
     /// One simple capture request per account per this long.
@@ -195,11 +199,24 @@ impl Manager {
             packets_captured: Some(0),
             ..Capture::new(account, CaptureType::Full, now, req.time_limit, &req.filter)
         };
-        full.start(c).map_err(|e| match e {
-            StartError::Conflict(id) => ManagerError::Conflict(id),
-            StartError::Unavailable(m) => ManagerError::Unavailable(m),
-            StartError::Failed(m) => ManagerError::StartFailed(m),
-        })
+        // Fleet-wide first (one pending or running full capture per account across nodes); a
+        // claim outlives its capture by a grace period only if nobody gives it back.
+        let until = now + chrono::Duration::seconds(c.time_limit as i64 + FULL_CLAIM_GRACE_SECS);
+        if let Err(holder) = self.rules.claim_full(account, &c.id, until)? {
+            return Err(ManagerError::Conflict(holder));
+        }
+        let id = c.id.clone();
+        full.start(c)
+            .inspect_err(|_| {
+                if let Err(e) = self.rules.release_full(account, &id) {
+                    tracing::warn!("capture {id}: {e}");
+                }
+            })
+            .map_err(|e| match e {
+                StartError::Conflict(id) => ManagerError::Conflict(id),
+                StartError::Unavailable(m) => ManagerError::Unavailable(m),
+                StartError::Failed(m) => ManagerError::StartFailed(m),
+            })
     }
 
     fn create_simple(
