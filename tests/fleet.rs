@@ -11,6 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::appliance::{call, free_port, write_config, Appliance, Opts, Resp};
 use common::*;
+use pcapd::config::{FleetConfig, NodeConfig};
+use pcapd::fleet::Fleet;
 
 const SECRET: &str = "fleet-test-secret-0123456789";
 const ETCD: &str = "/usr/bin/etcd";
@@ -318,6 +320,45 @@ fn internal_calls_need_the_fleet_secret() {
     assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
     // The public API is not affected by the fleet's guard.
     assert_eq!(call("GET", &format!("{}/healthz", a.base), &[], None).status, 200);
+
+    // pcapd's own client side: this test process joins the fleet as a node (no DPDK), sees the
+    // appliance, calls it with `Fleet::call` (signed), and leaves.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let cfg = FleetConfig {
+        etcd: etcd.endpoints.clone(),
+        advertise: format!("http://127.0.0.1:{}", free_port()),
+        secret: Some(SECRET.to_string()),
+        secret_env: None,
+    };
+    let me = NodeConfig { name: "caller".to_string(), colos: vec![] };
+    let listen: std::net::SocketAddr = cfg.advertise.trim_start_matches("http://").parse().unwrap();
+    rt.block_on(async {
+        let fleet = Fleet::join(&cfg, &me, listen).await.expect("join");
+        assert_eq!(fleet.name(), "caller");
+        let names: Vec<String> = fleet.live_nodes().iter().map(|n| n.name.clone()).collect();
+        assert_eq!(names, ["caller", "solo"]);
+        let solo = fleet.live_nodes().iter().find(|n| n.name == "solo").cloned().unwrap();
+        assert_eq!(solo.advertise, a.base);
+        let r = fleet.call(&solo, reqwest::Method::GET, "/internal/v1/node", None).await.expect("call solo");
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert_eq!(v["result"]["name"], "solo", "{v}");
+        // A path with a query is signed as sent.
+        let r = fleet.call(&solo, reqwest::Method::GET, "/internal/v1/nope?x=1", None).await.unwrap();
+        assert_eq!(r.status(), 404);
+        // Another secret: refused by the appliance.
+        let mut wrong = cfg.clone();
+        wrong.secret = Some("not-the-fleet-secret".to_string());
+        let other = Fleet::join(&wrong, &NodeConfig { name: "intruder".to_string(), colos: vec![] }, listen)
+            .await
+            .expect("join (etcd has no notion of the secret)");
+        let r = other.call(&solo, reqwest::Method::GET, "/internal/v1/node", None).await.unwrap();
+        assert_eq!(r.status(), 403);
+        other.leave().await;
+        fleet.leave().await;
+    });
+    let names: Vec<String> = etcd.nodes().iter().map(|r| r["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, ["solo"], "leave revokes the lease at once");
     drop(a);
     drop(lock);
 }
