@@ -1,8 +1,9 @@
-//! `pcapd run`: the appliance. Start-up order: config → data dir (locked: one pcapd per dir) and store → data plane (RX
-//! lcores with sampling, writers) → sample store thread → capture manager (reconciles what a
-//! restart interrupted) → admin API on the non-RX cores. Shutdown (SIGINT/SIGTERM) in reverse:
-//! stop accepting requests, let running conversions finish, stop RX, drain the writers and the
-//! sample store, close the store.
+//! `pcapd run`: the appliance. Start-up order: config → data dir (locked: one pcapd per dir) and
+//! store → data plane (RX lcores with sampling, writers) → sample store thread → capture manager
+//! (reconciles what a restart interrupted) → fleet membership (with `[fleet]`) → admin API on the
+//! non-RX cores. Shutdown (SIGINT/SIGTERM) in reverse: stop accepting requests, leave the fleet,
+//! let running conversions finish, stop RX, drain the writers and the sample store, close the
+//! store.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -40,6 +41,8 @@ pub enum AppError {
     Listen { addr: String, source: std::io::Error },
     #[error("cannot start the control-plane runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("fleet: {0}")]
+    Fleet(#[from] crate::fleet::FleetError),
     #[error("{0}")]
     Other(String),
 }
@@ -197,7 +200,7 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
         .map_err(|e| AppError::Other(format!("cannot start the uploader thread: {e}")))?;
 
     let ready = Arc::new(AtomicBool::new(false));
-    let state = AppState {
+    let mut state = AppState {
         manager: Arc::clone(&manager),
         auth,
         metrics: Arc::new(ApiMetrics::default()),
@@ -219,7 +222,11 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
             per_capture: cfg.api.metrics_per_capture,
         },
         ownership_throttle: Arc::new(api::throttle::Throttle::per_minute(cfg.limits.ownership_per_minute)),
+        fleet: None,
     };
+    for w in cfg.warnings() {
+        tracing::warn!("{w}");
+    }
     print_banner(&cfg);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -231,10 +238,20 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
     let served = rt.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener)
             .map_err(|source| AppError::Listen { addr: cfg.api.listen.clone(), source })?;
+        // After the listener is bound (peers' calls wait in its backlog), before serving. A
+        // failure (etcd unreachable, the name in use) stops the start-up here.
+        if let Some(f) = &cfg.fleet {
+            state.fleet = Some(crate::fleet::Fleet::join(f, &cfg.node, addr).await?);
+        }
+        let fleet = state.fleet.clone();
         api::set_ready(&ready, true);
-        api::serve(listener, api::router(state, cfg.api.max_body_bytes), shutdown_signal())
+        let served = api::serve(listener, api::router(state, cfg.api.max_body_bytes), shutdown_signal())
             .await
-            .map_err(|e| AppError::Other(format!("admin API: {e}")))
+            .map_err(|e| AppError::Other(format!("admin API: {e}")));
+        if let Some(f) = fleet {
+            f.leave().await;
+        }
+        served
     });
     api::set_ready(&ready, false);
     tracing::info!("shutting down");

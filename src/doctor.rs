@@ -44,6 +44,9 @@ pub fn run(cfg: &Config) -> Vec<Check> {
     listen(cfg, &mut out);
     hugepages(cfg, &mut out);
     ports(cfg, &mut out);
+    for w in cfg.warnings() {
+        out.push(check(Level::Warn, "config", w));
+    }
     out
 }
 

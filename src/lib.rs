@@ -4,7 +4,8 @@
 //! match, budget and hand off through SPSC rings to writer threads, which write `pcap` files).
 //! `capture` wires it up for `pcapd capture`; `app` for the appliance, whose control plane is
 //! `captures` (capture lifecycle and slot leases), `samples` (the sample store), `upload`
-//! (buckets: object stores), `db` (the SQLite database) and `api`. `config` is the strict TOML
+//! (buckets: object stores), `db` (the SQLite database), `fleet` (etcd membership and
+//! node-to-node calls, with `[fleet]`) and `api`. `config` is the strict TOML
 //! front door.
 pub mod api;
 pub mod app;

@@ -129,7 +129,10 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.cmd {
         Cmd::CheckConfig { file, deep: false } => match Config::load(&file) {
-            Ok(_) => {
+            Ok(cfg) => {
+                for w in cfg.warnings() {
+                    eprintln!("pcapd: warning: {w}");
+                }
                 println!("{}: OK", file.display());
                 Ok(())
             }

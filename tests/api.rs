@@ -290,6 +290,9 @@ fn bad_input_gets_a_clear_4xx_envelope() {
     assert_eq!(r.status, 404);
     let r = call("GET", &format!("{}/client/v4/nothing/here", app.base), &[], None);
     assert_eq!((r.status, r.error().as_str()), (404, "No route for the URI"));
+    // Without [fleet] there are no node-to-node routes at all (not even a 401).
+    let r = call("GET", &format!("{}/internal/v1/node", app.base), &[], None);
+    assert_eq!((r.status, r.error().as_str()), (404, "No route for the URI"));
     let r = call("DELETE", &app.url("/pcaps"), &[("Authorization", &tok)], None);
     assert_eq!(r.status, 405);
     assert!(r.error().contains("Method not allowed"));

@@ -202,6 +202,7 @@ fn healthz_answers_while_slow_store_calls_block() {
         data_dir: None,
         metrics_access: Default::default(),
         ownership_throttle: Arc::new(pcapd::api::throttle::Throttle::per_minute(10)),
+        fleet: None,
     };
 
     // As `app` serves it: a multi-thread runtime with exactly 2 workers.

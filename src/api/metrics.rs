@@ -248,6 +248,31 @@ pub fn render_uploads(
     line(o, "pcapd_captures_full_running", "", running.len());
 }
 
+/// Fleet figures (`[fleet]` only): live members and the last etcd round trip.
+pub fn render_fleet(o: &mut String, f: &crate::fleet::FleetStats) {
+    help(
+        o,
+        "pcapd_fleet_live_nodes",
+        "gauge",
+        "Live fleet members (this node included) in the last refresh from etcd.",
+    );
+    line(o, "pcapd_fleet_live_nodes", "", f.live_nodes.load(Relaxed));
+    help(
+        o,
+        "pcapd_fleet_etcd_latency_seconds",
+        "gauge",
+        "The last etcd round trip (lease keepalive or member refresh).",
+    );
+    line(o, "pcapd_fleet_etcd_latency_seconds", "", f.etcd_latency_us.load(Relaxed) as f64 / 1e6);
+    help(
+        o,
+        "pcapd_fleet_reregistrations_total",
+        "counter",
+        "Times this node's lease expired (etcd unreachable longer than its TTL) and it registered again.",
+    );
+    line(o, "pcapd_fleet_reregistrations_total", "", f.reregistrations.load(Relaxed));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,7 @@ use axum::Router;
 pub mod auth;
 pub mod envelope;
 pub mod head_limit;
+mod internal;
 pub mod metrics;
 mod ownership;
 mod pcaps;
@@ -50,6 +51,9 @@ pub struct AppState {
     pub metrics_access: MetricsAccess,
     /// `POST /pcaps/ownership` per account.
     pub ownership_throttle: Arc<throttle::Throttle>,
+    /// Fleet membership (`[fleet]`); `None` for a single appliance. With it the signed
+    /// `/internal/...` routes exist.
+    pub fleet: Option<crate::fleet::Fleet>,
 }
 
 /// `[api] metrics_token` and `metrics_per_capture`.
@@ -87,6 +91,7 @@ impl MetricsAccess {
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let pcaps = "/client/v4/accounts/{account_id}/pcaps";
+    let internal = if state.fleet.is_some() { internal::routes() } else { Router::new() };
     Router::new()
         .route(pcaps, get(pcaps::list).post(pcaps::create))
         .route(&format!("{pcaps}/ownership"), get(ownership::list).post(ownership::create))
@@ -102,8 +107,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(internal)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(middleware::from_fn_with_state(state.clone(), internal::require_node_signature))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .layer(middleware::from_fn(head_limit::limit_head))
@@ -176,6 +183,9 @@ async fn metrics_text(State(s): State<AppState>, headers: header::HeaderMap) -> 
         let mut body = metrics::render(s.dataplane.as_ref(), &s.metrics, s.manager.running());
         let full = s.manager.full_runtime().map(|f| f.counters()).unwrap_or_default();
         metrics::render_uploads(&mut body, &s.uploads, full, s.metrics_access.per_capture);
+        if let Some(f) = &s.fleet {
+            metrics::render_fleet(&mut body, f.stats());
+        }
         Ok::<_, ApiError>(body)
     })
     .await?;

@@ -9,7 +9,9 @@ use serde::Deserialize;
 use crate::pcap::{Precision, RotatePolicy};
 
 mod appliance;
+mod fleet;
 pub use appliance::*;
+pub use fleet::*;
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +38,9 @@ pub struct Config {
     pub accounts: Vec<AccountConfig>,
     #[serde(default)]
     pub upload: UploadConfig,
+    /// Many appliances behind one API, coordinated by etcd; none: a single appliance.
+    #[serde(default)]
+    pub fleet: Option<FleetConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -434,7 +439,11 @@ impl Config {
                 return Err(invalid(format!("writer.{k}"), "must be at least 1 (leave it out to disable)"));
             }
         }
-        self.validate_appliance()
+        self.validate_appliance()?;
+        if let Some(f) = &self.fleet {
+            f.validate()?;
+        }
+        Ok(())
     }
 
     pub fn rotate_policy(&self) -> RotatePolicy {

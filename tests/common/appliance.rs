@@ -21,7 +21,8 @@ pub struct Appliance {
     pub base: String,
     pub data: PathBuf,
     pub config: PathBuf,
-    _lock: super::DpdkLock,
+    /// `None` when the caller holds the DPDK lock for several appliances (`start_config_held`).
+    _lock: Option<super::DpdkLock>,
 }
 
 pub fn free_port() -> u16 {
@@ -128,6 +129,16 @@ impl Appliance {
     /// As `start_config`, with `cwd` as the working directory of `pcapd run`.
     pub fn start_config_in(config: PathBuf, data: &Path, port: u16, cwd: &Path) -> Appliance {
         let lock = dpdk_lock();
+        Self::spawn(config, data, port, cwd, Some(lock))
+    }
+
+    /// Starts one of several appliances that run at once while the caller holds the DPDK lock
+    /// (`_held`) for all of them; drop them before the lock.
+    pub fn start_config_held(config: PathBuf, data: &Path, port: u16, _held: &super::DpdkLock) -> Appliance {
+        Self::spawn(config, data, port, &root(), None)
+    }
+
+    fn spawn(config: PathBuf, data: &Path, port: u16, cwd: &Path, lock: Option<super::DpdkLock>) -> Appliance {
         let child = pcapd()
             .current_dir(cwd)
             .arg("run")

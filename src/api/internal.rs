@@ -1,0 +1,65 @@
+//! Node-to-node routes under `/internal/...`, present only in fleet mode (`[fleet]`). Every
+//! request under `/internal` (unknown paths included) must carry a valid signature
+//! (`fleet::auth`): 401 without one, 403 with a wrong one or a time outside the replay window,
+//! both in Cloudflare's envelope. Without `[fleet]` the prefix is an ordinary unknown route (404).
+//!
+//! To add a route: one `.route(...)` line in [`routes`] and a handler taking
+//! `State<AppState>` (its `fleet` is always `Some` here, see [`fleet`]). Callers use
+//! `Fleet::call(node, method, path, body)`, which signs with the same secret.
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::json;
+
+use super::envelope::{ok, ApiError};
+use super::AppState;
+use crate::fleet::{self, Fleet};
+
+/// The internal routes (merged into the API router when `state.fleet` is set).
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new().route("/internal/v1/node", get(node))
+}
+
+/// Whether `path` belongs to the internal routes.
+fn is_internal(path: &str) -> bool {
+    path == "/internal" || path.starts_with("/internal/")
+}
+
+/// The fleet handle of an internal handler (always set: the routes exist only in fleet mode).
+pub(crate) fn fleet(s: &AppState) -> Result<&Fleet, ApiError> {
+    s.fleet.as_ref().ok_or_else(|| ApiError::internal("not in fleet mode"))
+}
+
+/// Middleware on the whole router: requests under `/internal` must be signed by a fleet node.
+pub(crate) async fn require_node_signature(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(f) = s.fleet.as_ref().filter(|_| is_internal(req.uri().path())) else {
+        return next.run(req).await;
+    };
+    let path = req.uri().path_and_query().map_or_else(|| req.uri().path(), |pq| pq.as_str());
+    match fleet::auth::verify(f.secret(), req.method().as_str(), path, req.headers(), fleet::unix_secs()) {
+        Ok(_caller) => next.run(req).await,
+        Err(e) => {
+            tracing::warn!("{} {path}: {e}", req.method());
+            ApiError::auth(e.status(), &e.to_string()).into_response()
+        }
+    }
+}
+
+/// `GET /internal/v1/node`: this node's name, colos and clock (UNIX ms), for peers to check
+/// membership and measure clock offsets.
+async fn node(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let f = fleet(&s)?;
+    let me = f.me();
+    let clock_unix_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    Ok(ok(json!({
+        "name": me.name,
+        "colos": me.colos,
+        "advertise": me.advertise,
+        "pid": me.pid,
+        "started_unix_ms": me.started_unix_ms,
+        "clock_unix_ms": clock_unix_ms,
+    })))
+}

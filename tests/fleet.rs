@@ -1,0 +1,428 @@
+//! Fleet mode (issue 13) against real processes: an etcd cluster (`/usr/bin/etcd`, installed by
+//! scripts/setup; a missing etcd fails these tests) and `pcapd run` appliances with `[fleet]`.
+//! Signatures are computed by `openssl dgst -hmac`, independently of pcapd's code. Every process
+//! is killed by pid when its guard drops; the appliances of one test run under one DPDK lock.
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::appliance::{call, free_port, write_config, Appliance, Opts, Resp};
+use common::*;
+use pcapd::config::{FleetConfig, NodeConfig};
+use pcapd::fleet::Fleet;
+
+const SECRET: &str = "fleet-test-secret-0123456789";
+const ETCD: &str = "/usr/bin/etcd";
+/// pcapd's lease TTL (src/fleet/mod.rs): a killed node disappears within twice this.
+const TTL_SECS: u64 = 10;
+
+/// An etcd cluster on 127.0.0.1, in a temporary directory; every member in its own process
+/// group (so no terminal signal reaches it) and SIGKILLed by pid on drop.
+struct Etcd {
+    members: Vec<Child>,
+    endpoints: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    fn start(n: usize) -> Etcd {
+        use std::os::unix::process::CommandExt;
+        assert!(Path::new(ETCD).exists(), "{ETCD} is missing: run scripts/setup (it installs etcd-server)");
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members = Vec::new();
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let log = std::fs::File::create(dir.path().join(format!("m{i}.log"))).unwrap();
+            let child = Command::new(ETCD)
+                .args(["--name", &format!("m{i}")])
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("m{i}")))
+                .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
+                .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
+                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                .args(["--initial-cluster", &cluster, "--initial-cluster-state", "new"])
+                .args(["--initial-cluster-token", &format!("pcapd-test-{}", std::process::id())])
+                .args(["--auto-compaction-retention=1", "--log-level", "warn"])
+                .process_group(0)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start etcd");
+            members.push(child);
+        }
+        let endpoints: Vec<String> = ports.iter().map(|(c, _)| format!("http://127.0.0.1:{c}")).collect();
+        let e = Etcd { members, endpoints, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for ep in &e.endpoints {
+            loop {
+                let healthy = ureq::get(&format!("{ep}/health"))
+                    .call()
+                    .ok()
+                    .and_then(|r| r.into_string().ok())
+                    .is_some_and(|b| b.contains("\"health\":\"true\""));
+                if healthy {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "etcd member {ep} did not become healthy");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        e
+    }
+
+    /// The node records under `/pcapd/nodes/`, read through etcd's own JSON gateway (not pcapd).
+    fn nodes(&self) -> Vec<serde_json::Value> {
+        let b64 = |s: &str| base64(s.as_bytes());
+        let body = serde_json::json!({"key": b64("/pcapd/nodes/"), "range_end": b64("/pcapd/nodes0")});
+        let r = ureq::post(&format!("{}/v3/kv/range", self.endpoints[0])).send_json(body).expect("etcd range");
+        let v: serde_json::Value = r.into_json().unwrap();
+        let kvs = v["kvs"].as_array().cloned().unwrap_or_default();
+        kvs.iter().map(|kv| serde_json::from_slice(&unbase64(kv["value"].as_str().unwrap())).unwrap()).collect()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            let _ = m.kill();
+            let _ = m.wait();
+        }
+    }
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn base64(b: &[u8]) -> String {
+    let mut s = String::new();
+    for c in b.chunks(3) {
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+fn unbase64(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for ch in s.bytes().filter(|&c| c != b'=') {
+        let v = B64.iter().position(|&x| x == ch).expect("base64") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// HMAC-SHA256 of `METHOD\nPATH\nTIME` under `secret`, computed by openssl.
+fn openssl_sign(secret: &str, method: &str, path: &str, time: i64) -> String {
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-hmac", secret])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run openssl");
+    child.stdin.take().unwrap().write_all(format!("{method}\n{path}\n{time}").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.trim().rsplit("= ").next().unwrap().to_string()
+}
+
+/// `method path` on `base`, signed with `secret` at `time` (no signature headers when `None`).
+fn internal(base: &str, method: &str, path: &str, signed: Option<(&str, i64)>) -> Resp {
+    let Some((secret, time)) = signed else { return call(method, &format!("{base}{path}"), &[], None) };
+    let sig = openssl_sign(secret, method, path, time);
+    let time = time.to_string();
+    let headers = [("x-pcapd-node", "test"), ("x-pcapd-time", time.as_str()), ("x-pcapd-signature", sig.as_str())];
+    call(method, &format!("{base}{path}"), &headers, None)
+}
+
+/// A node's config: the common test appliance with `[node]`, `[fleet]` and its own DPDK file
+/// prefix. Returns (config, data dir, API port).
+fn node_config(dir: &Path, name: &str, colos: &[&str], etcd: &[String]) -> (PathBuf, PathBuf, u16) {
+    let port = free_port();
+    let data = dir.join(name);
+    let etcd = etcd.iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
+    let colos = colos.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+    let extra = format!(
+        "[node]\nname = \"{name}\"\ncolos = [{colos}]\n\n[fleet]\netcd = [{etcd}]\n\
+         advertise = \"http://127.0.0.1:{port}\"\nsecret = \"{SECRET}\"\n"
+    );
+    let fixture = fixture("frames.pcap");
+    let opts = Opts {
+        source: &fixture,
+        one_in: 1,
+        simple_interval: 0,
+        data: &data,
+        infinite: false,
+        iface: None,
+        extra: &extra,
+    };
+    let config = write_config(&opts, port);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let prefix = format!("pcapd-fleet-{name}-{}-{port}", std::process::id());
+    let text = text.replace(r#""--no-shconf"]"#, &format!(r#""--no-shconf", "--file-prefix", "{prefix}"]"#));
+    assert!(text.contains(&prefix));
+    std::fs::write(&config, text).unwrap();
+    (config, data, port)
+}
+
+fn start_node(dir: &Path, name: &str, colos: &[&str], etcd: &Etcd, lock: &DpdkLock) -> Appliance {
+    let (config, data, port) = node_config(dir, name, colos, &etcd.endpoints);
+    Appliance::start_config_held(config, &data, port, lock)
+}
+
+/// A gauge from /metrics (None when absent).
+fn metric(base: &str, name: &str) -> Option<f64> {
+    let r = call("GET", &format!("{base}/metrics"), &[], None);
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body).unwrap();
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Waits until `f` holds, at most `within`; returns the time it took.
+fn wait_for(within: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !f() {
+        assert!(started.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn three_nodes_register_and_see_each_other() {
+    let etcd = Etcd::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dpdk_lock();
+    let colos: [(&str, &[&str]); 3] = [("n1", &["ord01"]), ("n2", &["ord02"]), ("n3", &["ams01"])];
+    let mut nodes: Vec<Appliance> = colos.iter().map(|(n, c)| start_node(dir.path(), n, c, &etcd, &lock)).collect();
+
+    for (a, (name, colos)) in nodes.iter().zip(colos) {
+        let t = now_secs();
+        let r = internal(&a.base, "GET", "/internal/v1/node", Some((SECRET, t)));
+        assert_eq!(r.status, 200, "{name}: {}", String::from_utf8_lossy(&r.body));
+        let v = r.json();
+        assert_eq!(v["success"], true, "{v}");
+        assert_eq!(v["result"]["name"], *name, "{v}");
+        assert_eq!(v["result"]["colos"], serde_json::json!(colos), "{v}");
+        assert_eq!(v["result"]["advertise"], a.base, "{v}");
+        let clock_ms = v["result"]["clock_unix_ms"].as_i64().expect("clock_unix_ms");
+        assert!((clock_ms / 1000 - t).abs() <= 2, "{name}: clock {clock_ms} vs {t}");
+    }
+    // Every node sees all three (its member list refreshes every second).
+    for a in &nodes {
+        wait_for(Duration::from_secs(5), "3 live nodes in /metrics", || {
+            metric(&a.base, "pcapd_fleet_live_nodes") == Some(3.0)
+        });
+        let latency = metric(&a.base, "pcapd_fleet_etcd_latency_seconds").expect("etcd latency metric");
+        assert!(latency > 0.0 && latency < 5.0, "{latency}");
+    }
+    // etcd itself holds the three records, each with the URL and pid of its node.
+    let mut records = etcd.nodes();
+    records.sort_by_key(|r| r["name"].as_str().unwrap().to_string());
+    assert_eq!(records.len(), 3, "{records:?}");
+    for (r, a) in records.iter().zip(&nodes) {
+        assert_eq!(r["advertise"], a.base, "{r}");
+        assert_eq!(r["pid"], a.child.as_ref().unwrap().id(), "{r}");
+    }
+
+    // SIGKILL: no clean leave; the lease expires and the others stop listing it.
+    let mut n3 = nodes.pop().unwrap();
+    n3.kill();
+    let took = wait_for(Duration::from_secs(2 * TTL_SECS + 2), "n3 gone from n1's live nodes", || {
+        metric(&nodes[0].base, "pcapd_fleet_live_nodes") == Some(2.0)
+    });
+    println!("a SIGKILLed node disappeared after {took:?}");
+    let names: Vec<String> = etcd.nodes().iter().map(|r| r["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(!names.contains(&"n3".to_string()), "{names:?}");
+    wait_for(Duration::from_secs(3), "n2 sees 2", || metric(&nodes[1].base, "pcapd_fleet_live_nodes") == Some(2.0));
+
+    // SIGTERM: the node leaves at once (its lease is revoked), well before the TTL.
+    let mut n2 = nodes.pop().unwrap();
+    let (st, err) = n2.stop();
+    assert!(st.success(), "{st}: {err}");
+    assert_eq!(etcd.nodes().len(), 1, "n2 left but is still registered");
+    drop(nodes);
+    drop(lock);
+}
+
+#[test]
+fn internal_calls_need_the_fleet_secret() {
+    let etcd = Etcd::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dpdk_lock();
+    let a = start_node(dir.path(), "solo", &["ams01"], &etcd, &lock);
+    let path = "/internal/v1/node";
+
+    let r = internal(&a.base, "GET", path, None);
+    assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.error().contains("without the x-pcapd-node header"), "{}", r.error());
+    assert_eq!(r.json()["errors"][0]["code"], 10000);
+
+    let r = internal(&a.base, "GET", path, Some(("another-secret-0123456789", now_secs())));
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.error().contains("wrong signature"), "{}", r.error());
+    // Signed for another path or method: refused.
+    let t = now_secs();
+    let sig = openssl_sign(SECRET, "GET", "/internal/v1/other", t);
+    let ts = t.to_string();
+    let r = call(
+        "GET",
+        &format!("{}{path}", a.base),
+        &[("x-pcapd-node", "x"), ("x-pcapd-time", &ts), ("x-pcapd-signature", &sig)],
+        None,
+    );
+    assert_eq!(r.status, 403);
+
+    // Correctly signed, but outside the 30 s replay window (either side).
+    for skew in [-90, 90] {
+        let r = internal(&a.base, "GET", path, Some((SECRET, now_secs() + skew)));
+        assert_eq!(r.status, 403, "skew {skew}: {}", String::from_utf8_lossy(&r.body));
+        assert!(r.error().contains("from this node's clock"), "{}", r.error());
+    }
+
+    let r = internal(&a.base, "GET", path, Some((SECRET, now_secs())));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["result"]["name"], "solo");
+    // Within the window on either side is accepted.
+    assert_eq!(internal(&a.base, "GET", path, Some((SECRET, now_secs() - 20))).status, 200);
+
+    // Every path under /internal is guarded, unknown ones included; signed, they are 404.
+    assert_eq!(internal(&a.base, "GET", "/internal/v1/nope", None).status, 401);
+    let r = internal(&a.base, "GET", "/internal/v1/nope", Some((SECRET, now_secs())));
+    assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
+    // The public API is not affected by the fleet's guard.
+    assert_eq!(call("GET", &format!("{}/healthz", a.base), &[], None).status, 200);
+
+    // pcapd's own client side: this test process joins the fleet as a node (no DPDK), sees the
+    // appliance, calls it with `Fleet::call` (signed), and leaves.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let cfg = FleetConfig {
+        etcd: etcd.endpoints.clone(),
+        advertise: format!("http://127.0.0.1:{}", free_port()),
+        secret: Some(SECRET.to_string()),
+        secret_env: None,
+    };
+    let me = NodeConfig { name: "caller".to_string(), colos: vec![] };
+    let listen: std::net::SocketAddr = cfg.advertise.trim_start_matches("http://").parse().unwrap();
+    rt.block_on(async {
+        let fleet = Fleet::join(&cfg, &me, listen).await.expect("join");
+        assert_eq!(fleet.name(), "caller");
+        let names: Vec<String> = fleet.live_nodes().iter().map(|n| n.name.clone()).collect();
+        assert_eq!(names, ["caller", "solo"]);
+        let solo = fleet.live_nodes().iter().find(|n| n.name == "solo").cloned().unwrap();
+        assert_eq!(solo.advertise, a.base);
+        let r = fleet.call(&solo, reqwest::Method::GET, "/internal/v1/node", None).await.expect("call solo");
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert_eq!(v["result"]["name"], "solo", "{v}");
+        // A path with a query is signed as sent.
+        let r = fleet.call(&solo, reqwest::Method::GET, "/internal/v1/nope?x=1", None).await.unwrap();
+        assert_eq!(r.status(), 404);
+        // Another secret: refused by the appliance.
+        let mut wrong = cfg.clone();
+        wrong.secret = Some("not-the-fleet-secret".to_string());
+        let other = Fleet::join(&wrong, &NodeConfig { name: "intruder".to_string(), colos: vec![] }, listen)
+            .await
+            .expect("join (etcd has no notion of the secret)");
+        let r = other.call(&solo, reqwest::Method::GET, "/internal/v1/node", None).await.unwrap();
+        assert_eq!(r.status(), 403);
+        other.leave().await;
+        fleet.leave().await;
+    });
+    let names: Vec<String> = etcd.nodes().iter().map(|r| r["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, ["solo"], "leave revokes the lease at once");
+    drop(a);
+    drop(lock);
+}
+
+/// Runs `pcapd run` on `config`, which must fail to start; returns its stderr.
+fn refused_start(config: &Path) -> String {
+    let mut child =
+        pcapd().arg("run").arg("--config").arg(config).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("pcapd kept running: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
+#[test]
+fn a_node_name_in_use_is_refused() {
+    let etcd = Etcd::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dpdk_lock();
+    let first = start_node(dir.path(), "n1", &["ord01"], &etcd, &lock);
+    let pid = first.child.as_ref().unwrap().id();
+
+    // Another appliance (own data dir, port, DPDK prefix) with the same [node] name.
+    let (config, _, _) = node_config(&dir.path().join("second"), "n1", &["ord02"], &etcd.endpoints);
+    let stderr = refused_start(&config);
+    let want = format!("pcapd: fleet: node name \"n1\" is in use by a live node (advertise {}, pid {pid}", first.base);
+    assert!(stderr.contains(&want), "want {want:?} in:\n{stderr}");
+
+    // The first keeps its registration and answers.
+    let records = etcd.nodes();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["pid"], pid);
+    assert_eq!(internal(&first.base, "GET", "/internal/v1/node", Some((SECRET, now_secs()))).status, 200);
+    drop(first);
+    drop(lock);
+}
+
+#[test]
+fn unreachable_etcd_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dpdk_lock();
+    // Nothing listens on these ports.
+    let endpoints = vec![format!("http://127.0.0.1:{}", free_port()), format!("http://127.0.0.1:{}", free_port())];
+    let (config, _, _) = node_config(dir.path(), "lonely", &[], &endpoints);
+    let stderr = refused_start(&config);
+    let want = format!("pcapd: fleet: cannot reach etcd at {}, {}: ", endpoints[0], endpoints[1]);
+    let line = stderr.lines().find(|l| l.starts_with("pcapd: ")).unwrap_or_default();
+    assert!(line.starts_with(&want), "want {want:?} in:\n{stderr}");
+    drop(lock);
+}
+
+#[test]
+fn base64_round_trips() {
+    for s in ["", "a", "ab", "abc", "/pcapd/nodes/"] {
+        assert_eq!(unbase64(&base64(s.as_bytes())), s.as_bytes());
+    }
+    assert_eq!(base64(b"/pcapd/nodes/"), "L3BjYXBkL25vZGVzLw==");
+}
