@@ -1,9 +1,10 @@
 //! `pcapd run`: the appliance. Start-up order: config → data dir (locked: one pcapd per dir) and
-//! store → data plane (RX lcores with sampling, writers) → sample store thread → capture manager
-//! (reconciles what a restart interrupted) → fleet membership (with `[fleet]`) → admin API on the
-//! non-RX cores. Shutdown (SIGINT/SIGTERM) in reverse: stop accepting requests, leave the fleet,
-//! let running conversions finish, stop RX, drain the writers and the sample store, close the
-//! store.
+//! store → data plane (RX lcores with sampling, writers) → sample store thread → control-plane
+//! runtime and fleet membership (with `[fleet]`: the per-account rules are then decided in etcd)
+//! → capture manager (reconciles what a restart interrupted) → admin API on the non-RX cores.
+//! Shutdown (SIGINT/SIGTERM) in reverse: stop accepting requests, let running conversions finish,
+//! end running full captures (giving their claims back), leave the fleet, stop RX, drain the
+//! writers and the sample store, close the store.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -21,6 +22,7 @@ use crate::config::{Config, Secret};
 use crate::datadir::DataDirLock;
 use crate::dataplane::{DataPlane, SamplingSpec};
 use crate::db::Db;
+use crate::fleet::rules::EtcdRules;
 use crate::samples::store::{SampleStore, StoreCmd, StoreConfig};
 use crate::upload::buckets::Buckets;
 use crate::upload::uploader::{UploadStats, Uploader};
@@ -138,8 +140,25 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
     // Full captures: spool, upload queue and the uploader thread.
     let stores = Arc::new(Buckets::new(cfg.upload.clone()));
     let (wake_tx, wake_rx) = channel::bounded(1);
-    // One appliance decides its per-account rules itself (a fleet: in etcd).
-    let rules: Arc<dyn Rules> = Arc::new(LocalRules::new(store.clone()));
+    // The control plane's runtime (admin API, uploads, etcd), on the non-RX cores: DPDK has
+    // placed this thread, and the runtime's threads inherit it.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("pcapd-api")
+        .enable_all()
+        .build()
+        .map_err(AppError::Runtime)?;
+    // After the listener is bound (peers' calls wait in its backlog), before anything is
+    // decided: a failure (etcd unreachable, the name in use) stops the start-up here.
+    let fleet = match &cfg.fleet {
+        Some(f) => Some(rt.block_on(crate::fleet::Fleet::join(f, &cfg.node, addr))?),
+        None => None,
+    };
+    // The per-account rules: this appliance's own, or the fleet's in etcd.
+    let rules: Arc<dyn Rules> = match &fleet {
+        Some(f) => Arc::new(EtcdRules::new(f.client(), crate::fleet::KEY_PREFIX, rt.handle().clone())),
+        None => Arc::new(LocalRules::new(store.clone())),
+    };
     let full = FullRuntime::new(
         FullContext {
             control: dp.control(),
@@ -200,7 +219,7 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
         .map_err(|e| AppError::Other(format!("cannot start the uploader thread: {e}")))?;
 
     let ready = Arc::new(AtomicBool::new(false));
-    let mut state = AppState {
+    let state = AppState {
         manager: Arc::clone(&manager),
         auth,
         metrics: Arc::new(ApiMetrics::default()),
@@ -222,45 +241,33 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
             per_capture: cfg.api.metrics_per_capture,
         },
         ownership_throttle: Arc::new(api::throttle::Throttle::per_minute(cfg.limits.ownership_per_minute)),
-        fleet: None,
+        fleet: fleet.clone(),
     };
     for w in cfg.warnings() {
         tracing::warn!("{w}");
     }
     print_banner(&cfg);
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("pcapd-api")
-        .enable_all()
-        .build()
-        .map_err(AppError::Runtime)?;
     let served = rt.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener)
             .map_err(|source| AppError::Listen { addr: cfg.api.listen.clone(), source })?;
-        // After the listener is bound (peers' calls wait in its backlog), before serving. A
-        // failure (etcd unreachable, the name in use) stops the start-up here.
-        if let Some(f) = &cfg.fleet {
-            state.fleet = Some(crate::fleet::Fleet::join(f, &cfg.node, addr).await?);
-        }
-        let fleet = state.fleet.clone();
         api::set_ready(&ready, true);
-        let served = api::serve(listener, api::router(state, cfg.api.max_body_bytes), shutdown_signal())
+        api::serve(listener, api::router(state, cfg.api.max_body_bytes), shutdown_signal())
             .await
-            .map_err(|e| AppError::Other(format!("admin API: {e}")));
-        if let Some(f) = fleet {
-            f.leave().await;
-        }
-        served
+            .map_err(|e| AppError::Other(format!("admin API: {e}")))
     });
     api::set_ready(&ready, false);
     tracing::info!("shutting down");
-    rt.shutdown_timeout(Duration::from_secs(5));
     manager.wait_idle(Duration::from_secs(30));
-    // Running full captures end as if stopped: their files are finished and queued.
+    // Running full captures end as if stopped: their files are finished and queued (and their
+    // claims given back, in etcd for a fleet: the runtime is still up).
     if let Some(full) = manager.full_runtime() {
         full.stop_all(Duration::from_secs(30));
     }
+    if let Some(f) = &fleet {
+        rt.block_on(f.leave());
+    }
+    rt.shutdown_timeout(Duration::from_secs(5));
     uploader_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = uploader_thread.join();
     let rx = dp.shutdown();

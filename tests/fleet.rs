@@ -426,3 +426,73 @@ fn base64_round_trips() {
     }
     assert_eq!(base64(b"/pcapd/nodes/"), "L3BjYXBkL25vZGVzLw==");
 }
+
+/// Fleet-wide rule (issue 13): one simple capture request per account per interval, whichever
+/// node each request reaches, decided in one etcd transaction (no race between nodes); without
+/// etcd quorum a create is a 503 the SDKs may retry, and reads still answer.
+#[test]
+fn one_simple_request_per_interval_for_the_whole_fleet_and_503_without_quorum() {
+    use common::appliance::{bearer, ACCOUNT, OTHER_ACCOUNT, OTHER_TOKEN, TOKEN};
+    let mut etcd = Etcd::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dpdk_lock();
+    let nodes: Vec<Appliance> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|name| {
+            let (config, data, port) = node_config(dir.path(), name, &["ord01"], &etcd.endpoints);
+            let text = std::fs::read_to_string(&config).unwrap();
+            let text = text.replace("simple_interval_seconds = 0", "simple_interval_seconds = 60");
+            assert!(text.contains("simple_interval_seconds = 60"));
+            std::fs::write(&config, text).unwrap();
+            Appliance::start_config_held(config, &data, port, &lock)
+        })
+        .collect();
+    let body =
+        serde_json::json!({"system":"magic-transit","type":"simple","time_limit":60,"packet_limit":5}).to_string();
+    let post = |base: &str, account: &str, token: &str| {
+        call(
+            "POST",
+            &format!("{base}/client/v4/accounts/{account}/pcaps"),
+            &[("Authorization", &bearer(token)), ("Content-Type", "application/json")],
+            Some(body.as_bytes()),
+        )
+    };
+    // 12 requests at once, spread over the three nodes: exactly one is admitted.
+    let answers: Vec<Resp> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..12)
+            .map(|i| {
+                let base = nodes[i % 3].base.clone();
+                let post = &post;
+                s.spawn(move || post(&base, ACCOUNT, TOKEN))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = answers.iter().filter(|r| r.status == 200).count();
+    assert_eq!(ok, 1, "{:?}", answers.iter().map(|r| r.status).collect::<Vec<_>>());
+    for r in answers.iter().filter(|r| r.status != 200) {
+        assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.header("x-should-retry"), Some("false"));
+        let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+    }
+    assert_eq!(post(&nodes[2].base, OTHER_ACCOUNT, OTHER_TOKEN).status, 200, "the rule is per account");
+
+    // No quorum (two of three members gone): a create cannot be decided; reads still answer.
+    for m in etcd.members.iter_mut().skip(1) {
+        let _ = m.kill();
+        let _ = m.wait();
+    }
+    let t = Instant::now();
+    let r = post(&nodes[0].base, OTHER_ACCOUNT, OTHER_TOKEN);
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-should-retry"), Some("true"));
+    assert!(t.elapsed() < Duration::from_secs(10), "bounded: {:?}", t.elapsed());
+    let r = call(
+        "GET",
+        &format!("{}/client/v4/accounts/{ACCOUNT}/pcaps", nodes[1].base),
+        &[("Authorization", &bearer(TOKEN))],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}

@@ -32,6 +32,8 @@ pub mod rules;
 use auth::FleetSecret;
 
 /// Where nodes register: `/pcapd/nodes/<name>`.
+/// Every key of the fleet lives under this prefix.
+pub const KEY_PREFIX: &str = "/pcapd/";
 pub const NODES_PREFIX: &str = "/pcapd/nodes/";
 /// Lease of a node's registration (seconds): a node that stops renewing disappears after this
 /// (up to twice this across an etcd leader change).
