@@ -517,15 +517,7 @@ fn the_one_a_minute_simple_rule_survives_a_restart() {
 /// An appliance on the fixture whose config has `edits` applied (`(from, to)` replacements of
 /// `write_config`'s text), e.g. to add keys to the sections it already writes.
 fn start_edited(data: &Path, edits: &[(&str, &str)]) -> Appliance {
-    let o = Opts {
-        source: &fixture("frames.pcap"),
-        one_in: 1,
-        simple_interval: 0,
-        data,
-        infinite: false,
-        iface: None,
-        extra: "",
-    };
+    let o = Opts::fixture(data);
     let port = free_port();
     let config = write_config(&o, port);
     let mut text = std::fs::read_to_string(&config).unwrap();
@@ -626,15 +618,7 @@ fn out_of_range_numbers_name_the_field_over_http() {
 fn banner_prints_no_secrets() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path();
-    let o = Opts {
-        source: &fixture("frames.pcap"),
-        one_in: 1,
-        simple_interval: 0,
-        data,
-        infinite: false,
-        iface: None,
-        extra: "",
-    };
+    let o = Opts::fixture(data);
     let port = free_port();
     let config = write_config(&o, port);
     let _lock = dpdk_lock();

@@ -12,15 +12,7 @@ use common::*;
 fn second_instance_on_one_data_dir_is_refused_naming_the_pid() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let first = Appliance::start(&Opts {
-        source: &fixture("frames.pcap"),
-        one_in: 1,
-        simple_interval: 0,
-        data: &data,
-        infinite: false,
-        iface: None,
-        extra: "",
-    });
+    let first = Appliance::start(&Opts::fixture(&data));
     let pid = first.child.as_ref().unwrap().id();
 
     // The same data dir, another API port and its own DPDK file prefix (should it get as far as
@@ -78,15 +70,7 @@ fn a_full_data_disk_is_507_and_readyz_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let Some(tmpfs) = Tmpfs::mount(&data, "16m") else { return };
-    let app = Appliance::start(&Opts {
-        source: &fixture("frames.pcap"),
-        one_in: 1,
-        simple_interval: 0,
-        data: &data,
-        infinite: false,
-        iface: None,
-        extra: "",
-    });
+    let app = Appliance::start(&Opts::fixture(&data));
     let readyz = || call("GET", &format!("{}/readyz", app.base), &[], None);
     assert_eq!(readyz().status, 200);
     let body = serde_json::json!({"system":"magic-transit","type":"simple","time_limit":60,"packet_limit":10});
@@ -118,15 +102,6 @@ fn a_full_data_disk_is_507_and_readyz_says_why() {
     }
 }
 
-fn demo_opts(data: &std::path::Path) -> Opts<'_> {
-    Opts { source: fixture_path(), one_in: 1, simple_interval: 0, data, infinite: false, iface: None, extra: "" }
-}
-
-fn fixture_path() -> &'static std::path::Path {
-    static P: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    P.get_or_init(|| fixture("frames.pcap"))
-}
-
 /// Regression (probe): `DATA/pcapd.db` as a symlink was followed: the whole database lived
 /// outside the data dir (or pcapd wrote into whatever file the link named).
 #[test]
@@ -138,7 +113,7 @@ fn a_symlinked_database_is_refused() {
     let outside = dir.path().join("outside.db");
     std::fs::write(&outside, "precious").unwrap();
     std::os::unix::fs::symlink(&outside, data.join("pcapd.db")).unwrap();
-    let cfg = write_config(&demo_opts(&data), free_port());
+    let cfg = write_config(&Opts::fixture(&data), free_port());
     let out = pcapd().arg("run").arg("--config").arg(&cfg).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
@@ -176,7 +151,7 @@ fn a_full_disk_at_start_gives_back_old_samples_instead_of_failing() {
         std::fs::write(samples.join(format!("{start}.pcap")), f).unwrap();
     }
     let port = free_port();
-    let cfg = write_config(&demo_opts(&data), port);
+    let cfg = write_config(&Opts::fixture(&data), port);
     let _filler = tmpfs.fill("filler");
     let app = Appliance::start_config(cfg, &data, port);
     let r = call("GET", &app.url("/pcaps"), &[("Authorization", &bearer(TOKEN))], None);

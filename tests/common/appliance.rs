@@ -43,6 +43,16 @@ pub struct Opts<'a> {
     pub extra: &'a str,
 }
 
+impl Opts<'_> {
+    /// The usual test appliance: the fixture replayed once, every packet sampled, no simple
+    /// capture interval, nothing extra.
+    pub fn fixture(data: &Path) -> Opts<'_> {
+        static FIXTURE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+        let source = FIXTURE.get_or_init(|| super::fixture("frames.pcap"));
+        Opts { source, one_in: 1, simple_interval: 0, data, infinite: false, iface: None, extra: "" }
+    }
+}
+
 pub fn write_config(o: &Opts, port: u16) -> PathBuf {
     let cfg = format!(
         r#"
