@@ -462,7 +462,10 @@ fn a_full_capture_that_hits_enospc_uploads_what_was_written() {
     assert!(pkts.len() > 1000, "what was written before the disk filled is in the bucket: {}", pkts.len());
     assert_eq!(done["packets_captured"], pkts.len(), "{done}");
     assert!(msg.contains(&format!("those {} packets are uploaded to the bucket", pkts.len())), "{msg}");
-    assert_contiguous_in_cycle(&datas(&pkts), &cycle);
+    // Whole, real packets (the cut is at a record boundary). Not checked for contiguity: at
+    // 20,000 packets/s a busy machine may drop some in the kernel or in a full ring (counted).
+    let frames: std::collections::HashSet<&Vec<u8>> = cycle.iter().collect();
+    assert!(datas(&pkts).iter().all(|p| frames.contains(p)), "a packet in the bucket is not one that was sent");
     no_spool_left(&data, &id);
     // The API and the other kinds of capture keep working, and the space is given back.
     let r = call(
