@@ -200,6 +200,11 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
             snaplen: cfg.samples.snaplen,
             one_in: cfg.samples.one_in,
             flush: store_tx.clone(),
+            // Fleet mode: a simple capture gathers every live node's samples.
+            peers: fleet.as_ref().map(|f| {
+                Arc::new(crate::fleet::gather::FleetPeers::new(f.clone(), rt.handle().clone()))
+                    as Arc<dyn crate::captures::manager::PeerSamples>
+            }),
         },
         data.join("captures"),
         Policy {

@@ -166,7 +166,7 @@ fn healthz_answers_while_slow_store_calls_block() {
         store.clone(),
         store.clone(),
         None,
-        SampleAccess { dir: dir.path().join("samples"), segment_secs: 60, snaplen: 256, one_in: 1, flush },
+        SampleAccess { dir: dir.path().join("samples"), segment_secs: 60, snaplen: 256, one_in: 1, flush, peers: None },
         dir.path().join("captures"),
         Policy {
             simple_interval: Duration::from_secs(60),

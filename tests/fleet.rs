@@ -496,3 +496,189 @@ fn one_simple_request_per_interval_for_the_whole_fleet_and_503_without_quorum() 
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
+
+/// Waits until `app` has received `packets` packets (its RX counters in /metrics).
+fn wait_replayed(app: &Appliance, packets: usize) {
+    wait_for(Duration::from_secs(20), &format!("{} received {packets} packets", app.base), || {
+        let m = String::from_utf8(call("GET", &format!("{}/metrics", app.base), &[], None).body).unwrap();
+        let rx: u64 = m
+            .lines()
+            .filter(|l| l.starts_with("pcapd_rx_packets_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        rx >= packets as u64
+    });
+}
+
+/// A microsecond pcap of `pkts`, written here (not by pcapd).
+fn write_pcap_file(path: &Path, pkts: &[Pkt]) {
+    let mut b = Vec::new();
+    b.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
+    b.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    b.extend_from_slice(&262144u32.to_le_bytes());
+    b.extend_from_slice(&1u32.to_le_bytes());
+    for p in pkts {
+        b.extend_from_slice(&((p.ts_ns / 1_000_000_000) as u32).to_le_bytes());
+        b.extend_from_slice(&((p.ts_ns % 1_000_000_000 / 1000) as u32).to_le_bytes());
+        b.extend_from_slice(&(p.data.len() as u32).to_le_bytes());
+        b.extend_from_slice(&p.orig_len.to_le_bytes());
+        b.extend_from_slice(&p.data);
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+/// A node's samples as stored: its segments in name (= time) order, read with the test's reader.
+fn stored_samples(data: &Path) -> Vec<Pkt> {
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(data.join("samples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
+        .collect();
+    segs.sort();
+    segs.iter().flat_map(|p| read_pcap(p)).collect()
+}
+
+/// The oracle: every node's stored samples sorted by (timestamp, node name, order in the node),
+/// the first `limit`, as nanosecond little-endian record bytes (headers and data).
+fn expected_records(nodes: &[(&str, Vec<Pkt>)], limit: usize) -> (Vec<u8>, Vec<String>) {
+    let mut all: Vec<(u128, &str, usize, &Pkt)> = Vec::new();
+    for (name, pkts) in nodes {
+        all.extend(pkts.iter().enumerate().map(|(i, p)| (p.ts_ns, *name, i, p)));
+    }
+    all.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    all.truncate(limit);
+    let mut b = Vec::new();
+    for (_, _, _, p) in &all {
+        b.extend_from_slice(&((p.ts_ns / 1_000_000_000) as u32).to_le_bytes());
+        b.extend_from_slice(&((p.ts_ns % 1_000_000_000) as u32).to_le_bytes());
+        b.extend_from_slice(&(p.data.len() as u32).to_le_bytes());
+        b.extend_from_slice(&p.orig_len.to_le_bytes());
+        b.extend_from_slice(&p.data);
+    }
+    let mut from: Vec<String> = all.iter().map(|e| e.1.to_string()).collect();
+    from.dedup();
+    from.sort();
+    from.dedup();
+    (b, from)
+}
+
+/// Issue 13: a simple capture sent to one node holds the earliest `packet_limit` samples of the
+/// whole fleet; a node that is down is skipped and named, the capture still succeeds.
+#[test]
+fn a_simple_capture_merges_every_nodes_samples() {
+    use common::appliance::{bearer, ACCOUNT, TOKEN};
+    let etcd = Etcd::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    // Three distinct inputs: the fixture's packets dealt round-robin.
+    let all = read_pcap(&fixture("frames.pcap"));
+    let names = ["n1", "n2", "n3"];
+    let lock = dpdk_lock();
+    let mut nodes: Vec<Appliance> = Vec::new();
+    for (k, name) in names.iter().enumerate() {
+        let part: Vec<Pkt> = all.iter().skip(k).step_by(3).cloned().collect();
+        let input = dir.path().join(format!("input-{name}.pcap"));
+        write_pcap_file(&input, &part);
+        let (config, data, port) = node_config(dir.path(), name, &["ord01"], &etcd.endpoints);
+        let text = std::fs::read_to_string(&config).unwrap();
+        let from = format!("rx_pcap={}", fixture("frames.pcap").display());
+        assert!(text.contains(&from), "{text}");
+        std::fs::write(&config, text.replace(&from, &format!("rx_pcap={}", input.display()))).unwrap();
+        let a = Appliance::start_config_held(config, &data, port, &lock);
+        wait_replayed(&a, part.len());
+        nodes.push(a);
+    }
+    for a in &nodes {
+        wait_for(Duration::from_secs(5), "3 live nodes", || metric(&a.base, "pcapd_fleet_live_nodes") == Some(3.0));
+    }
+    let auth = bearer(TOKEN);
+    let capture = |base: &str, limit: usize| -> serde_json::Value {
+        let body = serde_json::json!({"system":"magic-transit","type":"simple","time_limit":300,"packet_limit":limit});
+        let r = call(
+            "POST",
+            &format!("{base}/client/v4/accounts/{ACCOUNT}/pcaps"),
+            &[("Authorization", &auth), ("Content-Type", "application/json")],
+            Some(body.to_string().as_bytes()),
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let id = r.json()["result"]["id"].as_str().unwrap().to_string();
+        let mut last = serde_json::Value::Null;
+        wait_for(Duration::from_secs(30), "the capture finishes", || {
+            let r = call(
+                "GET",
+                &format!("{base}/client/v4/accounts/{ACCOUNT}/pcaps/{id}"),
+                &[("Authorization", &auth)],
+                None,
+            );
+            last = r.json()["result"].clone();
+            last["status"] != "pending" && last["status"] != "conversion_running"
+        });
+        last
+    };
+    let download = |base: &str, id: &str| -> Vec<u8> {
+        let r = call(
+            "GET",
+            &format!("{base}/client/v4/accounts/{ACCOUNT}/pcaps/{id}/download"),
+            &[("Authorization", &auth)],
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.body
+    };
+    let check = |got: &[u8], want: &[u8], count: usize| {
+        assert!(got.len() >= 24, "no pcap header");
+        assert_eq!(&got[0..4], &0xa1b23c4du32.to_le_bytes(), "nanosecond pcap");
+        assert_eq!(read_pcap_bytes_count(got), count);
+        assert!(
+            got[24..] == *want,
+            "records differ from the oracle's merge ({} vs {} bytes)",
+            got.len() - 24,
+            want.len()
+        );
+    };
+
+    // More than any two nodes hold, fewer than all three: every node contributes, some are cut.
+    let total = all.len();
+    let limit = total - (total / 3) / 2;
+    for lim in [limit, 10] {
+        let c = capture(&nodes[0].base, lim);
+        assert_eq!(c["status"], "success", "{c}");
+        assert!(c.get("error_message").is_none(), "every node answered: {c}");
+        assert_eq!(c["packets_captured"], lim, "{c}");
+        let got = download(&nodes[0].base, c["id"].as_str().unwrap());
+        // After the capture every node has flushed what it sampled.
+        let stored: Vec<(&str, Vec<Pkt>)> =
+            names.iter().zip(&nodes).map(|(n, a)| (*n, stored_samples(&a.data))).collect();
+        for ((n, s), k) in stored.iter().zip(0..) {
+            assert_eq!(s.len(), all.iter().skip(k).step_by(3).count(), "{n} sampled all of its input");
+        }
+        let (want, from) = expected_records(&stored, lim);
+        if lim == limit {
+            assert_eq!(from, names, "the oracle's first {lim} come from every node");
+        }
+        check(&got, &want, lim);
+    }
+
+    // n3 dies (SIGKILL): it is still listed until its lease expires, and cannot answer.
+    let stored: Vec<(&str, Vec<Pkt>)> = names.iter().zip(&nodes).map(|(n, a)| (*n, stored_samples(&a.data))).collect();
+    nodes[2].kill();
+    let c = capture(&nodes[1].base, limit);
+    assert_eq!(c["status"], "success", "{c}");
+    let note = c["error_message"].as_str().unwrap_or_default();
+    assert!(note.contains("n3 ("), "names the dead node: {c}");
+    assert!(!note.contains("n1 (") && !note.contains("n2 ("), "{c}");
+    let (want, from) = expected_records(&stored[..2], limit);
+    assert_eq!(from, ["n1", "n2"]);
+    let count = stored[0].1.len() + stored[1].1.len();
+    assert!(count < limit);
+    assert_eq!(c["packets_captured"], count, "{c}");
+    check(&download(&nodes[1].base, c["id"].as_str().unwrap()), &want, count);
+    drop(nodes);
+    drop(lock);
+}
+
+/// Records in a pcap held in memory (via the test's own reader).
+fn read_pcap_bytes_count(b: &[u8]) -> usize {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), b).unwrap();
+    read_pcap(f.path()).len()
+}

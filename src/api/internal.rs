@@ -6,20 +6,23 @@
 //! To add a route: one `.route(...)` line in [`routes`] and a handler taking
 //! `State<AppState>` (its `fleet` is always `Some` here, see [`fleet`]). Callers use
 //! `Fleet::call(node, method, path, body)`, which signs with the same secret.
+use axum::body::Bytes;
 use axum::extract::{Request, State};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use serde_json::json;
 
 use super::envelope::{ok, ApiError};
-use super::AppState;
+use super::{blocking, AppState};
+use crate::captures::manager::SampleRequest;
 use crate::fleet::{self, Fleet};
 
 /// The internal routes (merged into the API router when `state.fleet` is set).
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/internal/v1/node", get(node))
+    Router::new().route("/internal/v1/node", get(node)).route(fleet::gather::SAMPLES_PATH, post(samples))
 }
 
 /// Whether `path` belongs to the internal routes.
@@ -62,4 +65,16 @@ async fn node(State(s): State<AppState>) -> Result<Response, ApiError> {
         "started_unix_ms": me.started_unix_ms,
         "clock_unix_ms": clock_unix_ms,
     })))
+}
+
+/// `POST /internal/v1/samples` (a JSON `SampleRequest`): this node's earliest `limit` samples in
+/// the window that match `filter_v1`, as a nanosecond PCAP in this node's order (its part of a
+/// simple capture another node assembles).
+async fn samples(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let req: SampleRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("not a sample request: {e}")))?;
+    let m = s.manager.clone();
+    let (snaplen, found) = blocking(move || m.local_samples(&req).map(|v| (m.snaplen(), v))).await?;
+    let bytes = fleet::gather::encode_pcap(snaplen, &found);
+    Ok(([(header::CONTENT_TYPE, "application/vnd.tcpdump.pcap")], bytes).into_response())
 }

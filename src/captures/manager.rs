@@ -34,6 +34,38 @@ pub struct SampleAccess {
     pub snaplen: u32,
     pub one_in: u32,
     pub flush: Sender<StoreCmd>,
+    /// Fleet mode: the other live nodes, asked for their samples too (`None`: this node only).
+    pub peers: Option<Arc<dyn PeerSamples>>,
+}
+
+/// One node's part of a simple capture: its earliest `limit` samples in `[start_ns, end_ns]`
+/// that match `filter_v1` (the body of `POST /internal/v1/samples`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SampleRequest {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub filter_v1: serde_json::Map<String, serde_json::Value>,
+    pub limit: usize,
+}
+
+/// The other nodes of a fleet, asked for their part of a simple capture.
+pub trait PeerSamples: Send + Sync {
+    /// This node's name (its samples are merged under it).
+    fn local_name(&self) -> String;
+    /// Asks every other live node (blocking, bounded in time); one answer per node, by name:
+    /// its samples in time order, or why it gave none.
+    fn gather(&self, req: &SampleRequest) -> Vec<(String, Result<Vec<query::Sample>, String>)>;
+}
+
+/// Merges the nodes' parts by (timestamp, node name, order within the node) and keeps the
+/// first `limit`. Each part must be in its node's order (as `query::query` returns it).
+pub fn merge(parts: Vec<(String, Vec<query::Sample>)>, limit: usize) -> Vec<query::Sample> {
+    let mut all: Vec<(u64, &str, usize, &query::Sample)> = Vec::new();
+    for (name, samples) in &parts {
+        all.extend(samples.iter().enumerate().map(|(i, s)| (s.ts_ns, name.as_str(), i, s)));
+    }
+    all.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    all.into_iter().take(limit).map(|e| e.3.clone()).collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -260,9 +292,11 @@ impl Manager {
             tracing::error!("capture {}: {e}", c.id);
         }
         match self.build_simple(&c) {
-            Ok(n) => {
+            Ok((n, note)) => {
                 c.status = Status::Success;
                 c.packets_captured = Some(n);
+                // Fleet mode: the nodes that did not answer (the capture has the others').
+                c.error_message = note;
             }
             Err(e) => {
                 tracing::warn!("capture {} failed: {e}", c.id);
@@ -275,22 +309,65 @@ impl Manager {
         }
     }
 
-    fn build_simple(&self, c: &Capture) -> Result<u64, String> {
-        // Everything sampled up to now must be on disk before the window is read.
-        let (tx, rx) = channel::bounded(1);
-        self.samples.flush.send(StoreCmd::Flush(tx)).map_err(|_| "the sample store is not running".to_string())?;
-        rx.recv_timeout(Duration::from_secs(10)).map_err(|_| "the sample store did not answer".to_string())?;
+    /// Writes the capture file; returns its packet count and, in fleet mode, a note naming the
+    /// nodes that did not answer.
+    fn build_simple(&self, c: &Capture) -> Result<(u64, Option<String>), String> {
         let end = c.offset_time.unwrap_or(c.submitted);
         let end_ns = end.timestamp_nanos_opt().unwrap_or(0).max(0) as u64;
-        let start_ns = end_ns.saturating_sub(c.time_limit * 1_000_000_000);
-        let matcher = c.filter.filter().compile();
-        let limit = c.packet_limit.unwrap_or(0) as usize;
-        let (samples, stats) =
-            query::query(&self.samples.dir, self.samples.segment_secs, start_ns, end_ns, &matcher, limit)
-                .map_err(|e| format!("reading the sample store: {e}"))?;
-        tracing::debug!("capture {}: {stats:?}", c.id);
+        let req = SampleRequest {
+            start_ns: end_ns.saturating_sub(c.time_limit * 1_000_000_000),
+            end_ns,
+            filter_v1: c.filter.0.clone(),
+            limit: c.packet_limit.unwrap_or(0) as usize,
+        };
+        let (samples, note) = match &self.samples.peers {
+            None => (self.local_samples(&req).map_err(|e| e.to_string())?, None),
+            Some(peers) => {
+                // The others are asked while this node reads its own store.
+                let (local, remote) = std::thread::scope(|s| {
+                    let remote = s.spawn(|| peers.gather(&req));
+                    let local = self.local_samples(&req).map_err(|e| e.to_string());
+                    (local, remote.join())
+                });
+                let remote = remote.map_err(|_| "asking the other nodes failed (a panic)".to_string())?;
+                let mut answers = vec![(peers.local_name(), local)];
+                answers.extend(remote);
+                gathered(answers, req.limit)?
+            }
+        };
         write_pcap(&self.capture_file(&c.id), self.samples.snaplen, &samples)?;
-        Ok(samples.len() as u64)
+        tracing::debug!("capture {}: {} samples", c.id, samples.len());
+        Ok((samples.len() as u64, note))
+    }
+
+    /// This node's part of a simple capture: the sample store is flushed (everything sampled up
+    /// to now is on disk), then the window queried.
+    pub fn local_samples(&self, req: &SampleRequest) -> Result<Vec<query::Sample>, ManagerError> {
+        let (tx, rx) = channel::bounded(1);
+        self.samples
+            .flush
+            .send(StoreCmd::Flush(tx))
+            .map_err(|_| ManagerError::Internal("the sample store is not running".into()))?;
+        rx.recv_timeout(Duration::from_secs(10))
+            .map_err(|_| ManagerError::Internal("the sample store did not answer".into()))?;
+        let filter = crate::filter::FilterV1::from_json(&serde_json::Value::Object(req.filter_v1.clone()))
+            .map_err(|e| ManagerError::Invalid { field: "filter_v1".into(), message: e.to_string() })?;
+        let (samples, stats) = query::query(
+            &self.samples.dir,
+            self.samples.segment_secs,
+            req.start_ns,
+            req.end_ns,
+            &filter.compile(),
+            req.limit,
+        )
+        .map_err(|e| ManagerError::Internal(format!("reading the sample store: {e}")))?;
+        tracing::debug!("sample query: {stats:?}");
+        Ok(samples)
+    }
+
+    /// The sample store's snaplen (the capture files' header).
+    pub fn snaplen(&self) -> u32 {
+        self.samples.snaplen
     }
 
     pub fn get(&self, account: &str, id: &str) -> Result<Capture, ManagerError> {
@@ -439,6 +516,33 @@ impl Manager {
     }
 }
 
+/// The merged samples of the nodes that answered, and a note naming those that did not; an
+/// error when none answered.
+fn gathered(
+    answers: Vec<(String, Result<Vec<query::Sample>, String>)>,
+    limit: usize,
+) -> Result<(Vec<query::Sample>, Option<String>), String> {
+    let total = answers.len();
+    let mut parts = Vec::new();
+    let mut missing = Vec::new();
+    for (name, answer) in answers {
+        match answer {
+            Ok(samples) => parts.push((name, samples)),
+            Err(why) => {
+                tracing::warn!("simple capture: node {name} skipped: {why}");
+                missing.push(format!("{name} ({why})"));
+            }
+        }
+    }
+    if parts.is_empty() {
+        return Err(format!("no node of the fleet answered: {}", missing.join("; ")));
+    }
+    let note = (!missing.is_empty()).then(|| {
+        format!("samples of {} of {total} nodes; not included (no answer): {}", parts.len(), missing.join("; "))
+    });
+    Ok((merge(parts, limit), note))
+}
+
 fn write_pcap(path: &Path, snaplen: u32, samples: &[query::Sample]) -> Result<(), String> {
     let mut sink =
         PcapSink::create(path, RotatePolicy::default(), Precision::Nanos, snaplen).map_err(|e| e.to_string())?;
@@ -448,4 +552,47 @@ fn write_pcap(path: &Path, snaplen: u32, samples: &[query::Sample]) -> Result<()
     }
     sink.finish().map_err(|e| e.to_string())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod gather_tests {
+    use super::*;
+
+    fn s(ts_ns: u64, tag: u8) -> query::Sample {
+        query::Sample { ts_ns, orig_len: 1, data: vec![tag] }
+    }
+
+    fn tags(v: &[query::Sample]) -> Vec<u8> {
+        v.iter().map(|s| s.data[0]).collect()
+    }
+
+    #[test]
+    fn merge_orders_by_time_then_node_then_order_and_stops_at_the_limit() {
+        // Written out by hand: ties at 10 go to node "a" before "b", and keep each node's order.
+        let parts = vec![
+            ("b".to_string(), vec![s(10, 1), s(10, 2), s(30, 3)]),
+            ("a".to_string(), vec![s(5, 4), s(10, 5), s(40, 6)]),
+            ("c".to_string(), vec![]),
+        ];
+        assert_eq!(tags(&merge(parts.clone(), 100)), [4, 5, 1, 2, 3, 6]);
+        assert_eq!(tags(&merge(parts.clone(), 3)), [4, 5, 1]);
+        assert!(merge(parts, 0).is_empty());
+    }
+
+    #[test]
+    fn nodes_without_an_answer_are_named_and_none_answering_fails() {
+        let answers = vec![
+            ("n1".to_string(), Ok(vec![s(2, 1)])),
+            ("n3".to_string(), Err("connection refused".to_string())),
+            ("n2".to_string(), Ok(vec![s(1, 2)])),
+        ];
+        let (got, note) = gathered(answers, 10).unwrap();
+        assert_eq!(tags(&got), [2, 1]);
+        assert_eq!(note.as_deref(), Some("samples of 2 of 3 nodes; not included (no answer): n3 (connection refused)"));
+        let (_, note) = gathered(vec![("n1".to_string(), Ok(vec![]))], 10).unwrap();
+        assert_eq!(note, None);
+        let err =
+            gathered(vec![("n1".to_string(), Err("x".into())), ("n2".to_string(), Err("y".into()))], 10).unwrap_err();
+        assert_eq!(err, "no node of the fleet answered: n1 (x); n2 (y)");
+    }
 }

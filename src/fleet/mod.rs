@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use crate::config::{ConfigError, FleetConfig, HttpEndpoint, NodeConfig};
 
 pub mod auth;
+pub mod gather;
 pub mod rules;
 
 use auth::FleetSecret;
