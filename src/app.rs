@@ -182,6 +182,7 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
     let upload_stats = Arc::new(UploadStats::default());
     let uploader_stop = Arc::new(AtomicBool::new(false));
     let uploader = Uploader {
+        spool_dir: data.join("spool"),
         stores: Arc::clone(&stores),
         queue: store.clone(),
         captures: store.clone(),

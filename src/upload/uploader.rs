@@ -4,6 +4,7 @@
 //! orphaned parts), deleting the local file only after the store confirmed it, and moving the
 //! capture to `success` (or `failed`, with the store's reason) when its last file is done.
 //! The queue lives in SQLite, so a restart (even SIGKILL) resumes where it stopped.
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +38,37 @@ pub struct Uploader {
     pub wake: Receiver<()>,
     pub stop: Arc<AtomicBool>,
     pub stats: Arc<UploadStats>,
+    /// `<data dir>/spool`: the only files the uploader reads, and deletes once uploaded.
+    pub spool_dir: PathBuf,
+}
+
+/// Whether `job` names a finished file of its own capture's spool (`<spool>/<capture_id>/
+/// pcap_NNNNN.pcap`, a regular file, not a symlink). A queue row naming anything else (planted
+/// in the database) is refused: the uploader would read it out and then delete it.
+pub fn spool_file_of(spool_dir: &Path, job: &UploadJob) -> Result<(), String> {
+    let path = Path::new(&job.path);
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let named_like_a_part = name
+        .strip_prefix("pcap_")
+        .and_then(|n| n.strip_suffix(".pcap"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let refuse = |why: &str| Err(format!("refusing to upload {}: {why}", job.path));
+    // Compared resolved, so that a row written when the data dir was named another way (a
+    // relative path, say) still matches; `..` and links cannot point elsewhere.
+    let own = spool_dir.join(&job.capture_id).canonicalize().ok();
+    let parent = path.parent().and_then(|p| p.canonicalize().ok());
+    if !crate::captures::model::is_id(&job.capture_id) || own.is_none() || parent != own {
+        return refuse("not in its capture's spool directory");
+    }
+    if !named_like_a_part {
+        return refuse("not a spool file of the capture");
+    }
+    match crate::datadir::EntryKind::of(path) {
+        Ok(crate::datadir::EntryKind::File) => Ok(()),
+        Ok(kind) => refuse(&format!("it is {}", kind.as_str())),
+        // Missing: the upload reports it as the local error it is.
+        Err(_) => Ok(()),
+    }
 }
 
 enum Outcome {
@@ -152,6 +184,10 @@ impl Uploader {
     }
 
     async fn upload(&self, job: &UploadJob) -> Outcome {
+        if let Err(e) = spool_file_of(&self.spool_dir, job) {
+            tracing::error!("{e}");
+            return Outcome::Permanent(e);
+        }
         let dest = match Destination::parse(&job.destination_conf) {
             Ok(d) => d,
             Err(e) => return Outcome::Permanent(e.to_string()),
@@ -240,4 +276,52 @@ async fn multipart(
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(capture_id: &str, path: &Path) -> UploadJob {
+        UploadJob {
+            id: 1,
+            capture_id: capture_id.into(),
+            seq: 0,
+            path: path.to_string_lossy().into_owned(),
+            key: "k".into(),
+            destination_conf: "s3://b/d?region=r".into(),
+            state: "pending".into(),
+            attempts: 0,
+            last_error: None,
+        }
+    }
+
+    /// Regression (probe): an `uploads` row naming a file outside the spool was uploaded (and
+    /// would then have been deleted).
+    #[test]
+    fn only_files_of_the_captures_own_spool_are_uploaded() {
+        let d = tempfile::tempdir().unwrap();
+        let spool = d.path().join("spool");
+        let id = "0123456789abcdef0123456789abcdef";
+        std::fs::create_dir_all(spool.join(id)).unwrap();
+        let good = spool.join(id).join("pcap_00000.pcap");
+        std::fs::write(&good, b"x").unwrap();
+        assert_eq!(spool_file_of(&spool, &job(id, &good)), Ok(()));
+        let victim = d.path().join("victim.pcap");
+        std::fs::write(&victim, b"precious").unwrap();
+        assert!(spool_file_of(&spool, &job(id, &victim)).is_err(), "outside the spool");
+        let other = "fedcba9876543210fedcba9876543210";
+        assert!(spool_file_of(&spool, &job(other, &good)).is_err(), "another capture's spool");
+        let odd = spool.join(id).join("notes.txt");
+        assert!(spool_file_of(&spool, &job(id, &odd)).is_err(), "not a part file");
+        let elsewhere = d.path().join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let up = spool.join(id).join("..").join("..").join("elsewhere").join("pcap_00001.pcap");
+        assert!(spool_file_of(&spool, &job(id, &up)).is_err(), "no .. games");
+        let same = spool.join(id).join("..").join(id).join("pcap_00000.pcap");
+        assert_eq!(spool_file_of(&spool, &job(id, &same)), Ok(()), "the same file by another name");
+        let link = spool.join(id).join("pcap_00002.pcap");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(spool_file_of(&spool, &job(id, &link)).unwrap_err().contains("symlink"));
+    }
 }
