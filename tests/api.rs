@@ -36,24 +36,6 @@ fn wait_done(app: &Appliance, id: &str) -> Value {
     }
 }
 
-/// Waits until the appliance has taken every packet of its finite source.
-fn wait_replayed(app: &Appliance, packets: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let m = String::from_utf8(call("GET", &format!("{}/metrics", app.base), &[], None).body).unwrap();
-        let rx: u64 = m
-            .lines()
-            .filter(|l| l.starts_with("pcapd_rx_packets_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum();
-        if rx >= packets as u64 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "received {rx} of {packets}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The packets the sampler takes from a single-queue replay: every ONE_IN-th, from the first.
 fn sampled_subset(input: &Path, dir: &Path) -> std::path::PathBuf {
     let all = read_pcap(input);

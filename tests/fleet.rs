@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::appliance::{call, free_port, write_config, Appliance, Opts, Resp};
+use common::appliance::{call, free_port, wait_replayed, write_config, Appliance, Opts, Resp};
 use common::*;
 use pcapd::config::{FleetConfig, NodeConfig};
 use pcapd::fleet::Fleet;
@@ -495,19 +495,6 @@ fn one_simple_request_per_interval_for_the_whole_fleet_and_503_without_quorum() 
         None,
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-}
-
-/// Waits until `app` has received `packets` packets (its RX counters in /metrics).
-fn wait_replayed(app: &Appliance, packets: usize) {
-    wait_for(Duration::from_secs(20), &format!("{} received {packets} packets", app.base), || {
-        let m = String::from_utf8(call("GET", &format!("{}/metrics", app.base), &[], None).body).unwrap();
-        let rx: u64 = m
-            .lines()
-            .filter(|l| l.starts_with("pcapd_rx_packets_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum();
-        rx >= packets as u64
-    });
 }
 
 /// A microsecond pcap of `pkts`, written here (not by pcapd).

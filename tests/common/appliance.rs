@@ -287,3 +287,21 @@ pub fn call(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8
 pub fn bearer(t: &str) -> String {
     format!("Bearer {t}")
 }
+
+/// Waits (up to 20 s) until `app` has received `packets` packets: its RX counters in /metrics.
+pub fn wait_replayed(app: &Appliance, packets: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let m = String::from_utf8(call("GET", &format!("{}/metrics", app.base), &[], None).body).unwrap();
+        let rx: u64 = m
+            .lines()
+            .filter(|l| l.starts_with("pcapd_rx_packets_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        if rx >= packets as u64 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}: received {rx} of {packets}", app.base);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
