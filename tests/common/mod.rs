@@ -189,6 +189,7 @@ pub fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     v
 }
 pub mod appliance;
+pub mod fleet;
 pub mod moto;
 pub mod veth;
 
