@@ -18,13 +18,16 @@ use crate::api::{self, auth::Auth, AppState};
 use crate::captures::full::{FullContext, FullRuntime};
 use crate::captures::manager::{Manager, Policy, SampleAccess};
 use crate::captures::rules::{LocalRules, Rules};
+use crate::captures::CaptureRecords;
 use crate::config::{Config, Secret};
 use crate::datadir::DataDirLock;
 use crate::dataplane::{DataPlane, SamplingSpec};
 use crate::db::Db;
+use crate::fleet::records::FleetRecords;
 use crate::fleet::rules::EtcdRules;
 use crate::samples::store::{SampleStore, StoreCmd, StoreConfig};
 use crate::upload::buckets::Buckets;
+use crate::upload::ownership::OwnershipRecords;
 use crate::upload::uploader::{UploadStats, Uploader};
 
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +162,15 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
         Some(f) => Arc::new(EtcdRules::new(f.client(), crate::fleet::KEY_PREFIX, rt.handle().clone())),
         None => Arc::new(LocalRules::new(store.clone())),
     };
+    // A fleet keeps its capture records and ownerships in etcd (each node's own work in its
+    // SQLite database too); one appliance keeps them in SQLite.
+    let (records, ownerships): (Arc<dyn CaptureRecords>, Arc<dyn OwnershipRecords>) = match &fleet {
+        Some(f) => {
+            let r = FleetRecords::new(store.clone(), f.clone(), rt.handle().clone());
+            (r.clone(), r)
+        }
+        None => (store.clone(), store.clone()),
+    };
     let full = FullRuntime::new(
         FullContext {
             control: dp.control(),
@@ -169,12 +181,12 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
             precision: cfg.writer.timestamp_precision,
             uploads: store.clone(),
             upload_wake: wake_tx,
-            // Half the sample store's headroom: between the two, the store gives up old
-            // segments to a growing capture; below, the capture stops and keeps what it has.
             keep_free_bytes: cfg.samples.min_free_bytes / 2,
-            rules: Arc::clone(&rules),
+            // In a fleet a capture's claim is given back when all its parts are done
+            // (`fleet::records::recompute`), not when this node's part is.
+            rules: if fleet.is_some() { Arc::new(LocalRules::new(store.clone())) } else { Arc::clone(&rules) },
         },
-        store.clone(),
+        records.clone(),
     )
     .map(Arc::new)
     .map_err(|e| AppError::Other(format!("cannot start the full-capture thread: {e}")))?;
@@ -185,15 +197,15 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
         spool_dir: data.join("spool"),
         stores: Arc::clone(&stores),
         queue: store.clone(),
-        captures: store.clone(),
+        captures: records.clone(),
         wake: wake_rx,
         stop: Arc::clone(&uploader_stop),
         stats: Arc::clone(&upload_stats),
     };
 
     let manager = Manager::new(
-        store.clone(),
-        store.clone(),
+        records.clone(),
+        ownerships.clone(),
         Some(Arc::clone(&full)),
         SampleAccess {
             dir: samples_dir,
@@ -212,6 +224,10 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
             simple_interval: Duration::from_secs(cfg.limits.simple_interval_seconds),
             keep_free_bytes: cfg.samples.min_free_bytes / 2,
             rules: Arc::clone(&rules),
+            fleet: fleet.as_ref().map(|f| {
+                Arc::new(crate::fleet::full::FleetFull::new(f.clone(), rt.handle().clone(), Arc::clone(&full)))
+                    as Arc<dyn crate::captures::manager::FleetCaptures>
+            }),
         },
     )
     .map_err(|source| AppError::DataDir { path: data.join("captures"), source })?;
@@ -239,7 +255,7 @@ pub fn run(cfg: Config) -> Result<(), AppError> {
         ready: Arc::clone(&ready),
         full_time_limit_max: cfg.limits.full_time_limit_max,
         stores,
-        ownerships: store.clone(),
+        ownerships,
         uploads: Arc::clone(&upload_stats),
         data_dir: Some((data.clone(), cfg.samples.min_free_bytes / 2)),
         metrics_access: api::MetricsAccess {

@@ -172,6 +172,7 @@ fn healthz_answers_while_slow_store_calls_block() {
             simple_interval: Duration::from_secs(60),
             keep_free_bytes: 0,
             rules: Arc::new(pcapd::captures::rules::LocalRules::new(store.clone())),
+            fleet: None,
         },
     )
     .unwrap();

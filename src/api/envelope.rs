@@ -102,6 +102,12 @@ impl From<crate::db::StoreError> for ApiError {
             tracing::error!("{e}");
             return ApiError::disk_full();
         }
+        if let crate::db::StoreError::Unavailable(_) = e {
+            // A fleet without etcd quorum: nothing was written, a retry soon is right.
+            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code::UNAVAILABLE, e.to_string())
+                .retry()
+                .header(header::RETRY_AFTER, "2");
+        }
         ApiError::internal(e.to_string())
     }
 }

@@ -7,7 +7,7 @@
 //! `State<AppState>` (its `fleet` is always `Some` here, see [`fleet`]). Callers use
 //! `Fleet::call(node, method, path, body)`, which signs with the same secret.
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -17,12 +17,18 @@ use serde_json::json;
 
 use super::envelope::{ok, ApiError};
 use super::{blocking, AppState};
-use crate::captures::manager::SampleRequest;
+use crate::captures::full::FullRuntime;
+use crate::captures::manager::{Download, ManagerError, SampleRequest};
 use crate::fleet::{self, Fleet};
 
 /// The internal routes (merged into the API router when `state.fleet` is set).
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/internal/v1/node", get(node)).route(fleet::gather::SAMPLES_PATH, post(samples))
+    Router::new()
+        .route("/internal/v1/node", get(node))
+        .route(fleet::gather::SAMPLES_PATH, post(samples))
+        .route(fleet::full::PARTS_PATH, post(part_start))
+        .route(fleet::full::STOP_PATH, post(part_stop))
+        .route(fleet::records::FILE_ROUTE, get(file))
 }
 
 /// Whether `path` belongs to the internal routes.
@@ -77,4 +83,39 @@ async fn samples(State(s): State<AppState>, body: Bytes) -> Result<Response, Api
     let (snaplen, found) = blocking(move || m.local_samples(&req).map(|v| (m.snaplen(), v))).await?;
     let bytes = fleet::gather::encode_pcap(snaplen, &found);
     Ok(([(header::CONTENT_TYPE, "application/vnd.tcpdump.pcap")], bytes).into_response())
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("not a {what}: {e}")))
+}
+
+fn full_runtime(s: &AppState) -> Result<std::sync::Arc<FullRuntime>, ApiError> {
+    s.manager.full_runtime().cloned().ok_or_else(|| ApiError::internal("full captures are not available on this node"))
+}
+
+/// `POST /internal/v1/full/parts` (a `PartStart`): starts this node's part of a full capture
+/// another node created; answers as a start does (409, 503, 500 with the reason).
+async fn part_start(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let req: fleet::full::PartStart = json_body(&body, "part start")?;
+    let (f, local) = (fleet(&s)?.clone(), full_runtime(&s)?);
+    let rt = tokio::runtime::Handle::current();
+    let c = blocking(move || fleet::full::start_part(&f, &local, &rt, req).map_err(ManagerError::from)).await?;
+    Ok(ok(c.to_api()))
+}
+
+/// `POST /internal/v1/full/stop` (a `PartStop`): stops this node's part, if it runs here.
+async fn part_stop(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let req: fleet::full::PartStop = json_body(&body, "part stop")?;
+    let local = full_runtime(&s)?;
+    let stopped = blocking(move || Ok::<_, ApiError>(local.stop(&req.account, &req.id).is_some())).await?;
+    Ok(ok(json!({ "stopped": stopped })))
+}
+
+/// `GET /internal/v1/captures/{account}/{id}/file`: a simple capture's file this node holds.
+async fn file(State(s): State<AppState>, Path((account, id)): Path<(String, String)>) -> Result<Response, ApiError> {
+    let m = s.manager.clone();
+    match blocking(move || m.download(&account, &id)).await? {
+        Download::File(bytes) => Ok(([(header::CONTENT_TYPE, "application/vnd.tcpdump.pcap")], bytes).into_response()),
+        Download::OnNode(node) => Err(ApiError::not_found(format!("the capture's file is on node {node}, not here"))),
+    }
 }

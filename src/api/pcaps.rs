@@ -1,5 +1,5 @@
 //! Handlers of the PCAPs routes.
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::auth::{Authorized, ReadAccess, WriteAccess};
 use super::envelope::{code, ok, ApiError};
 use super::{blocking, AppState};
-use crate::captures::manager::ManagerError;
+use crate::captures::manager::{Download, ManagerError};
 use crate::captures::model::is_id;
 use crate::captures::request::parse_create;
 
@@ -96,16 +96,52 @@ pub async fn download(
     Path((_, pcap_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     check_id(&pcap_id)?;
-    let id = pcap_id.clone();
-    let bytes = blocking(move || s.manager.download(&account, &id)).await?;
+    let (id, acct, manager) = (pcap_id.clone(), account.clone(), s.manager.clone());
+    let body = match blocking(move || manager.download(&acct, &id)).await? {
+        Download::File(bytes) => Body::from(bytes),
+        Download::OnNode(node) => from_node(&s, &node, &account, &pcap_id).await?,
+    };
     Ok((
         [
             (header::CONTENT_TYPE, "application/vnd.tcpdump.pcap".to_string()),
             (header::CONTENT_DISPOSITION, format!("attachment; filename=\"pcap_{pcap_id}.pcap\"")),
         ],
-        bytes,
+        body,
     )
         .into_response())
+}
+
+/// A capture file held by another node of the fleet, streamed through as it arrives.
+async fn from_node(s: &AppState, node: &str, account: &str, id: &str) -> Result<Body, ApiError> {
+    let fleet = s.fleet.as_ref().ok_or_else(|| ApiError::internal("not in fleet mode"))?;
+    let not_now = |why: String| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::UNAVAILABLE,
+            format!("the capture's file is on node {node}, which {why}; retry later"),
+        )
+        .retry()
+        .header(header::RETRY_AFTER, "10")
+    };
+    let Some(info) = fleet.live_nodes().iter().find(|n| n.name == node).cloned() else {
+        return Err(not_now("is not live now".into()));
+    };
+    let path = crate::fleet::records::file_path(account, id);
+    let resp = fleet
+        .call(&info, reqwest::Method::GET, &path, None)
+        .await
+        .map_err(|e| not_now(format!("cannot be reached ({e})")))?;
+    if !resp.status().is_success() {
+        // The holder's own answer (an envelope: not found, gone, …).
+        let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let text = resp.text().await.unwrap_or_default();
+        let msg = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_string))
+            .unwrap_or(text);
+        return Err(ApiError::new(status, code::NOT_FOUND, format!("node {node}: {msg}")));
+    }
+    Ok(Body::from_stream(resp.bytes_stream()))
 }
 
 pub async fn stop(

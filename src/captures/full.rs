@@ -81,7 +81,7 @@ pub enum StartError {
 type LiveView = Arc<Mutex<Vec<(String, Arc<CaptureCounters>)>>>;
 
 enum Cmd {
-    Start { capture: Box<Capture>, reply: Sender<Result<Capture, StartError>> },
+    Start { capture: Box<Capture>, budget: Option<Arc<Budget>>, reply: Sender<Result<Capture, StartError>> },
     Stop { account: String, id: String, reply: Sender<Option<Capture>> },
     StopAll { reply: Sender<()> },
     Exit,
@@ -117,9 +117,19 @@ impl FullRuntime {
 
     /// Starts `c` (a new full capture, not stored yet); returns it stored as `running`.
     pub fn start(&self, c: Capture) -> Result<Capture, StartError> {
+        self.start_with(c, None)
+    }
+
+    /// Starts this node's part of a fleet capture: its limits are `budget`, topped up in chunks
+    /// by the caller (`Budget::chunked`), not the capture's own `packet_limit`/`byte_limit`.
+    pub fn start_part(&self, c: Capture, budget: Arc<Budget>) -> Result<Capture, StartError> {
+        self.start_with(c, Some(budget))
+    }
+
+    fn start_with(&self, c: Capture, budget: Option<Arc<Budget>>) -> Result<Capture, StartError> {
         let (reply, answer) = channel::bounded(1);
         self.cmds
-            .send(Cmd::Start { capture: Box::new(c), reply })
+            .send(Cmd::Start { capture: Box::new(c), budget, reply })
             .map_err(|_| StartError::Unavailable("the full-capture thread is not running".into()))?;
         answer.recv().map_err(|_| StartError::Unavailable("the full-capture thread exited".into()))?
     }
@@ -140,6 +150,11 @@ impl FullRuntime {
         if self.cmds.send(Cmd::StopAll { reply }).is_ok() && done.recv_timeout(timeout).is_err() {
             tracing::warn!("full captures still closing after {} s", timeout.as_secs());
         }
+    }
+
+    /// Whether capture `id` is live here (running, or closing).
+    pub fn is_live(&self, id: &str) -> bool {
+        self.view.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|(i, _)| i == id)
     }
 
     /// Ids of all live full captures with their counters (for /metrics).
@@ -220,8 +235,8 @@ impl Lifecycle {
             let timeout = self.sleep();
             crossbeam::select! {
                 recv(cmds) -> cmd => match cmd {
-                    Ok(Cmd::Start { capture, reply }) => {
-                        if let Some(answer) = self.start(*capture, &reply) {
+                    Ok(Cmd::Start { capture, budget, reply }) => {
+                        if let Some(answer) = self.start(*capture, budget, &reply) {
                             let _ = reply.send(answer);
                         }
                     }
@@ -297,6 +312,7 @@ impl Lifecycle {
     fn start(
         &mut self,
         mut c: Capture,
+        budget: Option<Arc<Budget>>,
         reply: &Sender<Result<Capture, StartError>>,
     ) -> Option<Result<Capture, StartError>> {
         if let Some((id, _)) = self.live.iter().find(|(_, l)| l.capture.account == c.account) {
@@ -306,7 +322,7 @@ impl Lifecycle {
             return Some(Err(self.full_appliance()));
         }
         let counters = Arc::new(CaptureCounters::default());
-        let budget = Arc::new(Budget::new(c.packet_limit, c.byte_limit));
+        let budget = budget.unwrap_or_else(|| Arc::new(Budget::new(c.packet_limit, c.byte_limit)));
         // The file first, then the record: a refused start stores nothing.
         let lease = match self.open(&c, &counters, &budget) {
             Ok(l) => l,

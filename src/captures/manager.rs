@@ -68,6 +68,26 @@ pub fn merge(parts: Vec<(String, Vec<query::Sample>)>, limit: usize) -> Vec<quer
     all.into_iter().take(limit).map(|e| e.3.clone()).collect()
 }
 
+/// A fleet's side of full captures (`[fleet]`): which live nodes serve a colo, and starting and
+/// stopping a capture on all of them.
+pub trait FleetCaptures: Send + Sync {
+    /// This node's name.
+    fn node(&self) -> &str;
+    /// The live nodes that serve `colo_name` (`request::serves`); the error names what the
+    /// fleet serves instead.
+    fn nodes_for(&self, colo_name: &str) -> Result<Vec<String>, String>;
+    /// Starts `c` (stored nowhere yet, its account's claim held) on `nodes`; returns it as stored.
+    fn start(&self, c: Capture, nodes: &[String]) -> Result<Capture, ManagerError>;
+    /// Records a stop request of a pending or running capture and tells each of its nodes.
+    fn stop(&self, c: &Capture) -> Result<Capture, ManagerError>;
+}
+
+/// What a download is: the file, here, or the node that holds it.
+pub enum Download {
+    File(Vec<u8>),
+    OnNode(String),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
     #[error("only one simple capture request per {interval} seconds is allowed; retry in {retry_after} s")]
@@ -113,6 +133,18 @@ pub struct Policy {
     pub keep_free_bytes: u64,
     /// Who decides the per-account rules (this appliance, or the fleet).
     pub rules: Arc<dyn Rules>,
+    /// Fleet mode: where full captures run.
+    pub fleet: Option<Arc<dyn FleetCaptures>>,
+}
+
+impl From<StartError> for ManagerError {
+    fn from(e: StartError) -> Self {
+        match e {
+            StartError::Conflict(id) => ManagerError::Conflict(id),
+            StartError::Unavailable(m) => ManagerError::Unavailable(m),
+            StartError::Failed(m) => ManagerError::StartFailed(m),
+        }
+    }
 }
 
 impl From<RulesError> for ManagerError {
@@ -135,6 +167,8 @@ pub struct Manager {
     keep_free_bytes: u64,
     /// One simple request per interval, one pending or running full capture, per account.
     rules: Arc<dyn Rules>,
+    /// Fleet mode: full captures run on the fleet's nodes.
+    fleet: Option<Arc<dyn FleetCaptures>>,
     running: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -147,7 +181,7 @@ impl Manager {
         captures_dir: PathBuf,
         policy: Policy,
     ) -> std::io::Result<Arc<Self>> {
-        let Policy { simple_interval, keep_free_bytes, rules } = policy;
+        let Policy { simple_interval, keep_free_bytes, rules, fleet } = policy;
         std::fs::create_dir_all(&captures_dir)?;
         Ok(Arc::new(Manager {
             store,
@@ -158,6 +192,7 @@ impl Manager {
             simple_interval,
             keep_free_bytes,
             rules,
+            fleet,
             running: Mutex::new(Vec::new()),
         }))
     }
@@ -202,17 +237,21 @@ impl Manager {
         let Some(full) = &self.full else {
             return Err(invalid("type", "full captures are not available on this appliance".into()));
         };
-        if !full.ctx.colos.contains(&req.colo_name) {
-            let serves = if full.ctx.colos.is_empty() {
-                "it serves none: [node] colos is empty".to_string()
-            } else {
-                format!("it serves: {}", full.ctx.colos.join(", "))
-            };
-            return Err(invalid(
-                "colo_name",
-                format!("{:?} is not served by this appliance ({serves})", req.colo_name),
-            ));
-        }
+        let nodes = match &self.fleet {
+            Some(fleet) => Some(fleet.nodes_for(&req.colo_name).map_err(|m| invalid("colo_name", m))?),
+            None if full.ctx.colos.iter().any(|c| super::request::serves(&req.colo_name, c)) => None,
+            None => {
+                let serves = if full.ctx.colos.is_empty() {
+                    "it serves none: [node] colos is empty".to_string()
+                } else {
+                    format!("it serves: {}", full.ctx.colos.join(", "))
+                };
+                return Err(invalid(
+                    "colo_name",
+                    format!("{:?} is not served by this appliance ({serves})", req.colo_name),
+                ));
+            }
+        };
         Destination::parse(&req.destination_conf).map_err(|e| invalid("destination_conf", e.0))?;
         if !ownership::is_validated(self.ownerships.as_ref(), account, &req.destination_conf)? {
             return Err(invalid(
@@ -238,17 +277,15 @@ impl Manager {
             return Err(ManagerError::Conflict(holder));
         }
         let id = c.id.clone();
-        full.start(c)
-            .inspect_err(|_| {
-                if let Err(e) = self.rules.release_full(account, &id) {
-                    tracing::warn!("capture {id}: {e}");
-                }
-            })
-            .map_err(|e| match e {
-                StartError::Conflict(id) => ManagerError::Conflict(id),
-                StartError::Unavailable(m) => ManagerError::Unavailable(m),
-                StartError::Failed(m) => ManagerError::StartFailed(m),
-            })
+        let started = match (&self.fleet, nodes) {
+            (Some(fleet), Some(nodes)) => fleet.start(c, &nodes),
+            _ => full.start(c).map_err(ManagerError::from),
+        };
+        started.inspect_err(|_| {
+            if let Err(e) = self.rules.release_full(account, &id) {
+                tracing::warn!("capture {id}: {e}");
+            }
+        })
     }
 
     fn create_simple(
@@ -378,8 +415,8 @@ impl Manager {
         Ok(self.store.list(account, 50)?)
     }
 
-    /// The bytes of a finished simple capture.
-    pub fn download(&self, account: &str, id: &str) -> Result<Vec<u8>, ManagerError> {
+    /// The bytes of a finished simple capture, or (in a fleet) the node that holds them.
+    pub fn download(&self, account: &str, id: &str) -> Result<Download, ManagerError> {
         let c = self.get(account, id)?;
         if let (Status::Failed, Some(why)) = (c.status, &c.error_message) {
             return Err(ManagerError::NotDownloadable(format!("capture failed: {why}")));
@@ -395,12 +432,17 @@ impl Manager {
                 c.status.as_str()
             )));
         }
+        if let (Some(fleet), Some(node)) = (&self.fleet, &c.node) {
+            if node != fleet.node() {
+                return Ok(Download::OnNode(node.clone()));
+            }
+        }
         let read = crate::datadir::open_read(&self.capture_file(id)).and_then(|mut f| {
             let mut bytes = Vec::new();
             std::io::Read::read_to_end(&mut f, &mut bytes).map(|_| bytes)
         });
         match read {
-            Ok(bytes) => Ok(bytes),
+            Ok(bytes) => Ok(Download::File(bytes)),
             Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound) || e.raw_os_error() == Some(libc::ELOOP) => {
                 // Gone from the data dir (deleted, or replaced by a symlink, never followed):
                 // the capture can no longer be had, and says so from now on.
@@ -425,6 +467,12 @@ impl Manager {
                 message: format!("capture {} is a simple capture; only full captures can be stopped", c.id),
             });
         }
+        if let Some(fleet) = &self.fleet {
+            if !matches!(c.status, Status::Pending | Status::Running) {
+                return Err(not_stoppable(&c));
+            }
+            return fleet.stop(&c);
+        }
         // A live capture's row is written by the full-capture loop only: it records the stop.
         if let Some(stopped) = self.full.as_ref().and_then(|full| full.stop(account, id)) {
             return Ok(stopped);
@@ -439,14 +487,7 @@ impl Manager {
             }
             return Ok(c);
         }
-        Err(ManagerError::Invalid {
-            field: "pcap_id".into(),
-            message: format!(
-                "capture {} is {}; only a pending or running capture can be stopped",
-                c.id,
-                c.status.as_str()
-            ),
-        })
+        Err(not_stoppable(&c))
     }
 
     /// Start-up: finishes simple captures a restart interrupted (their samples are on disk) and
@@ -513,6 +554,13 @@ impl Manager {
     /// Captures running right now (for /metrics).
     pub fn running(&self) -> usize {
         self.running.lock().map(|r| r.iter().filter(|h| !h.is_finished()).count()).unwrap_or(0)
+    }
+}
+
+fn not_stoppable(c: &Capture) -> ManagerError {
+    ManagerError::Invalid {
+        field: "pcap_id".into(),
+        message: format!("capture {} is {}; only a pending or running capture can be stopped", c.id, c.status.as_str()),
     }
 }
 

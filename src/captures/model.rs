@@ -77,6 +77,64 @@ pub struct Capture {
     /// Sampling rate the simple capture's samples were taken at (1 in N).
     #[serde(default)]
     pub sample_one_in: Option<u32>,
+    /// Fleet mode: the node that holds the result (a simple capture's file) or coordinates it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Fleet mode, full captures: each node's part.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<Part>,
+}
+
+/// One node's part of a full capture run by a fleet (shown as `nodes`, a pcapd extension).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Part {
+    pub node: String,
+    pub status: PartStatus,
+    #[serde(default)]
+    pub packets_captured: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+}
+
+/// Where a node's part of a full capture stands. `Lost`: its node left the fleet (died) while
+/// the part ran, and it was given up after a grace period (it may still upload later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartStatus {
+    Pending,
+    Running,
+    Uploading,
+    Success,
+    Failed,
+    Lost,
+}
+
+impl PartStatus {
+    /// The part of a node's local record of the capture.
+    pub fn of(s: Status) -> PartStatus {
+        match s {
+            Status::Pending | Status::Unknown => PartStatus::Pending,
+            Status::Running => PartStatus::Running,
+            Status::ConversionPending | Status::ConversionRunning => PartStatus::Uploading,
+            Status::Success | Status::Complete => PartStatus::Success,
+            Status::Failed => PartStatus::Failed,
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, PartStatus::Success | PartStatus::Failed | PartStatus::Lost)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartStatus::Pending => "pending",
+            PartStatus::Running => "running",
+            PartStatus::Uploading => "uploading",
+            PartStatus::Success => "success",
+            PartStatus::Failed => "failed",
+            PartStatus::Lost => "lost",
+        }
+    }
 }
 
 /// filter_v1 as the JSON object the user gave (after validation), stored and echoed verbatim.
@@ -129,6 +187,8 @@ impl Capture {
             stop_requested: None,
             error_message: None,
             sample_one_in: None,
+            node: None,
+            parts: Vec::new(),
         }
     }
 
@@ -155,6 +215,10 @@ impl Capture {
         put("packets_captured", self.packets_captured.map(Value::from));
         put("stop_requested", self.stop_requested.as_ref().map(|t| Value::from(rfc3339(t))));
         put("error_message", self.error_message.clone().map(Value::from));
+        // pcapd extensions (fleet mode): which nodes ran a full capture, and how each did.
+        if !self.parts.is_empty() {
+            m.insert("nodes".into(), serde_json::to_value(&self.parts).unwrap_or(Value::Null));
+        }
         Value::Object(m)
     }
 }

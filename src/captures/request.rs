@@ -178,9 +178,30 @@ pub fn parse_create(body: &[u8], now: DateTime<Utc>, full_time_limit_max: u64) -
     }
 }
 
+/// Whether a node serving `colo` takes a full capture asked for `colo_name`: the same colo, or
+/// its region (`ORD` for `ord01` and `ord02`: the letters before the colo's number), ignoring
+/// case.
+pub fn serves(colo_name: &str, colo: &str) -> bool {
+    let (want, have) = (colo_name.to_ascii_lowercase(), colo.to_ascii_lowercase());
+    want == have
+        || (!want.is_empty()
+            && want.bytes().all(|b| b.is_ascii_alphabetic())
+            && have.strip_prefix(want.as_str()).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_colo_name_is_a_colo_or_its_region() {
+        assert!(serves("ord01", "ord01") && serves("ORD01", "ord01") && serves("ord01", "ORD01"));
+        assert!(serves("ORD", "ord01") && serves("ord", "ord02"));
+        assert!(!serves("or", "ord01"), "a region is every letter before the number");
+        assert!(!serves("ord0", "ord01"), "a region has no digits");
+        assert!(!serves("ams", "ord01") && !serves("", "ord01") && !serves("ord01", "ord"));
+        assert!(serves("lab", "lab1") && !serves("la", "lab1"));
+    }
     use serde_json::json;
 
     fn parse(v: Value) -> Result<CreateRequest, RequestError> {

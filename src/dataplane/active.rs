@@ -36,6 +36,8 @@ pub struct Budget {
     bytes: AtomicU64,
     /// A packet did not fit in the bytes left: the byte limit is reached.
     blocked: AtomicBool,
+    /// More may be granted (a fleet capture draws its limits in chunks): not exhausted yet.
+    more: AtomicBool,
 }
 
 impl Budget {
@@ -44,12 +46,41 @@ impl Budget {
             packets: AtomicU64::new(packets.unwrap_or(u64::MAX)),
             bytes: AtomicU64::new(bytes.unwrap_or(u64::MAX)),
             blocked: AtomicBool::new(false),
+            more: AtomicBool::new(false),
         }
     }
 
-    /// True once a limit has been reached: the capture is complete.
+    /// A first chunk of a limit drawn in chunks: [`Budget::grant`] adds more, and it is
+    /// exhausted only after [`Budget::no_more`].
+    pub fn chunked(packets: Option<u64>, bytes: Option<u64>) -> Self {
+        let b = Budget::new(packets, bytes);
+        b.more.store(true, Relaxed);
+        b
+    }
+
+    /// Adds a chunk to the limited budgets (an unlimited one stays unlimited); a packet that did
+    /// not fit may fit now.
+    pub fn grant(&self, packets: u64, bytes: u64) {
+        for (left, add) in [(&self.packets, packets), (&self.bytes, bytes)] {
+            let _ = left.fetch_update(Relaxed, Relaxed, |l| (l != u64::MAX).then(|| l.saturating_add(add)));
+        }
+        self.blocked.store(false, Relaxed);
+    }
+
+    /// No chunk will follow: the budget is exhausted once what is left is used.
+    pub fn no_more(&self) {
+        self.more.store(false, Relaxed);
+    }
+
+    /// Packets and bytes left (`u64::MAX`: unlimited), and whether a packet did not fit.
+    pub fn left(&self) -> (u64, u64, bool) {
+        (self.packets.load(Relaxed), self.bytes.load(Relaxed), self.blocked.load(Relaxed))
+    }
+
+    /// True once a limit has been reached (and no chunk will follow): the capture is complete.
     pub fn is_exhausted(&self) -> bool {
-        self.packets.load(Relaxed) == 0 || self.bytes.load(Relaxed) == 0 || self.blocked.load(Relaxed)
+        !self.more.load(Relaxed)
+            && (self.packets.load(Relaxed) == 0 || self.bytes.load(Relaxed) == 0 || self.blocked.load(Relaxed))
     }
 
     /// Grants the longest prefix of `lens` (captured bytes of each candidate, in arrival order)
@@ -208,6 +239,26 @@ mod tests {
         b.give_back(100);
         assert!(!b.is_exhausted());
         assert_eq!(b.take(&[100, 100]), 1);
+    }
+
+    #[test]
+    fn a_chunked_budget_is_exhausted_only_after_its_last_chunk() {
+        let b = Budget::chunked(Some(2), Some(1000));
+        assert_eq!(b.take(&[100, 100, 100]), 2);
+        assert!(!b.is_exhausted(), "more may come");
+        b.grant(2, 150);
+        assert_eq!(b.left(), (2, 950, false));
+        assert_eq!(b.take(&[100, 100]), 2);
+        b.no_more();
+        assert!(b.is_exhausted());
+        let u = Budget::chunked(None, Some(10));
+        u.grant(5, 5);
+        assert_eq!(u.left(), (u64::MAX, 15, false), "an unlimited budget stays unlimited");
+        assert_eq!(u.take(&[20]), 0);
+        assert!(u.left().2 && !u.is_exhausted());
+        u.grant(0, 10);
+        assert!(!u.left().2, "a grant clears the packet that did not fit");
+        assert_eq!(u.take(&[20]), 1);
     }
 
     #[test]

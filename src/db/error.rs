@@ -9,6 +9,9 @@ pub enum StoreError {
     Corrupt { id: String, source: serde_json::Error },
     #[error("store: cannot encode record: {0}")]
     Encode(serde_json::Error),
+    /// The fleet's records (etcd) cannot be written or read now: retry soon.
+    #[error("the fleet's records cannot be reached now: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {

@@ -27,7 +27,9 @@ use tokio::task::JoinHandle;
 use crate::config::{ConfigError, FleetConfig, HttpEndpoint, NodeConfig};
 
 pub mod auth;
+pub mod full;
 pub mod gather;
+pub mod records;
 pub mod rules;
 
 use auth::FleetSecret;

@@ -135,22 +135,38 @@ impl Rules for EtcdRules {
     }
 
     fn release_full(&self, account: &str, id: &str) -> Result<(), RulesError> {
-        let key = self.key("full", account);
-        for _ in 0..ROUNDS {
-            let Some((value, rev)) = self.read(&key)? else { return Ok(()) };
-            if serde_json::from_slice::<FullClaim>(&value).map_or(true, |held| held.id != id) {
-                return Ok(());
+        let client = self.client.clone();
+        let prefix = self.prefix.clone();
+        self.rt.block_on(async move {
+            match tokio::time::timeout(DECIDE_TIMEOUT, release_full(&client, &prefix, account, id)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    Err(RulesError::Unavailable(format!("etcd did not answer within {} s", DECIDE_TIMEOUT.as_secs())))
+                }
             }
-            let txn = Txn::new()
-                .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, rev)])
-                .and_then([TxnOp::delete(key.as_str(), None)]);
-            let mut c = self.client.clone();
-            if self.decide(c.txn(txn))?.succeeded() {
-                return Ok(());
-            }
-        }
-        Err(self.raced("full capture rule"))
+        })
     }
+}
+
+/// Gives the account's full-capture claim back if `id` holds it (nothing otherwise).
+pub async fn release_full(client: &Client, prefix: &str, account: &str, id: &str) -> Result<(), RulesError> {
+    let key = format!("{prefix}rules/full/{account}");
+    let etcd = |e: etcd_client::Error| RulesError::Unavailable(format!("etcd: {e}"));
+    for _ in 0..ROUNDS {
+        let mut c = client.clone();
+        let r = c.get(key.as_str(), None).await.map_err(etcd)?;
+        let Some(kv) = r.kvs().first() else { return Ok(()) };
+        if serde_json::from_slice::<FullClaim>(kv.value()).map_or(true, |held| held.id != id) {
+            return Ok(());
+        }
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())])
+            .and_then([TxnOp::delete(key.as_str(), None)]);
+        if c.txn(txn).await.map_err(etcd)?.succeeded() {
+            return Ok(());
+        }
+    }
+    Err(RulesError::Unavailable(format!("full capture rule: {ROUNDS} racing updates in a row; retry")))
 }
 
 #[cfg(test)]

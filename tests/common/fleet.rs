@@ -159,24 +159,29 @@ pub fn internal(base: &str, method: &str, path: &str, signed: Option<(&str, i64)
 /// A node's config: the common test appliance with `[node]`, `[fleet]` and its own DPDK file
 /// prefix. Returns (config, data dir, API port).
 pub fn node_config(dir: &Path, name: &str, colos: &[&str], etcd: &[String]) -> (PathBuf, PathBuf, u16) {
+    node_config_with(dir, name, colos, etcd, None, "")
+}
+
+/// As `node_config`, receiving from `iface` (when given) and with `more` TOML appended.
+pub fn node_config_with(
+    dir: &Path,
+    name: &str,
+    colos: &[&str],
+    etcd: &[String],
+    iface: Option<&str>,
+    more: &str,
+) -> (PathBuf, PathBuf, u16) {
     let port = free_port();
     let data = dir.join(name);
     let etcd = etcd.iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
     let colos = colos.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
     let extra = format!(
         "[node]\nname = \"{name}\"\ncolos = [{colos}]\n\n[fleet]\netcd = [{etcd}]\n\
-         advertise = \"http://127.0.0.1:{port}\"\nsecret = \"{SECRET}\"\n"
+         advertise = \"http://127.0.0.1:{port}\"\nsecret = \"{SECRET}\"\n\n{more}\n"
     );
     let fixture = fixture("frames.pcap");
-    let opts = Opts {
-        source: &fixture,
-        one_in: 1,
-        simple_interval: 0,
-        data: &data,
-        infinite: false,
-        iface: None,
-        extra: &extra,
-    };
+    let opts =
+        Opts { source: &fixture, one_in: 1, simple_interval: 0, data: &data, infinite: false, iface, extra: &extra };
     let config = write_config(&opts, port);
     let text = std::fs::read_to_string(&config).unwrap();
     let prefix = format!("pcapd-fleet-{name}-{}-{port}", std::process::id());

@@ -1,0 +1,484 @@
+//! Full captures across a fleet (issue 13): a capture for `colo_name` runs on every live node
+//! that serves it, each node writing and uploading its own part (`<dir>/<id>/<node>-<seq>/…`).
+//!
+//! - Start (the node the request reached): the record, one `pending` part per node, the
+//!   `open` entry and the budget are created in one etcd transaction; then every node is asked
+//!   to start its part (`POST /internal/v1/full/parts`, this node directly), all at once. A node
+//!   that cannot start has its part `failed` and is named in the capture; when none starts,
+//!   the capture fails (or, if every node was merely full, is removed and 503 answered).
+//! - Limits stay exact for the whole capture: the budget in etcd is handed out in chunks
+//!   (a quarter of a node's share at a time). Each node starts with one chunk
+//!   (`Budget::chunked`) and its part agent takes the next from etcd, in a transaction, when
+//!   it has used half of the last; the sum of all grants never exceeds the limit, and a node
+//!   stops when etcd has no more to give and its own is used up.
+//! - Stop (any node): `stop_requested` is recorded in the capture, and each node is told at
+//!   once; a node that missed the call sees it within a second (its part agent reads the
+//!   record). The time limit runs on each node.
+//! - The record follows the parts (`records::recompute`); a dead node's part is marked lost by
+//!   the janitor (`records`).
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+use tokio::runtime::Handle;
+
+use super::records::{self, budget_key, capture_key, open_key, part_key, parts_prefix};
+use super::Fleet;
+use crate::captures::full::{FullRuntime, StartError};
+use crate::captures::manager::{FleetCaptures, ManagerError};
+use crate::captures::model::{Capture, Part, PartStatus, Status};
+use crate::captures::request::serves;
+use crate::dataplane::active::Budget;
+use crate::db::StoreError;
+
+pub const PARTS_PATH: &str = "/internal/v1/full/parts";
+pub const STOP_PATH: &str = "/internal/v1/full/stop";
+/// A node's start answers within this (its writer has 5 s to open the file).
+const START_TIMEOUT: Duration = Duration::from_secs(8);
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Byte chunks are never smaller than this (a chunk must hold whole packets).
+const MIN_BYTE_CHUNK: u64 = 256 * 1024;
+/// How often a part agent looks at its budget while more may come.
+const BUDGET_EVERY: Duration = Duration::from_millis(10);
+/// How often a part agent reads the capture's record for a stop request.
+const STOP_EVERY: Duration = Duration::from_secs(1);
+
+/// What is left to hand out of a capture's limits (`budget/<id>`); `None`: no such limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pool {
+    pub packets: Option<u64>,
+    pub bytes: Option<u64>,
+    pub chunk_packets: u64,
+    pub chunk_bytes: u64,
+}
+
+impl Pool {
+    /// The pool of a capture with these limits shared by `nodes` nodes.
+    pub fn new(packets: Option<u64>, bytes: Option<u64>, nodes: usize) -> Pool {
+        let quarters = 4 * nodes.max(1) as u64;
+        Pool {
+            packets,
+            bytes,
+            chunk_packets: packets.map_or(0, |l| l.div_ceil(quarters).max(1)),
+            chunk_bytes: bytes.map_or(0, |l| (l / quarters).max(MIN_BYTE_CHUNK).min(l)),
+        }
+    }
+
+    pub fn is_limited(&self) -> bool {
+        self.packets.is_some() || self.bytes.is_some()
+    }
+
+    /// Takes the next chunk: (packets, bytes), 0 for a limit with nothing left or no limit.
+    pub fn take(&mut self) -> (u64, u64) {
+        let take = |left: &mut Option<u64>, chunk: u64| match left {
+            Some(l) => {
+                let g = chunk.min(*l);
+                *l -= g;
+                g
+            }
+            None => 0,
+        };
+        (take(&mut self.packets, self.chunk_packets), take(&mut self.bytes, self.chunk_bytes))
+    }
+
+    /// Nothing more will be handed out (a limit is used up).
+    pub fn is_empty(&self) -> bool {
+        self.packets == Some(0) || self.bytes == Some(0)
+    }
+}
+
+/// Body of `POST /internal/v1/full/parts`: start this node's part of `capture` with a first
+/// chunk of its limits.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PartStart {
+    pub capture: Capture,
+    pub pool: Pool,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Body of `POST /internal/v1/full/stop`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PartStop {
+    pub account: String,
+    pub id: String,
+}
+
+/// Starts this node's part (the internal route, or the coordinating node itself) and its part
+/// agent on `rt`.
+pub fn start_part(fleet: &Fleet, local: &Arc<FullRuntime>, rt: &Handle, req: PartStart) -> Result<Capture, StartError> {
+    let budget = Arc::new(if req.pool.is_limited() {
+        let limit = |l: Option<u64>, g: u64| l.map(|_| g);
+        Budget::chunked(limit(req.pool.packets, req.packets), limit(req.pool.bytes, req.bytes))
+    } else {
+        Budget::new(None, None)
+    });
+    let c = local.start_part(req.capture, Arc::clone(&budget))?;
+    rt.spawn(part_agent(fleet.clone(), Arc::clone(local), c.account.clone(), c.id.clone(), budget, req.pool));
+    Ok(c)
+}
+
+/// Looks after one running part: tops its budget up from etcd, and stops it when the capture's
+/// record asks to. Ends when the part is no longer live here.
+async fn part_agent(
+    fleet: Fleet,
+    local: Arc<FullRuntime>,
+    account: String,
+    id: String,
+    budget: Arc<Budget>,
+    pool: Pool,
+) {
+    let mut next_stop_check = Instant::now() + STOP_EVERY;
+    let mut more = pool.is_limited();
+    loop {
+        tokio::time::sleep(if more { BUDGET_EVERY } else { Duration::from_millis(200) }).await;
+        if !local.is_live(&id) {
+            return;
+        }
+        if more && wants_more(&budget, &pool) {
+            match refill(&fleet, &id, &budget).await {
+                Ok(last) => more = !last,
+                Err(e) => tracing::warn!("capture {id}: taking more of the budget: {e}"),
+            }
+        }
+        if Instant::now() >= next_stop_check {
+            next_stop_check = Instant::now() + STOP_EVERY;
+            let mut kv = fleet.client().kv_client();
+            let stored = tokio::time::timeout(STOP_TIMEOUT, kv.get(capture_key(&account, &id), None)).await;
+            let stop = match stored {
+                Ok(Ok(r)) => r
+                    .kvs()
+                    .first()
+                    .and_then(|kv| serde_json::from_slice::<Capture>(kv.value()).ok())
+                    .is_some_and(|c| c.stop_requested.is_some()),
+                _ => false,
+            };
+            if stop {
+                tracing::info!("capture {id}: stop requested through the fleet");
+                let (local, account, id) = (Arc::clone(&local), account.clone(), id.clone());
+                let _ = tokio::task::spawn_blocking(move || local.stop(&account, &id)).await;
+            }
+        }
+    }
+}
+
+/// A part wants its next chunk once half of its last one is used (or a packet did not fit).
+fn wants_more(budget: &Budget, pool: &Pool) -> bool {
+    let (packets, bytes, blocked) = budget.left();
+    blocked
+        || (pool.packets.is_some() && packets < pool.chunk_packets.div_ceil(2))
+        || (pool.bytes.is_some() && bytes < pool.chunk_bytes.div_ceil(2))
+}
+
+/// Takes the next chunk of the capture's budget from etcd and grants it; true when it was the
+/// last (then the part is done once it has used what it has).
+async fn refill(fleet: &Fleet, id: &str, budget: &Budget) -> Result<bool, StoreError> {
+    let key = budget_key(id);
+    for _ in 0..16 {
+        let mut kv = fleet.client().kv_client();
+        let r = timed(kv.get(key.as_str(), None)).await?;
+        let Some(bkv) = r.kvs().first() else {
+            // The capture finished (its budget went with it).
+            budget.no_more();
+            return Ok(true);
+        };
+        let mut pool: Pool =
+            serde_json::from_slice(bkv.value()).map_err(|source| StoreError::Corrupt { id: key.clone(), source })?;
+        let (packets, bytes) = pool.take();
+        let value = serde_json::to_vec(&pool).map_err(StoreError::Encode)?;
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, bkv.mod_revision())])
+            .and_then([TxnOp::put(key.as_str(), value, None)]);
+        if timed(kv.txn(txn)).await?.succeeded() {
+            budget.grant(packets, bytes);
+            if pool.is_empty() {
+                budget.no_more();
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+    }
+    Err(StoreError::Unavailable("16 racing budget updates in a row".into()))
+}
+
+async fn timed<T>(f: impl std::future::Future<Output = Result<T, etcd_client::Error>>) -> Result<T, StoreError> {
+    match tokio::time::timeout(STOP_TIMEOUT, f).await {
+        Ok(r) => r.map_err(|e| StoreError::Unavailable(format!("etcd: {e}"))),
+        Err(_) => Err(StoreError::Unavailable("etcd did not answer in time".into())),
+    }
+}
+
+/// The fleet's full captures, as the capture manager sees them.
+pub struct FleetFull {
+    fleet: Fleet,
+    rt: Handle,
+    local: Arc<FullRuntime>,
+}
+
+impl FleetFull {
+    pub fn new(fleet: Fleet, rt: Handle, local: Arc<FullRuntime>) -> FleetFull {
+        FleetFull { fleet, rt, local }
+    }
+
+    /// Asks `node` to start its part; its refusal as a `StartError`.
+    fn ask_start(
+        &self,
+        node: String,
+        req: PartStart,
+    ) -> impl std::future::Future<Output = (String, Result<(), StartError>)> + Send + 'static {
+        let (fleet, local, rt) = (self.fleet.clone(), Arc::clone(&self.local), self.rt.clone());
+        ask_start(fleet, local, rt, node, req)
+    }
+}
+
+async fn ask_start(
+    fleet: Fleet,
+    local: Arc<FullRuntime>,
+    rt: Handle,
+    node: String,
+    req: PartStart,
+) -> (String, Result<(), StartError>) {
+    {
+        if node == fleet.name() {
+            let r = tokio::task::spawn_blocking(move || start_part(&fleet, &local, &rt, req).map(|_| ())).await;
+            return (node, r.unwrap_or_else(|e| Err(StartError::Failed(format!("the start failed: {e}")))));
+        }
+        let Some(info) = fleet.live_nodes().iter().find(|n| n.name == node).cloned() else {
+            return (node, Err(StartError::Unavailable("it is not live".into())));
+        };
+        let body = match serde_json::to_vec(&req) {
+            Ok(b) => b,
+            Err(e) => return (node, Err(StartError::Failed(e.to_string()))),
+        };
+        let call = async {
+            let resp = fleet.call(&info, reqwest::Method::POST, PARTS_PATH, Some(body)).await;
+            let resp = resp.map_err(|e| StartError::Unavailable(e.to_string()))?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            let text = resp.text().await.unwrap_or_default();
+            let msg = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_string))
+                .unwrap_or(text);
+            Err(match status.as_u16() {
+                409 => StartError::Conflict(msg),
+                503 => StartError::Unavailable(msg),
+                _ => StartError::Failed(msg),
+            })
+        };
+        let r = tokio::time::timeout(START_TIMEOUT, call).await.unwrap_or_else(|_| {
+            Err(StartError::Unavailable(format!("no answer within {} s", START_TIMEOUT.as_secs())))
+        });
+        (node, r)
+    }
+}
+
+fn etcd_down(e: StoreError) -> ManagerError {
+    ManagerError::CoordinationDown(e.to_string())
+}
+
+impl FleetCaptures for FleetFull {
+    fn node(&self) -> &str {
+        self.fleet.name()
+    }
+
+    fn nodes_for(&self, colo_name: &str) -> Result<Vec<String>, String> {
+        let live = self.fleet.live_nodes();
+        let nodes: Vec<String> =
+            live.iter().filter(|n| n.colos.iter().any(|c| serves(colo_name, c))).map(|n| n.name.clone()).collect();
+        if !nodes.is_empty() {
+            return Ok(nodes);
+        }
+        let mut colos: Vec<&str> = live.iter().flat_map(|n| n.colos.iter().map(String::as_str)).collect();
+        colos.sort_unstable();
+        colos.dedup();
+        Err(if colos.is_empty() {
+            format!("{colo_name:?} is not served by any live node of the fleet (no live node serves a colo)")
+        } else {
+            format!("{colo_name:?} is not served by any live node of the fleet (they serve: {})", colos.join(", "))
+        })
+    }
+
+    fn start(&self, mut c: Capture, nodes: &[String]) -> Result<Capture, ManagerError> {
+        let me = self.fleet.name().to_string();
+        c.node = Some(me);
+        c.parts = nodes
+            .iter()
+            .map(|n| Part { node: n.clone(), status: PartStatus::Pending, packets_captured: 0, error_message: None })
+            .collect();
+        let mut pool = Pool::new(c.packet_limit, c.byte_limit, nodes.len());
+        let grants: Vec<(u64, u64)> = nodes.iter().map(|_| pool.take()).collect();
+        let key = capture_key(&c.account, &c.id);
+        let mut ops =
+            vec![TxnOp::put(key.as_str(), encode(&c)?, None), TxnOp::put(open_key(&c.id), c.account.clone(), None)];
+        for p in &c.parts {
+            ops.push(TxnOp::put(part_key(&c.id, &p.node), encode(p)?, None));
+        }
+        if pool.is_limited() {
+            ops.push(TxnOp::put(budget_key(&c.id), encode(&pool)?, None));
+        }
+        let txn = Txn::new().when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)]).and_then(ops);
+        let client = self.fleet.client();
+        let created = self.rt.block_on(async {
+            let mut kv = client.kv_client();
+            timed(kv.txn(txn)).await
+        });
+        if !created.map_err(etcd_down)?.succeeded() {
+            return Err(ManagerError::Internal(format!("capture {} exists already", c.id)));
+        }
+        let starts = nodes.iter().zip(grants).map(|(n, (packets, bytes))| {
+            let req = PartStart { capture: c.clone(), pool: pool.clone(), packets, bytes };
+            self.ask_start(n.clone(), req)
+        });
+        let answers = self.rt.block_on(futures_join_all(starts.collect()));
+        let failed: Vec<(String, StartError)> =
+            answers.into_iter().filter_map(|(n, r)| r.err().map(|e| (n, e))).collect();
+        let (account, id) = (c.account.clone(), c.id.clone());
+        if failed.len() == nodes.len() && failed.iter().all(|(_, e)| matches!(e, StartError::Unavailable(_))) {
+            // No node could take it now: as on one appliance, nothing is left behind.
+            let txn = Txn::new().and_then([
+                TxnOp::delete(key.as_str(), None),
+                TxnOp::delete(open_key(&id), None),
+                TxnOp::delete(budget_key(&id), None),
+                TxnOp::delete(parts_prefix(&id), Some(etcd_client::DeleteOptions::new().with_prefix())),
+            ]);
+            let _ = self.rt.block_on(async {
+                let mut kv = client.kv_client();
+                timed(kv.txn(txn)).await
+            });
+            return Err(ManagerError::Unavailable(format!(
+                "no node of colo {:?} can take a capture now: {}",
+                c.colo_name.as_deref().unwrap_or(""),
+                describe(&failed)
+            )));
+        }
+        let result = self.rt.block_on(async {
+            for (node, e) in &failed {
+                let part = Part {
+                    node: node.clone(),
+                    status: PartStatus::Failed,
+                    packets_captured: 0,
+                    error_message: Some(format!("did not start: {e}")),
+                };
+                let mut kv = client.kv_client();
+                timed(kv.put(part_key(&id, node), serde_json::to_vec(&part).map_err(StoreError::Encode)?, None))
+                    .await?;
+            }
+            if failed.len() < nodes.len() {
+                // Started somewhere: running, whatever the parts have reported so far.
+                records::update_capture(&client, &account, &id, |c| {
+                    if c.status == Status::Pending {
+                        c.status = Status::Running;
+                    }
+                })
+                .await?;
+            }
+            records::recompute(&client, &account, &id).await
+        });
+        let stored = result.map_err(etcd_down)?;
+        if failed.len() == nodes.len() {
+            return Err(ManagerError::StartFailed(describe(&failed)));
+        }
+        stored.ok_or(ManagerError::NotFound)
+    }
+
+    fn stop(&self, c: &Capture) -> Result<Capture, ManagerError> {
+        let client = self.fleet.client();
+        let now = Utc::now();
+        let updated = self
+            .rt
+            .block_on(records::update_capture(&client, &c.account, &c.id, |c| {
+                if c.stop_requested.is_none() && matches!(c.status, Status::Pending | Status::Running) {
+                    c.stop_requested = Some(now);
+                }
+            }))
+            .map_err(etcd_down)?
+            .ok_or(ManagerError::NotFound)?;
+        let live = self.fleet.live_nodes();
+        let stop = PartStop { account: c.account.clone(), id: c.id.clone() };
+        let body = serde_json::to_vec(&stop).map_err(|e| ManagerError::Internal(e.to_string()))?;
+        let calls = updated.parts.iter().filter(|p| !p.status.is_finished()).map(|p| {
+            let (fleet, local, body) = (self.fleet.clone(), Arc::clone(&self.local), body.clone());
+            let (account, id, node) = (c.account.clone(), c.id.clone(), p.node.clone());
+            let info = live.iter().find(|n| n.name == node).cloned();
+            async move {
+                if node == fleet.name() {
+                    let _ = tokio::task::spawn_blocking(move || local.stop(&account, &id)).await;
+                } else if let Some(info) = info {
+                    // Best effort: the node's part agent also reads the stop within a second.
+                    let call = fleet.call(&info, reqwest::Method::POST, STOP_PATH, Some(body));
+                    if let Ok(Err(e)) = tokio::time::timeout(STOP_TIMEOUT, call).await {
+                        tracing::warn!("capture {id}: telling {node} to stop: {e}");
+                    }
+                }
+            }
+        });
+        self.rt.block_on(futures_join_all(calls.collect()));
+        Ok(updated)
+    }
+}
+
+fn describe(failed: &[(String, StartError)]) -> String {
+    failed.iter().map(|(n, e)| format!("{n}: {e}")).collect::<Vec<_>>().join("; ")
+}
+
+/// Runs futures at once (spawned on the runtime) and collects their outputs in order.
+async fn futures_join_all<F>(fs: Vec<F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        match h.await {
+            Ok(v) => out.push(v),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    out
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, ManagerError> {
+    serde_json::to_vec(v).map_err(|e| ManagerError::Internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_hands_out_exactly_its_limits_in_chunks() {
+        let mut p = Pool::new(Some(10_000), None, 3);
+        assert_eq!(p.chunk_packets, 834);
+        let mut got = 0;
+        while !p.is_empty() {
+            let (packets, bytes) = p.take();
+            assert_eq!(bytes, 0);
+            got += packets;
+        }
+        assert_eq!(got, 10_000);
+        assert_eq!(p.take(), (0, 0));
+        let mut tiny = Pool::new(Some(2), Some(1_000), 3);
+        assert_eq!((tiny.chunk_packets, tiny.chunk_bytes), (1, 1_000), "a chunk never exceeds the limit");
+        assert_eq!([tiny.take(), tiny.take(), tiny.take()], [(1, 1_000), (1, 0), (0, 0)]);
+        assert!(tiny.is_empty());
+        let none = Pool::new(None, None, 2);
+        assert!(!none.is_limited() && !none.is_empty());
+    }
+
+    #[test]
+    fn a_part_asks_for_more_at_half_its_chunk() {
+        let pool = Pool::new(Some(1_000), None, 1);
+        let b = Budget::chunked(Some(250), None);
+        assert!(!wants_more(&b, &pool));
+        b.take(&[60; 125]);
+        assert!(!wants_more(&b, &pool), "125 left of 250");
+        b.take(&[60; 1]);
+        assert!(wants_more(&b, &pool));
+    }
+}
