@@ -321,3 +321,128 @@ fn a_node_killed_mid_capture_is_named_lost_and_uploads_its_part_when_it_returns(
     assert_eq!(last["status"], "success", "a finished capture stays finished: {last}");
     assert_eq!(last["packets_captured"].as_u64().unwrap(), n1_packets + n2_pkts.len() as u64, "{last}");
 }
+
+/// One API answer under load: (what was asked, status, x-should-retry, when, capture id).
+struct Answer {
+    what: &'static str,
+    status: u16,
+    retry: Option<String>,
+    at: Duration,
+    id: Option<String>,
+    error: String,
+}
+
+/// SIGKILL of the etcd leader while two nodes take creates, stops and reads; then of a second
+/// member (no quorum). Nothing is lost or doubled, 503s say "retry" and stay within the
+/// election, and without quorum reads still answer while creates and stops are 503 retry.
+#[test]
+fn the_etcd_leader_killed_under_api_load_loses_nothing_and_without_quorum_reads_answer() {
+    let mut f = Fleet::new("fl");
+    let n1 = f.node("n1", &["ord01"]);
+    let n2 = f.node("n2", &["ord01"]);
+    for a in [&n1, &n2] {
+        wait_for(Duration::from_secs(5), "2 live nodes", || metric(&a.base, "pcapd_fleet_live_nodes") == Some(2.0));
+    }
+    let _traffic = Traffic(f.veth.replay_bg(&f.input, 1_000, 1_000_000));
+    f.own(&n1, &n2, "load");
+    let nodes = [&n1, &n2];
+    let started = Instant::now();
+    let load_for = Duration::from_secs(14);
+    let ask = |what: &'static str, a: &Appliance| -> Answer {
+        let (k, v) = auth();
+        let r = match what {
+            "full" => post(a, "/pcaps", &full("ord01", "load", 300, json!({}))),
+            "simple" => {
+                post(a, "/pcaps", &json!({"system":"magic-transit","type":"simple","time_limit":60,"packet_limit":5}))
+            }
+            _ => call("GET", &a.url("/pcaps"), &[(k, &v)], None),
+        };
+        let id = (r.status == 200 && what != "list").then(|| r.json()["result"]["id"].as_str().unwrap().to_string());
+        let retry = r.header("x-should-retry").map(str::to_string);
+        let error = if r.status == 200 { String::new() } else { r.error() };
+        Answer { what, status: r.status, retry, at: started.elapsed(), id, error }
+    };
+    let (answers, killed_at) = std::thread::scope(|s| {
+        let load: Vec<_> = [("full", 400u64), ("simple", 500), ("list", 100)]
+            .into_iter()
+            .map(|(what, every_ms)| {
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    let mut i = 0;
+                    while started.elapsed() < load_for {
+                        out.push(ask(what, nodes[i % 2]));
+                        i += 1;
+                        std::thread::sleep(Duration::from_millis(every_ms));
+                    }
+                    out
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(4));
+        let leader = f.etcd.leader();
+        let killed_at = started.elapsed();
+        f.etcd.kill(leader);
+        let answers: Vec<Answer> = load.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        (answers, killed_at)
+    });
+    let mut unavailable = 0;
+    for a in answers.iter().filter(|a| a.status != 200) {
+        eprintln!("{} {} at {:?}: {}", a.what, a.status, a.at, a.error);
+    }
+    for a in &answers {
+        match (a.what, a.status) {
+            (_, 200) | ("full", 409) => {}
+            (_, 503) => {
+                unavailable += 1;
+                assert_eq!(a.retry.as_deref(), Some("true"), "a 503 says retry");
+                assert!(
+                    a.at >= killed_at && a.at < killed_at + Duration::from_secs(10),
+                    "503 at {:?}, the leader killed at {killed_at:?}",
+                    a.at
+                );
+            }
+            (what, status) => panic!("{what}: {status} at {:?}: {}", a.at, a.error),
+        }
+    }
+    let fulls: Vec<&String> = answers.iter().filter(|a| a.what == "full").filter_map(|a| a.id.as_ref()).collect();
+    assert_eq!(fulls.len(), 1, "one full capture for the account, whichever node was asked");
+    let simples: Vec<&String> = answers.iter().filter(|a| a.what == "simple").filter_map(|a| a.id.as_ref()).collect();
+    assert!(simples.len() >= 15, "simple captures kept being created: {}", simples.len());
+    assert!(answers.iter().filter(|a| a.what == "list" && a.status == 200).count() >= 80);
+    eprintln!("{} answers, {unavailable} of them 503 (retry)", answers.len());
+    // No record lost: every created capture on both nodes, each simple one finished.
+    for id in simples.iter().chain(&fulls) {
+        for a in nodes {
+            let r = get(a, &format!("/pcaps/{id}"));
+            assert_eq!(r.status, 200, "{id} on {}: {}", a.base, r.error());
+        }
+    }
+    for id in &simples {
+        let c = wait_status(&n2, id, &["success", "failed"], Duration::from_secs(30));
+        assert_eq!(c["status"], "success", "{c}");
+    }
+    let full_id = fulls[0].clone();
+    let listed = get(&n2, "/pcaps").json()["result"].clone();
+    let running_fulls = listed.as_array().unwrap().iter().filter(|c| c["type"] == "full").count();
+    assert_eq!(running_fulls, 1, "{listed}");
+
+    // A second member killed: no quorum. Creates and stops: 503 retry, within the deadline.
+    let second = (0..3).find(|&i| f.etcd.members[i].try_wait().unwrap().is_none()).unwrap();
+    f.etcd.kill(second);
+    for a in nodes {
+        let t = Instant::now();
+        let r = post(a, "/pcaps", &json!({"system":"magic-transit","type":"simple","time_limit":60,"packet_limit":5}));
+        assert_eq!(r.status, 503, "{}", r.error());
+        assert_eq!(r.header("x-should-retry"), Some("true"));
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        let (k, v) = auth();
+        let r = call("PUT", &a.url(&format!("/pcaps/{full_id}/stop")), &[(k, &v)], None);
+        assert_eq!(r.status, 503, "{}", r.error());
+        assert_eq!(r.header("x-should-retry"), Some("true"));
+        // Reads still answer: the capture, from the remaining member's copy.
+        let r = get(a, &format!("/pcaps/{full_id}"));
+        assert_eq!(r.status, 200, "{}", r.error());
+        assert_eq!(r.json()["result"]["status"], "running");
+        assert_eq!(get(a, "/pcaps").status, 200);
+    }
+}

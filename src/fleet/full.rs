@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
 use super::records::{self, budget_key, capture_key, open_key, part_key, parts_prefix};
-use super::Fleet;
+use super::{kv, Fleet};
 use crate::captures::full::{FullRuntime, StartError};
 use crate::captures::manager::{FleetCaptures, ManagerError};
 use crate::captures::model::{Capture, Part, PartStatus, Status};
@@ -38,6 +38,8 @@ pub const STOP_PATH: &str = "/internal/v1/full/stop";
 /// A node's start answers within this (its writer has 5 s to open the file).
 const START_TIMEOUT: Duration = Duration::from_secs(8);
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// One etcd request (sent again meanwhile if it went to a member that is down).
+const ETCD_LIMIT: Duration = Duration::from_secs(3);
 /// Byte chunks are never smaller than this (a chunk must hold whole packets).
 const MIN_BYTE_CHUNK: u64 = 256 * 1024;
 /// How often a part agent looks at its budget while more may come.
@@ -145,10 +147,9 @@ async fn part_agent(
         }
         if Instant::now() >= next_stop_check {
             next_stop_check = Instant::now() + STOP_EVERY;
-            let mut kv = fleet.client().kv_client();
-            let stored = tokio::time::timeout(STOP_TIMEOUT, kv.get(capture_key(&account, &id), None)).await;
+            let stored = kv::get(&fleet.client(), &capture_key(&account, &id), None, ETCD_LIMIT).await;
             let stop = match stored {
-                Ok(Ok(r)) => r
+                Ok(r) => r
                     .kvs()
                     .first()
                     .and_then(|kv| serde_json::from_slice::<Capture>(kv.value()).ok())
@@ -177,8 +178,8 @@ fn wants_more(budget: &Budget, pool: &Pool) -> bool {
 async fn refill(fleet: &Fleet, id: &str, budget: &Budget) -> Result<bool, StoreError> {
     let key = budget_key(id);
     for _ in 0..16 {
-        let mut kv = fleet.client().kv_client();
-        let r = timed(kv.get(key.as_str(), None)).await?;
+        let client = fleet.client();
+        let r = kv::get(&client, &key, None, ETCD_LIMIT).await.map_err(unavailable)?;
         let Some(bkv) = r.kvs().first() else {
             // The capture finished (its budget went with it).
             budget.no_more();
@@ -191,7 +192,7 @@ async fn refill(fleet: &Fleet, id: &str, budget: &Budget) -> Result<bool, StoreE
         let txn = Txn::new()
             .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, bkv.mod_revision())])
             .and_then([TxnOp::put(key.as_str(), value, None)]);
-        if timed(kv.txn(txn)).await?.succeeded() {
+        if kv::txn(&client, txn, ETCD_LIMIT).await.map_err(unavailable)?.succeeded() {
             budget.grant(packets, bytes);
             if pool.is_empty() {
                 budget.no_more();
@@ -203,11 +204,8 @@ async fn refill(fleet: &Fleet, id: &str, budget: &Budget) -> Result<bool, StoreE
     Err(StoreError::Unavailable("16 racing budget updates in a row".into()))
 }
 
-async fn timed<T>(f: impl std::future::Future<Output = Result<T, etcd_client::Error>>) -> Result<T, StoreError> {
-    match tokio::time::timeout(STOP_TIMEOUT, f).await {
-        Ok(r) => r.map_err(|e| StoreError::Unavailable(format!("etcd: {e}"))),
-        Err(_) => Err(StoreError::Unavailable("etcd did not answer in time".into())),
-    }
+fn unavailable(e: kv::KvError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
 }
 
 /// The fleet's full captures, as the capture manager sees them.
@@ -264,8 +262,8 @@ async fn ask_start(
                 .ok()
                 .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_string))
                 .unwrap_or(text);
+            // (A 409 there, the account's earlier part still closing on that node, fails the part.)
             Err(match status.as_u16() {
-                409 => StartError::Conflict(msg),
                 503 => StartError::Unavailable(msg),
                 _ => StartError::Failed(msg),
             })
@@ -323,10 +321,7 @@ impl FleetCaptures for FleetFull {
         }
         let txn = Txn::new().when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)]).and_then(ops);
         let client = self.fleet.client();
-        let created = self.rt.block_on(async {
-            let mut kv = client.kv_client();
-            timed(kv.txn(txn)).await
-        });
+        let created = self.rt.block_on(kv::txn(&client, txn, ETCD_LIMIT)).map_err(unavailable);
         if !created.map_err(etcd_down)?.succeeded() {
             return Err(ManagerError::Internal(format!("capture {} exists already", c.id)));
         }
@@ -346,10 +341,7 @@ impl FleetCaptures for FleetFull {
                 TxnOp::delete(budget_key(&id), None),
                 TxnOp::delete(parts_prefix(&id), Some(etcd_client::DeleteOptions::new().with_prefix())),
             ]);
-            let _ = self.rt.block_on(async {
-                let mut kv = client.kv_client();
-                timed(kv.txn(txn)).await
-            });
+            let _ = self.rt.block_on(kv::txn(&client, txn, ETCD_LIMIT));
             return Err(ManagerError::Unavailable(format!(
                 "no node of colo {:?} can take a capture now: {}",
                 c.colo_name.as_deref().unwrap_or(""),
@@ -364,9 +356,8 @@ impl FleetCaptures for FleetFull {
                     packets_captured: 0,
                     error_message: Some(format!("did not start: {e}")),
                 };
-                let mut kv = client.kv_client();
-                timed(kv.put(part_key(&id, node), serde_json::to_vec(&part).map_err(StoreError::Encode)?, None))
-                    .await?;
+                let value = serde_json::to_vec(&part).map_err(StoreError::Encode)?;
+                kv::put(&client, &part_key(&id, node), value, ETCD_LIMIT).await.map_err(unavailable)?;
             }
             if failed.len() < nodes.len() {
                 // Started somewhere: running, whatever the parts have reported so far.

@@ -29,6 +29,7 @@ use crate::config::{ConfigError, FleetConfig, HttpEndpoint, NodeConfig};
 pub mod auth;
 pub mod full;
 pub mod gather;
+pub mod kv;
 pub mod records;
 pub mod rules;
 

@@ -1,7 +1,9 @@
 //! The fleet's capture records and bucket ownerships, in etcd, so that any node answers for any
-//! capture and ownership (issue 13). Each node also keeps what it wrote in its own SQLite
+//! capture and ownership (issue 13). Reads are linearizable; without an etcd quorum they come
+//! from a member's own copy (serializable). Each node also keeps its own captures in its SQLite
 //! database: its local work (a simple capture it built, its part of a full capture) is resumed
-//! from there after a restart, and reads fall back to it while etcd cannot answer.
+//! from there after a restart, and capture reads fall back to it when no etcd member answers.
+//! Ownerships never fall back: they authorise uploads, and a local copy may be stale.
 //!
 //! Keys (under the fleet prefix):
 //! - `captures/<account>/<id>`: a [`Capture`]. A simple capture is written by the node that
@@ -17,6 +19,7 @@
 //! A full capture's record leaves `pending`/`running` only through [`recompute`], which then
 //! gives the account's claim back (`fleet::rules`).
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +27,7 @@ use etcd_client::{Client, Compare, CompareOp, GetOptions, SortOrder, SortTarget,
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use super::Fleet;
+use super::{kv, Fleet};
 use crate::captures::model::{Capture, CaptureType, Part, PartStatus, Status};
 use crate::captures::CaptureRecords;
 use crate::db::{Db, StoreError};
@@ -33,10 +36,15 @@ use crate::upload::ownership::{Ownership, OwnershipRecords};
 /// A part whose node left the fleet is given up after this long (its node may just be
 /// restarting: a killed node's registration lasts up to twice the lease TTL already).
 pub const LOST_GRACE: Duration = Duration::from_secs(5);
+/// A part still `pending` this long after the janitor first saw it was never started (the node
+/// that created the capture died before asking): it fails.
+pub const START_GRACE: Duration = Duration::from_secs(30);
 /// The janitor looks at unfinished full captures this often.
 const JANITOR_EVERY: Duration = Duration::from_secs(2);
 /// A read waits this long for etcd before the local copy answers.
 const READ_TIMEOUT: Duration = Duration::from_millis(1500);
+/// After a linearizable read failed, reads go straight to a member's own copy this long.
+const DEGRADED: Duration = Duration::from_secs(5);
 /// A write waits this long before it is reported unavailable.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Racing recomputations retry this often.
@@ -77,17 +85,6 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-/// Runs `f` with a deadline; a late or failed answer is `Unavailable`.
-async fn within<T>(
-    limit: Duration,
-    f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, StoreError> {
-    match tokio::time::timeout(limit, f).await {
-        Ok(r) => r.map_err(|e| unavailable(format!("etcd: {e}"))),
-        Err(_) => Err(unavailable(format!("etcd did not answer within {} ms", limit.as_millis()))),
-    }
-}
-
 fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(v).map_err(StoreError::Encode)
 }
@@ -102,6 +99,8 @@ pub struct FleetRecords {
     local: Arc<Db>,
     fleet: Fleet,
     rt: Handle,
+    /// Until when (unix ms) reads skip the linearizable attempt: etcd lost its quorum lately.
+    degraded_until_ms: AtomicU64,
     /// This node's full-capture parts to publish (the latest state of each wins).
     reports: mpsc::UnboundedSender<Capture>,
 }
@@ -112,7 +111,31 @@ impl FleetRecords {
     pub fn new(local: Arc<Db>, fleet: Fleet, rt: Handle) -> Arc<FleetRecords> {
         let (reports, rx) = mpsc::unbounded_channel();
         rt.spawn(parts_task(fleet.clone(), rx));
-        Arc::new(FleetRecords { local, fleet, rt, reports })
+        Arc::new(FleetRecords { local, fleet, rt, reports, degraded_until_ms: AtomicU64::new(0) })
+    }
+
+    /// Reads `key`: linearizable (the latest write, wherever it was made); when etcd cannot
+    /// answer that (no quorum), from the member's own copy (serializable: possibly a little
+    /// behind, but an answer); `Err` only when no member answers at all.
+    fn read(&self, key: String, opts: GetOptions) -> Result<etcd_client::GetResponse, StoreError> {
+        let now = super::unix_ms();
+        let client = self.client();
+        let attempt = |opts: GetOptions| {
+            let (client, key) = (client.clone(), key.clone());
+            async move { kv::get(&client, &key, Some(opts), READ_TIMEOUT).await.map_err(unavailable) }
+        };
+        self.rt.block_on(async {
+            if self.degraded_until_ms.load(Relaxed) <= now {
+                match attempt(opts.clone()).await {
+                    Ok(r) => return Ok(r),
+                    Err(e) => {
+                        tracing::warn!("etcd: {e}; reading members' own copies for {} s", DEGRADED.as_secs());
+                        self.degraded_until_ms.store(now + DEGRADED.as_millis() as u64, Relaxed);
+                    }
+                }
+            }
+            attempt(opts.with_serializable()).await
+        })
     }
 
     fn client(&self) -> Client {
@@ -124,8 +147,10 @@ impl FleetRecords {
         let mut c = c.clone();
         c.node = Some(self.fleet.name().to_string());
         let value = encode(&c)?;
-        let mut kv = self.client().kv_client();
-        self.rt.block_on(within(WRITE_TIMEOUT, kv.put(capture_key(&c.account, &c.id), value, None)))?;
+        let client = self.client();
+        self.rt
+            .block_on(kv::put(&client, &capture_key(&c.account, &c.id), value, WRITE_TIMEOUT))
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -160,12 +185,12 @@ async fn republish_simple(fleet: Fleet, mut c: Capture) {
     let key = capture_key(&c.account, &c.id);
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let mut kv = fleet.client().kv_client();
-        let current = within(WRITE_TIMEOUT, kv.get(key.as_str(), None)).await;
+        let client = fleet.client();
+        let current = kv::get(&client, &key, None, WRITE_TIMEOUT).await;
         let done = match current {
             Ok(r) => match r.kvs().first().map(|kv| decode::<Capture>(kv.key(), kv.value())) {
                 Some(Ok(stored)) if stored.status.is_finished() => true,
-                _ => within(WRITE_TIMEOUT, kv.put(key.as_str(), value.clone(), None)).await.is_ok(),
+                _ => kv::put(&client, &key, value.clone(), WRITE_TIMEOUT).await.is_ok(),
             },
             Err(_) => false,
         };
@@ -192,8 +217,7 @@ impl CaptureRecords for FleetRecords {
     }
 
     fn get(&self, account: &str, id: &str) -> Result<Option<Capture>, StoreError> {
-        let mut kv = self.client().kv_client();
-        match self.rt.block_on(within(READ_TIMEOUT, kv.get(capture_key(account, id), None))) {
+        match self.read(capture_key(account, id), GetOptions::new()) {
             Ok(r) => match r.kvs().first() {
                 Some(kv) => decode(kv.key(), kv.value()).map(Some),
                 // Not (yet) published: what this node has, if anything.
@@ -210,8 +234,7 @@ impl CaptureRecords for FleetRecords {
         let prefix = capture_key(account, "");
         let opts =
             GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Descend).with_limit(limit as i64);
-        let mut kv = self.client().kv_client();
-        match self.rt.block_on(within(READ_TIMEOUT, kv.get(prefix, Some(opts)))) {
+        match self.read(prefix, opts) {
             Ok(r) => {
                 let mut all = Vec::with_capacity(r.kvs().len());
                 for kv in r.kvs() {
@@ -242,31 +265,24 @@ impl CaptureRecords for FleetRecords {
 
 impl OwnershipRecords for FleetRecords {
     fn put_ownership(&self, o: &Ownership) -> Result<(), StoreError> {
-        let mut kv = self.client().kv_client();
-        self.rt.block_on(within(WRITE_TIMEOUT, kv.put(ownership_key(&o.account, &o.id), encode(o)?, None)))?;
-        // The local copy only serves reads while etcd cannot.
-        if let Err(e) = self.local.put_ownership(o) {
-            tracing::warn!("ownership {}: local copy: {e}", o.id);
-        }
+        let client = self.client();
+        let key = ownership_key(&o.account, &o.id);
+        self.rt.block_on(kv::put(&client, &key, encode(o)?, WRITE_TIMEOUT)).map_err(unavailable)?;
         Ok(())
     }
 
     fn ownerships(&self, account: &str) -> Result<Vec<Ownership>, StoreError> {
         let opts = GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend);
-        let mut kv = self.client().kv_client();
-        match self.rt.block_on(within(READ_TIMEOUT, kv.get(ownership_key(account, ""), Some(opts)))) {
-            Ok(r) => r.kvs().iter().map(|kv| decode(kv.key(), kv.value())).collect(),
-            Err(e) => {
-                tracing::warn!("ownerships: {e}; answering from this node's records");
-                self.local.ownerships(account)
-            }
-        }
+        // No fallback to this node's copy: ownerships authorise uploads, and that copy may
+        // hold one deleted or validated elsewhere.
+        let r = self.read(ownership_key(account, ""), opts)?;
+        r.kvs().iter().map(|kv| decode(kv.key(), kv.value())).collect()
     }
 
     fn delete_ownership(&self, account: &str, id: &str) -> Result<bool, StoreError> {
-        let mut kv = self.client().kv_client();
-        let r = self.rt.block_on(within(WRITE_TIMEOUT, kv.delete(ownership_key(account, id), None)))?;
-        let _ = self.local.delete_ownership(account, id);
+        let client = self.client();
+        let key = ownership_key(account, id);
+        let r = self.rt.block_on(kv::delete(&client, &key, None, WRITE_TIMEOUT)).map_err(unavailable)?;
         Ok(r.deleted() > 0)
     }
 }
@@ -333,8 +349,7 @@ async fn read_with_parts(
         TxnOp::get(key.as_str(), None),
         TxnOp::get(parts_prefix(id), Some(GetOptions::new().with_prefix())),
     ]);
-    let mut kv = client.kv_client();
-    let r = within(WRITE_TIMEOUT, kv.txn(txn)).await?;
+    let r = kv::txn(client, txn, WRITE_TIMEOUT).await.map_err(unavailable)?;
     let mut gets = r.op_responses().into_iter().filter_map(|o| match o {
         TxnOpResponse::Get(g) => Some(g),
         _ => None,
@@ -372,8 +387,7 @@ pub async fn recompute(client: &Client, account: &str, id: &str) -> Result<Optio
             ops.push(TxnOp::delete(budget_key(id), None));
         }
         let txn = Txn::new().when([Compare::mod_revision(key.as_str(), CompareOp::Equal, rev)]).and_then(ops);
-        let mut kv = client.kv_client();
-        if within(WRITE_TIMEOUT, kv.txn(txn)).await?.succeeded() {
+        if kv::txn(client, txn, WRITE_TIMEOUT).await.map_err(unavailable)?.succeeded() {
             if finishing {
                 tracing::info!(
                     "capture {id}: {} ({} packets)",
@@ -400,8 +414,7 @@ pub async fn update_capture(
 ) -> Result<Option<Capture>, StoreError> {
     let key = capture_key(account, id);
     for _ in 0..ROUNDS {
-        let mut kv = client.kv_client();
-        let r = within(WRITE_TIMEOUT, kv.get(key.as_str(), None)).await?;
+        let r = kv::get(client, &key, None, WRITE_TIMEOUT).await.map_err(unavailable)?;
         let Some(ckv) = r.kvs().first() else { return Ok(None) };
         let mut c: Capture = decode(ckv.key(), ckv.value())?;
         let before = c.clone();
@@ -412,7 +425,7 @@ pub async fn update_capture(
         let txn = Txn::new()
             .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, ckv.mod_revision())])
             .and_then([TxnOp::put(key.as_str(), encode(&c)?, None)]);
-        if within(WRITE_TIMEOUT, kv.txn(txn)).await?.succeeded() {
+        if kv::txn(client, txn, WRITE_TIMEOUT).await.map_err(unavailable)?.succeeded() {
             return Ok(Some(c));
         }
     }
@@ -462,8 +475,8 @@ async fn publish_parts(client: &Client, me: &str, pending: &mut HashMap<String, 
     for id in ids {
         let Some(c) = pending.get(&id) else { continue };
         let published = async {
-            let mut kv = client.kv_client();
-            within(WRITE_TIMEOUT, kv.put(part_key(&c.id, me), encode(&part_of(me, c))?, None)).await?;
+            let value = encode(&part_of(me, c))?;
+            kv::put(client, &part_key(&c.id, me), value, WRITE_TIMEOUT).await.map_err(unavailable)?;
             recompute(client, &c.account, &c.id).await
         };
         match published.await {
@@ -480,8 +493,8 @@ async fn publish_parts(client: &Client, me: &str, pending: &mut HashMap<String, 
 /// the record behind; any node catches it up).
 #[derive(Default)]
 struct Janitor {
-    /// (capture, node) → when this node first saw the part's node gone.
-    gone_since: HashMap<(String, String), Instant>,
+    /// (capture, node) → when this node first saw the part's node gone, or the part pending.
+    since: HashMap<(String, String), Instant>,
 }
 
 impl Janitor {
@@ -493,41 +506,52 @@ impl Janitor {
 
     async fn try_pass(&mut self, fleet: &Fleet) -> Result<(), StoreError> {
         let client = fleet.client();
-        let mut kv = client.kv_client();
-        let open = within(WRITE_TIMEOUT, kv.get(open_key(""), Some(GetOptions::new().with_prefix()))).await?;
+        let prefixed = || Some(GetOptions::new().with_prefix());
+        let open = kv::get(&client, &open_key(""), prefixed(), WRITE_TIMEOUT).await.map_err(unavailable)?;
         let live: Vec<String> = fleet.live_nodes().iter().map(|n| n.name.clone()).collect();
         let now = Instant::now();
         let mut seen = Vec::new();
         for okv in open.kvs() {
             let id = String::from_utf8_lossy(okv.key()).rsplit('/').next().unwrap_or_default().to_string();
             let account = String::from_utf8_lossy(okv.value()).into_owned();
-            let parts = within(WRITE_TIMEOUT, kv.get(parts_prefix(&id), Some(GetOptions::new().with_prefix()))).await?;
+            let parts = kv::get(&client, &parts_prefix(&id), prefixed(), WRITE_TIMEOUT).await.map_err(unavailable)?;
             for pkv in parts.kvs() {
                 let Ok(mut part) = decode::<Part>(pkv.key(), pkv.value()) else { continue };
-                if part.status.is_finished() || live.contains(&part.node) {
+                let alive = live.contains(&part.node);
+                if part.status.is_finished() || (alive && part.status != PartStatus::Pending) {
                     continue;
                 }
-                let since = *self.gone_since.entry((id.clone(), part.node.clone())).or_insert(now);
+                let since = *self.since.entry((id.clone(), part.node.clone())).or_insert(now);
                 seen.push((id.clone(), part.node.clone()));
-                if now.duration_since(since) < LOST_GRACE {
-                    continue;
+                let waited = now.duration_since(since);
+                if alive {
+                    if waited < START_GRACE {
+                        continue;
+                    }
+                    part.status = PartStatus::Failed;
+                    part.error_message = Some("never started: the node that created the capture did not ask".into());
+                } else {
+                    if waited < LOST_GRACE {
+                        continue;
+                    }
+                    let doing = match part.status {
+                        PartStatus::Pending => "starting",
+                        PartStatus::Running => "capturing",
+                        _ => "uploading",
+                    };
+                    part.status = PartStatus::Lost;
+                    part.error_message = Some(format!("it left the fleet while {doing}"));
                 }
-                part.status = PartStatus::Lost;
-                part.error_message = Some(format!(
-                    "node {} left the fleet while its part was {}",
-                    part.node,
-                    if part.packets_captured > 0 { "capturing" } else { "starting" }
-                ));
                 let txn = Txn::new()
                     .when([Compare::mod_revision(pkv.key(), CompareOp::Equal, pkv.mod_revision())])
                     .and_then([TxnOp::put(pkv.key(), encode(&part)?, None)]);
-                if within(WRITE_TIMEOUT, kv.txn(txn)).await?.succeeded() {
-                    tracing::warn!("capture {id}: the part of node {} is lost (it left the fleet)", part.node);
+                if kv::txn(&client, txn, WRITE_TIMEOUT).await.map_err(unavailable)?.succeeded() {
+                    tracing::warn!("capture {id}: the part of node {} is {}", part.node, part.status.as_str());
                 }
             }
             recompute(&client, &account, &id).await?;
         }
-        self.gone_since.retain(|k, _| seen.contains(k));
+        self.since.retain(|k, _| seen.contains(k));
         Ok(())
     }
 }

@@ -17,6 +17,7 @@ use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
+use super::kv;
 use crate::captures::rules::{retry_after, Rules, RulesError};
 
 /// How long one rule decision may take before it is reported as unavailable.
@@ -48,23 +49,14 @@ impl EtcdRules {
         format!("{}rules/{rule}/{account}", self.prefix)
     }
 
-    /// Runs `f` on the client's runtime with the decision deadline.
-    fn decide<T>(&self, f: impl std::future::Future<Output = Result<T, etcd_client::Error>>) -> Result<T, RulesError> {
-        self.rt.block_on(async {
-            match tokio::time::timeout(DECIDE_TIMEOUT, f).await {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(RulesError::Unavailable(format!("etcd: {e}"))),
-                Err(_) => {
-                    Err(RulesError::Unavailable(format!("etcd did not answer within {} s", DECIDE_TIMEOUT.as_secs())))
-                }
-            }
-        })
+    /// Runs `f` (a request with the decision deadline) on the client's runtime.
+    fn decide<T>(&self, f: impl std::future::Future<Output = Result<T, kv::KvError>>) -> Result<T, RulesError> {
+        self.rt.block_on(f).map_err(unavailable)
     }
 
     /// The current value and mod revision of `key` (`None` when absent).
     fn read(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>, RulesError> {
-        let mut c = self.client.clone();
-        let r = self.decide(c.get(key, None))?;
+        let r = self.decide(kv::get(&self.client, key, None, DECIDE_TIMEOUT))?;
         Ok(r.kvs().first().map(|kv| (kv.value().to_vec(), kv.mod_revision())))
     }
 
@@ -76,8 +68,7 @@ impl EtcdRules {
             None => Compare::create_revision(key, CompareOp::Equal, 0),
         };
         let txn = Txn::new().when([cmp]).and_then([TxnOp::put(key, value, None)]);
-        let mut c = self.client.clone();
-        Ok(self.decide(c.txn(txn))?.succeeded())
+        Ok(self.decide(kv::txn(&self.client, txn, DECIDE_TIMEOUT))?.succeeded())
     }
 
     fn raced(&self, what: &str) -> RulesError {
@@ -148,13 +139,15 @@ impl Rules for EtcdRules {
     }
 }
 
+fn unavailable(e: kv::KvError) -> RulesError {
+    RulesError::Unavailable(e.to_string())
+}
+
 /// Gives the account's full-capture claim back if `id` holds it (nothing otherwise).
 pub async fn release_full(client: &Client, prefix: &str, account: &str, id: &str) -> Result<(), RulesError> {
     let key = format!("{prefix}rules/full/{account}");
-    let etcd = |e: etcd_client::Error| RulesError::Unavailable(format!("etcd: {e}"));
     for _ in 0..ROUNDS {
-        let mut c = client.clone();
-        let r = c.get(key.as_str(), None).await.map_err(etcd)?;
+        let r = kv::get(client, &key, None, DECIDE_TIMEOUT).await.map_err(unavailable)?;
         let Some(kv) = r.kvs().first() else { return Ok(()) };
         if serde_json::from_slice::<FullClaim>(kv.value()).map_or(true, |held| held.id != id) {
             return Ok(());
@@ -162,7 +155,7 @@ pub async fn release_full(client: &Client, prefix: &str, account: &str, id: &str
         let txn = Txn::new()
             .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())])
             .and_then([TxnOp::delete(key.as_str(), None)]);
-        if c.txn(txn).await.map_err(etcd)?.succeeded() {
+        if kv::txn(client, txn, DECIDE_TIMEOUT).await.map_err(unavailable)?.succeeded() {
             return Ok(());
         }
     }

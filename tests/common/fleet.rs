@@ -74,6 +74,23 @@ impl Etcd {
         e
     }
 
+    /// The index of the member that leads now (asked through etcd's JSON gateway).
+    pub fn leader(&self) -> usize {
+        let status = |ep: &str| -> serde_json::Value {
+            let r = ureq::post(&format!("{ep}/v3/maintenance/status")).send_json(serde_json::json!({}));
+            r.expect("etcd status").into_json().unwrap()
+        };
+        let statuses: Vec<serde_json::Value> = self.endpoints.iter().map(|ep| status(ep)).collect();
+        let leader = statuses[0]["leader"].as_str().expect("a leader").to_string();
+        statuses.iter().position(|s| s["header"]["member_id"].as_str() == Some(leader.as_str())).expect("the leader")
+    }
+
+    /// SIGKILL of member `i`.
+    pub fn kill(&mut self, i: usize) {
+        let _ = self.members[i].kill();
+        let _ = self.members[i].wait();
+    }
+
     /// The node records under `/pcapd/nodes/`, read through etcd's own JSON gateway (not pcapd).
     pub fn nodes(&self) -> Vec<serde_json::Value> {
         let b64 = |s: &str| base64(s.as_bytes());
