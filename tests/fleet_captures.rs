@@ -220,6 +220,19 @@ fn every_node_answers_for_every_capture_and_ownership_and_full_captures_run_on_t
         let c = get(a, &format!("/pcaps/{id}")).json()["result"].clone();
         assert_eq!(c["packets_captured"], 3000, "the same record on every node");
     }
+    // The Captures page of the node that did not take part lists the two that did.
+    let out = std::process::Command::new(root().join(".venv/bin/python"))
+        .arg(root().join("tests/web/fleet_page.py"))
+        .args([&n3.base, TOKEN, &id])
+        .arg(root().join("target/web-artifacts"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let page: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let want: Vec<String> = by_node.iter().map(|(n, p)| format!("{n} · success · {} packets", p.len())).collect();
+    assert_eq!(page["nodes"], json!(want), "{page}");
+    assert_eq!(page["page_errors"], json!([]));
 
     // Stop from a node that does not run it: the part on n2 ends, the capture succeeds.
     let r = post(&n1, "/pcaps", &full("ord02", "fleet", 300, json!({})));

@@ -142,6 +142,21 @@ function limitsSummary(c) {
   return p.join(", ");
 }
 
+// Fleet mode: the nodes a full capture ran on, each with its part's state and packets.
+function nodesList(nodes) {
+  const ul = document.createElement("ul");
+  ul.className = "nodes";
+  ul.setAttribute("aria-label", "Nodes");
+  for (const n of nodes) {
+    const li = document.createElement("li");
+    li.dataset.node = n.node;
+    li.textContent = n.node + " · " + n.status + " · " + n.packets_captured + " packets";
+    if (n.error_message) li.title = n.error_message;
+    ul.appendChild(li);
+  }
+  return ul;
+}
+
 function cell(tr, label, content) {
   const td = document.createElement("td");
   td.dataset.label = label;
@@ -164,7 +179,9 @@ function renderCaptures() {
     cell(tr, "Status", badge);
     cell(tr, "Submitted", fmtTime(c.submitted)).classList.add("small");
     cell(tr, "Filter", filterSummary(c.filter_v1 || {}));
-    cell(tr, "Limits", limitsSummary(c)).classList.add("small");
+    const limits = cell(tr, "Limits", limitsSummary(c));
+    limits.classList.add("small");
+    if (c.nodes && c.nodes.length) limits.appendChild(nodesList(c.nodes));
     cell(tr, "Packets", c.packets_captured === undefined ? "–" : String(c.packets_captured));
     const actions = document.createElement("div");
     if (c.type === "simple" && c.status === "success") {
@@ -183,10 +200,13 @@ function renderCaptures() {
     }
     cell(tr, "Actions", actions);
     body.appendChild(tr);
-    if (c.status === "failed" && c.error_message) {
+    if (c.error_message) {
+      // A failure, or (fleet mode) a note on a capture that succeeded without some node.
       const er = document.createElement("tr");
       const td = document.createElement("td");
-      td.colSpan = 7; td.className = "error-row"; td.textContent = "Failure: " + c.error_message;
+      const failed = c.status === "failed";
+      td.colSpan = 7; td.className = failed ? "error-row" : "note-row";
+      td.textContent = (failed ? "Failure: " : "Note: ") + c.error_message;
       er.appendChild(td); body.appendChild(er);
     }
   }
