@@ -42,6 +42,28 @@ fn three_nodes_register_and_see_each_other() {
         let latency = metric(&a.base, "pcapd_fleet_etcd_latency_seconds").expect("etcd latency metric");
         assert!(latency > 0.0 && latency < 5.0, "{latency}");
     }
+    // Each node measures its clock offset to both peers as soon as it sees them (then every
+    // 10 s): one clock on this machine, so well within a second.
+    for (a, (name, _)) in nodes.iter().zip(colos) {
+        let peers: Vec<&str> = colos.iter().map(|(n, _)| *n).filter(|n| *n != name).collect();
+        let offset = |peer: &str| metric(&a.base, &format!("pcapd_fleet_clock_offset_seconds{{node=\"{peer}\"}}"));
+        wait_for(Duration::from_secs(5), &format!("{name}: clock offsets to {peers:?}"), || {
+            peers.iter().all(|p| offset(p).is_some())
+        });
+        for p in &peers {
+            let o = offset(p).unwrap();
+            assert!(o.abs() < 1.0, "{name} to {p}: offset {o} s");
+            let rtt = metric(&a.base, &format!("pcapd_fleet_clock_rtt_seconds{{node=\"{p}\"}}")).unwrap();
+            assert!(rtt > 0.0 && rtt < 2.0, "{name} to {p}: round trip {rtt} s");
+            println!("{name} to {p}: clock offset {:.3} ms, round trip {:.3} ms", o * 1e3, rtt * 1e3);
+        }
+        let max = metric(&a.base, "pcapd_fleet_clock_offset_max_seconds").expect("max offset");
+        assert!((0.0..1.0).contains(&max), "{name}: {max}");
+        assert!(
+            metric(&a.base, &format!("pcapd_fleet_clock_offset_seconds{{node=\"{name}\"}}")).is_none(),
+            "not itself"
+        );
+    }
     // etcd itself holds the three records, each with the URL and pid of its node.
     let mut records = etcd.nodes();
     records.sort_by_key(|r| r["name"].as_str().unwrap().to_string());

@@ -22,7 +22,7 @@ use crate::fleet::{self, Fleet};
 
 /// The internal routes (merged into the API router when `state.fleet` is set).
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/internal/v1/node", get(node)).route(fleet::gather::SAMPLES_PATH, post(samples))
+    Router::new().route(fleet::clock::NODE_PATH, get(node)).route(fleet::gather::SAMPLES_PATH, post(samples))
 }
 
 /// Whether `path` belongs to the internal routes.

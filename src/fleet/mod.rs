@@ -8,7 +8,8 @@
 //! Security Onion) then keep the lease alive and refresh the member list once a second; both
 //! record the etcd round trip. A lease that expired anyway (etcd unreachable for longer than the
 //! TTL) is replaced and the key re-created. [`Fleet::leave`] stops the tasks and revokes the
-//! lease, which deletes the key at once.
+//! lease, which deletes the key at once. A third task measures the clock offset to each peer
+//! ([`clock`]).
 //!
 //! Invariants: the key always names this node's current lease; [`Fleet::live_nodes`] is the last
 //! successful refresh (it keeps the previous list while etcd is unreachable).
@@ -27,6 +28,7 @@ use tokio::task::JoinHandle;
 use crate::config::{ConfigError, FleetConfig, HttpEndpoint, NodeConfig};
 
 pub mod auth;
+pub mod clock;
 pub mod gather;
 pub mod rules;
 
@@ -100,6 +102,8 @@ pub struct FleetStats {
     pub etcd_latency_us: AtomicU64,
     /// Times the lease expired anyway and the registration was re-created.
     pub reregistrations: AtomicU64,
+    /// The last measured clock offset to each live peer, sorted by node ([`clock`]).
+    pub clock_offsets: Mutex<Vec<clock::PeerClock>>,
 }
 
 /// A member of the fleet. Cheap to clone; every clone is the same membership.
@@ -212,6 +216,7 @@ impl Fleet {
         let tasks = vec![
             tokio::spawn(keepalive_task(Arc::clone(&fleet.inner))),
             tokio::spawn(refresh_task(Arc::clone(&fleet.inner))),
+            tokio::spawn(clock::clock_task(fleet.clone())),
         ];
         if let Ok(mut t) = fleet.inner.tasks.lock() {
             t.extend(tasks);
@@ -302,7 +307,7 @@ impl Fleet {
         req.send().await.map_err(|source| FleetError::Call { node: node.name.clone(), url, source })
     }
 
-    /// Leaves the fleet: stops the keepalive and refresh tasks and revokes the lease (the
+    /// Leaves the fleet: stops the keepalive, refresh and clock tasks and revokes the lease (the
     /// registration disappears at once). Safe to call twice.
     pub async fn leave(&self) {
         let _ = self.inner.stop.send(true);
