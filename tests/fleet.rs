@@ -41,6 +41,9 @@ fn three_nodes_register_and_see_each_other() {
         });
         let latency = metric(&a.base, "pcapd_fleet_etcd_latency_seconds").expect("etcd latency metric");
         assert!(latency > 0.0 && latency < 5.0, "{latency}");
+        // At least the lease grant, the registration and the member lists.
+        let requests = metric(&a.base, "pcapd_fleet_etcd_requests_total").expect("etcd request counter");
+        assert!(requests >= 3.0, "{requests}");
     }
     // Each node measures its clock offset to both peers as soon as it sees them (then every
     // 10 s): one clock on this machine, so well within a second.

@@ -287,6 +287,13 @@ pub fn render_fleet(o: &mut String, f: &crate::fleet::FleetStats) {
         "Times this node's lease expired (etcd unreachable longer than its TTL) and it registered again.",
     );
     line(o, "pcapd_fleet_reregistrations_total", "", f.reregistrations.load(Relaxed));
+    help(
+        o,
+        "pcapd_fleet_etcd_requests_total",
+        "counter",
+        "etcd requests this process made (membership, lease keepalives, rule decisions, records).",
+    );
+    line(o, "pcapd_fleet_etcd_requests_total", "", crate::fleet::ETCD_REQUESTS.load(Relaxed));
     let clocks = f.clock_offsets.lock().map(|c| c.clone()).unwrap_or_default();
     help(
         o,
@@ -342,6 +349,7 @@ mod tests {
         let mut o = String::new();
         render_fleet(&mut o, &f);
         assert!(o.contains("pcapd_fleet_clock_offset_max_seconds 0\n"), "{o}");
+        assert!(o.contains("# TYPE pcapd_fleet_etcd_requests_total counter\npcapd_fleet_etcd_requests_total "), "{o}");
         assert!(!o.contains("pcapd_fleet_clock_offset_seconds{"), "{o}");
         *f.clock_offsets.lock().unwrap() = vec![
             PeerClock { node: "n2".into(), offset_secs: 0.25, rtt_secs: 0.002 },

@@ -140,11 +140,18 @@ fn rfc3339_ms(ms: u64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-/// Runs one etcd request with [`ETCD_TIMEOUT`].
-async fn etcd<T>(
+/// etcd requests this process has made (/metrics `pcapd_fleet_etcd_requests_total`): every call
+/// through [`etcd`], every rule decision (`rules.rs`), every lease keepalive. New code that talks
+/// to etcd goes through [`etcd`], which counts.
+pub static ETCD_REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+/// Runs one etcd request (`op` names it in errors) with [`ETCD_TIMEOUT`], counted in
+/// [`ETCD_REQUESTS`].
+pub(crate) async fn etcd<T>(
     op: &'static str,
     f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, FleetError> {
+    ETCD_REQUESTS.fetch_add(1, Relaxed);
     match tokio::time::timeout(ETCD_TIMEOUT, f).await {
         Ok(r) => r.map_err(|source| FleetError::Etcd { op, source }),
         Err(_) => Err(FleetError::Timeout { op }),
@@ -429,6 +436,7 @@ async fn keepalive_task(inner: Arc<Inner>) {
         };
         loop {
             let started = Instant::now();
+            ETCD_REQUESTS.fetch_add(1, Relaxed);
             if let Err(e) = keeper.keep_alive().await {
                 tracing::warn!("fleet: lease keepalive: {e}");
                 if !pause(&mut stop, Duration::from_secs(1)).await {
@@ -498,5 +506,21 @@ async fn reregister(inner: &Inner, stop: &mut watch::Receiver<bool>) -> bool {
         if !pause(stop, Duration::from_secs(2)).await {
             return false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_request_through_etcd_is_counted_failed_ones_too() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        // Process-wide: other tests may add to it at the same time, never take away.
+        let before = ETCD_REQUESTS.load(Relaxed);
+        assert_eq!(rt.block_on(etcd("ok", async { Ok::<_, etcd_client::Error>(7) })).unwrap(), 7);
+        let e = rt.block_on(etcd("bad", async { Err::<(), _>(etcd_client::Error::InvalidArgs("x".into())) }));
+        assert!(matches!(e, Err(FleetError::Etcd { op: "bad", .. })), "{e:?}");
+        assert!(ETCD_REQUESTS.load(Relaxed) >= before + 2);
     }
 }

@@ -48,8 +48,10 @@ impl EtcdRules {
         format!("{}rules/{rule}/{account}", self.prefix)
     }
 
-    /// Runs `f` on the client's runtime with the decision deadline.
+    /// Runs one etcd request `f` on the client's runtime with the decision deadline, counted in
+    /// [`super::ETCD_REQUESTS`].
     fn decide<T>(&self, f: impl std::future::Future<Output = Result<T, etcd_client::Error>>) -> Result<T, RulesError> {
+        super::ETCD_REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.rt.block_on(async {
             match tokio::time::timeout(DECIDE_TIMEOUT, f).await {
                 Ok(Ok(v)) => Ok(v),
@@ -271,7 +273,10 @@ pub(crate) mod tests {
         let mut etcd = Etcd::start();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let node = rules(&rt, &etcd.url);
+        let before = crate::fleet::ETCD_REQUESTS.load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(node.admit_simple("a", Utc::now(), Duration::from_secs(60)).unwrap(), None);
+        // A first admission is a read and a transaction, each counted (other tests may add).
+        assert!(crate::fleet::ETCD_REQUESTS.load(std::sync::atomic::Ordering::Relaxed) >= before + 2);
         etcd.kill();
         let t = std::time::Instant::now();
         let e = node.admit_simple("b", Utc::now(), Duration::from_secs(60)).unwrap_err();
