@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::appliance::{call, free_port, wait_replayed, Appliance, Resp};
+use common::appliance::{call, free_port, send_signal, wait_replayed, Appliance, Resp};
 use common::fleet::*;
 use common::*;
 use pcapd::config::{FleetConfig, NodeConfig};
@@ -41,6 +41,31 @@ fn three_nodes_register_and_see_each_other() {
         });
         let latency = metric(&a.base, "pcapd_fleet_etcd_latency_seconds").expect("etcd latency metric");
         assert!(latency > 0.0 && latency < 5.0, "{latency}");
+        // At least the lease grant, the registration and the member lists.
+        let requests = metric(&a.base, "pcapd_fleet_etcd_requests_total").expect("etcd request counter");
+        assert!(requests >= 3.0, "{requests}");
+    }
+    // Each node measures its clock offset to both peers as soon as it sees them (then every
+    // 10 s): one clock on this machine, so well within a second.
+    for (a, (name, _)) in nodes.iter().zip(colos) {
+        let peers: Vec<&str> = colos.iter().map(|(n, _)| *n).filter(|n| *n != name).collect();
+        let offset = |peer: &str| metric(&a.base, &format!("pcapd_fleet_clock_offset_seconds{{node=\"{peer}\"}}"));
+        wait_for(Duration::from_secs(5), &format!("{name}: clock offsets to {peers:?}"), || {
+            peers.iter().all(|p| offset(p).is_some())
+        });
+        for p in &peers {
+            let o = offset(p).unwrap();
+            assert!(o.abs() < 1.0, "{name} to {p}: offset {o} s");
+            let rtt = metric(&a.base, &format!("pcapd_fleet_clock_rtt_seconds{{node=\"{p}\"}}")).unwrap();
+            assert!(rtt > 0.0 && rtt < 2.0, "{name} to {p}: round trip {rtt} s");
+            println!("{name} to {p}: clock offset {:.3} ms, round trip {:.3} ms", o * 1e3, rtt * 1e3);
+        }
+        let max = metric(&a.base, "pcapd_fleet_clock_offset_max_seconds").expect("max offset");
+        assert!((0.0..1.0).contains(&max), "{name}: {max}");
+        assert!(
+            metric(&a.base, &format!("pcapd_fleet_clock_offset_seconds{{node=\"{name}\"}}")).is_none(),
+            "not itself"
+        );
     }
     // etcd itself holds the three records, each with the URL and pid of its node.
     let mut records = etcd.nodes();
@@ -48,7 +73,7 @@ fn three_nodes_register_and_see_each_other() {
     assert_eq!(records.len(), 3, "{records:?}");
     for (r, a) in records.iter().zip(&nodes) {
         assert_eq!(r["advertise"], a.base, "{r}");
-        assert_eq!(r["pid"], a.child.as_ref().unwrap().id(), "{r}");
+        assert_eq!(r["pid"], a.pid(), "{r}");
     }
 
     // SIGKILL: no clean leave; the lease expires and the others stop listing it.
@@ -187,7 +212,7 @@ fn a_node_name_in_use_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let lock = dpdk_lock();
     let first = start_node(dir.path(), "n1", &["ord01"], &etcd, &lock);
-    let pid = first.child.as_ref().unwrap().id();
+    let pid = first.pid();
 
     // Another appliance (own data dir, port, DPDK prefix) with the same [node] name.
     let (config, _, _) = node_config(&dir.path().join("second"), "n1", &["ord02"], &etcd.endpoints);
@@ -348,106 +373,113 @@ fn expected_records(nodes: &[(&str, Vec<Pkt>)], limit: usize) -> (Vec<u8>, Vec<S
     (b, from)
 }
 
-/// Issue 13: a simple capture sent to one node holds the earliest `packet_limit` samples of the
-/// whole fleet; a node that is down is skipped and named, the capture still succeeds.
-#[test]
-fn a_simple_capture_merges_every_nodes_samples() {
-    use common::appliance::{bearer, ACCOUNT, TOKEN};
-    let etcd = Etcd::start(3);
-    let dir = tempfile::tempdir().unwrap();
-    // Three distinct inputs: the fixture's packets dealt round-robin.
+/// Three nodes n1, n2, n3 in colo ord01, each replaying a distinct third of the fixture (its
+/// packets dealt round-robin) once; returns them once each has received all of its part and all
+/// three see each other, with the whole fixture.
+fn start_split_nodes(dir: &Path, etcd: &Etcd, lock: &DpdkLock) -> (Vec<Appliance>, Vec<Pkt>) {
     let all = read_pcap(&fixture("frames.pcap"));
-    let names = ["n1", "n2", "n3"];
-    let lock = dpdk_lock();
     let mut nodes: Vec<Appliance> = Vec::new();
-    for (k, name) in names.iter().enumerate() {
+    for (k, name) in NAMES.iter().enumerate() {
         let part: Vec<Pkt> = all.iter().skip(k).step_by(3).cloned().collect();
-        let input = dir.path().join(format!("input-{name}.pcap"));
+        let input = dir.join(format!("input-{name}.pcap"));
         write_pcap_file(&input, &part);
-        let (config, data, port) = node_config(dir.path(), name, &["ord01"], &etcd.endpoints);
+        let (config, data, port) = node_config(dir, name, &["ord01"], &etcd.endpoints);
         let text = std::fs::read_to_string(&config).unwrap();
         let from = format!("rx_pcap={}", fixture("frames.pcap").display());
         assert!(text.contains(&from), "{text}");
         std::fs::write(&config, text.replace(&from, &format!("rx_pcap={}", input.display()))).unwrap();
-        let a = Appliance::start_config_held(config, &data, port, &lock);
+        let a = Appliance::start_config_held(config, &data, port, lock);
         wait_replayed(&a, part.len());
         nodes.push(a);
     }
     for a in &nodes {
         wait_for(Duration::from_secs(5), "3 live nodes", || metric(&a.base, "pcapd_fleet_live_nodes") == Some(3.0));
     }
+    (nodes, all)
+}
+
+const NAMES: [&str; 3] = ["n1", "n2", "n3"];
+
+/// POSTs a simple capture of `limit` packets (the last 300 s) to `base` and waits (up to 30 s)
+/// until it is neither pending nor converting; returns its last `result`.
+fn simple_capture(base: &str, limit: usize) -> serde_json::Value {
+    use common::appliance::{bearer, ACCOUNT, TOKEN};
     let auth = bearer(TOKEN);
-    let capture = |base: &str, limit: usize| -> serde_json::Value {
-        let body = serde_json::json!({"system":"magic-transit","type":"simple","time_limit":300,"packet_limit":limit});
-        let r = call(
-            "POST",
-            &format!("{base}/client/v4/accounts/{ACCOUNT}/pcaps"),
-            &[("Authorization", &auth), ("Content-Type", "application/json")],
-            Some(body.to_string().as_bytes()),
-        );
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        let id = r.json()["result"]["id"].as_str().unwrap().to_string();
-        let mut last = serde_json::Value::Null;
-        wait_for(Duration::from_secs(30), "the capture finishes", || {
-            let r = call(
-                "GET",
-                &format!("{base}/client/v4/accounts/{ACCOUNT}/pcaps/{id}"),
-                &[("Authorization", &auth)],
-                None,
-            );
-            last = r.json()["result"].clone();
-            last["status"] != "pending" && last["status"] != "conversion_running"
-        });
-        last
-    };
-    let download = |base: &str, id: &str| -> Vec<u8> {
-        let r = call(
-            "GET",
-            &format!("{base}/client/v4/accounts/{ACCOUNT}/pcaps/{id}/download"),
-            &[("Authorization", &auth)],
-            None,
-        );
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        r.body
-    };
-    let check = |got: &[u8], want: &[u8], count: usize| {
-        assert!(got.len() >= 24, "no pcap header");
-        assert_eq!(&got[0..4], &0xa1b23c4du32.to_le_bytes(), "nanosecond pcap");
-        assert_eq!(read_pcap_bytes_count(got), count);
-        assert!(
-            got[24..] == *want,
-            "records differ from the oracle's merge ({} vs {} bytes)",
-            got.len() - 24,
-            want.len()
-        );
-    };
+    let body = serde_json::json!({"system":"magic-transit","type":"simple","time_limit":300,"packet_limit":limit});
+    let r = call(
+        "POST",
+        &format!("{base}/client/v4/accounts/{ACCOUNT}/pcaps"),
+        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        Some(body.to_string().as_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let id = r.json()["result"]["id"].as_str().unwrap().to_string();
+    let mut last = serde_json::Value::Null;
+    wait_for(Duration::from_secs(30), "the capture finishes", || {
+        let r =
+            call("GET", &format!("{base}/client/v4/accounts/{ACCOUNT}/pcaps/{id}"), &[("Authorization", &auth)], None);
+        last = r.json()["result"].clone();
+        last["status"] != "pending" && last["status"] != "conversion_running"
+    });
+    last
+}
+
+/// The bytes of a finished simple capture, downloaded from `base`.
+fn download(base: &str, id: &str) -> Vec<u8> {
+    use common::appliance::{bearer, ACCOUNT, TOKEN};
+    let r = call(
+        "GET",
+        &format!("{base}/client/v4/accounts/{ACCOUNT}/pcaps/{id}/download"),
+        &[("Authorization", &bearer(TOKEN))],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.body
+}
+
+/// A downloaded capture is a nanosecond pcap of `count` records whose bytes are `want`.
+fn check_download(got: &[u8], want: &[u8], count: usize) {
+    assert!(got.len() >= 24, "no pcap header");
+    assert_eq!(&got[0..4], &0xa1b23c4du32.to_le_bytes(), "nanosecond pcap");
+    assert_eq!(read_pcap_bytes_count(got), count);
+    assert!(got[24..] == *want, "records differ from the oracle's merge ({} vs {} bytes)", got.len() - 24, want.len());
+}
+
+/// Issue 13: a simple capture sent to one node holds the earliest `packet_limit` samples of the
+/// whole fleet; a node that is down is skipped and named, the capture still succeeds.
+#[test]
+fn a_simple_capture_merges_every_nodes_samples() {
+    let etcd = Etcd::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dpdk_lock();
+    let (mut nodes, all) = start_split_nodes(dir.path(), &etcd, &lock);
 
     // More than any two nodes hold, fewer than all three: every node contributes, some are cut.
     let total = all.len();
     let limit = total - (total / 3) / 2;
     for lim in [limit, 10] {
-        let c = capture(&nodes[0].base, lim);
+        let c = simple_capture(&nodes[0].base, lim);
         assert_eq!(c["status"], "success", "{c}");
         assert!(c.get("error_message").is_none(), "every node answered: {c}");
         assert_eq!(c["packets_captured"], lim, "{c}");
         let got = download(&nodes[0].base, c["id"].as_str().unwrap());
         // After the capture every node has flushed what it sampled.
         let stored: Vec<(&str, Vec<Pkt>)> =
-            names.iter().zip(&nodes).map(|(n, a)| (*n, stored_samples(&a.data))).collect();
+            NAMES.iter().zip(&nodes).map(|(n, a)| (*n, stored_samples(&a.data))).collect();
         for ((n, s), k) in stored.iter().zip(0..) {
             assert_eq!(s.len(), all.iter().skip(k).step_by(3).count(), "{n} sampled all of its input");
         }
         let (want, from) = expected_records(&stored, lim);
         if lim == limit {
-            assert_eq!(from, names, "the oracle's first {lim} come from every node");
+            assert_eq!(from, NAMES, "the oracle's first {lim} come from every node");
         }
-        check(&got, &want, lim);
+        check_download(&got, &want, lim);
     }
 
     // n3 dies (SIGKILL): it is still listed until its lease expires, and cannot answer.
-    let stored: Vec<(&str, Vec<Pkt>)> = names.iter().zip(&nodes).map(|(n, a)| (*n, stored_samples(&a.data))).collect();
+    let stored: Vec<(&str, Vec<Pkt>)> = NAMES.iter().zip(&nodes).map(|(n, a)| (*n, stored_samples(&a.data))).collect();
     nodes[2].kill();
-    let c = capture(&nodes[1].base, limit);
+    let c = simple_capture(&nodes[1].base, limit);
     assert_eq!(c["status"], "success", "{c}");
     let note = c["error_message"].as_str().unwrap_or_default();
     assert!(note.contains("n3 ("), "names the dead node: {c}");
@@ -457,7 +489,63 @@ fn a_simple_capture_merges_every_nodes_samples() {
     let count = stored[0].1.len() + stored[1].1.len();
     assert!(count < limit);
     assert_eq!(c["packets_captured"], count, "{c}");
-    check(&download(&nodes[1].base, c["id"].as_str().unwrap()), &want, count);
+    check_download(&download(&nodes[1].base, c["id"].as_str().unwrap()), &want, count);
+    drop(nodes);
+    drop(lock);
+}
+
+/// SIGCONTs a SIGSTOPped process when dropped, also when the test fails, so that its clean-up
+/// (SIGTERM, then wait) works.
+struct Stopped(u32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Stopped {
+        send_signal(pid, "STOP");
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        send_signal(self.0, "CONT");
+    }
+}
+
+/// Issue 13: a node that hangs (alive, registered, its port accepting connections, but never
+/// answering) must not hang a simple capture: the gather gives up on it after ANSWER_TIMEOUT
+/// (5 s, src/fleet/gather.rs), names it, and the capture holds the other nodes' samples.
+#[test]
+fn a_hung_node_is_skipped_by_name_within_the_answer_timeout() {
+    let etcd = Etcd::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dpdk_lock();
+    let (nodes, all) = start_split_nodes(dir.path(), &etcd, &lock);
+
+    // Declared after `nodes`: dropped (SIGCONT) before them.
+    let hung = Stopped::stop(nodes[2].pid());
+    let started = Instant::now();
+    let c = simple_capture(&nodes[0].base, all.len());
+    let took = started.elapsed();
+    println!("a simple capture with a hung node took {took:?}: {c}");
+    assert_eq!(c["status"], "success", "{c}");
+    let note = c["error_message"].as_str().unwrap_or_default();
+    assert!(note.contains("n3 ("), "names the hung node: {c}");
+    assert!(!note.contains("n1 (") && !note.contains("n2 ("), "{c}");
+    // Bounded: the answer timeout and a margin for the conversion and the polling, no hang. And
+    // not shorter than the timeout: n3 really was waited for (not refused at once).
+    assert!(took < Duration::from_secs(12), "the capture took {took:?}");
+    assert!(took >= pcapd::fleet::gather::ANSWER_TIMEOUT, "n3 did not hang: {took:?}");
+
+    // n1 and n2 flushed their stores to answer: their samples as stored, merged independently.
+    let stored: Vec<(&str, Vec<Pkt>)> =
+        NAMES.iter().zip(&nodes).take(2).map(|(n, a)| (*n, stored_samples(&a.data))).collect();
+    let count = stored[0].1.len() + stored[1].1.len();
+    assert!(count > 0 && count < all.len());
+    assert_eq!(c["packets_captured"], count, "{c}");
+    let (want, from) = expected_records(&stored, all.len());
+    assert_eq!(from, ["n1", "n2"]);
+    check_download(&download(&nodes[0].base, c["id"].as_str().unwrap()), &want, count);
+    drop(hung);
     drop(nodes);
     drop(lock);
 }

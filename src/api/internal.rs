@@ -24,7 +24,7 @@ use crate::fleet::{self, Fleet};
 /// The internal routes (merged into the API router when `state.fleet` is set).
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
-        .route("/internal/v1/node", get(node))
+        .route(fleet::clock::NODE_PATH, get(node))
         .route(fleet::gather::SAMPLES_PATH, post(samples))
         .route(fleet::full::PARTS_PATH, post(part_start))
         .route(fleet::full::STOP_PATH, post(part_stop))

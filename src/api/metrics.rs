@@ -57,6 +57,21 @@ fn line(out: &mut String, name: &str, labels: &str, v: impl std::fmt::Display) {
     }
 }
 
+/// A label value in the exposition format: `\\`, `"` and newlines escaped (for values from
+/// configs and etcd, such as node names).
+fn label_value(v: &str) -> String {
+    let mut o = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => o.push_str("\\\\"),
+            '"' => o.push_str("\\\""),
+            '\n' => o.push_str("\\n"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
 fn help(out: &mut String, name: &str, kind: &str, text: &str) {
     let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} {kind}");
 }
@@ -248,7 +263,8 @@ pub fn render_uploads(
     line(o, "pcapd_captures_full_running", "", running.len());
 }
 
-/// Fleet figures (`[fleet]` only): live members and the last etcd round trip.
+/// Fleet figures (`[fleet]` only): live members, the last etcd round trip, and the clock
+/// offset to each peer.
 pub fn render_fleet(o: &mut String, f: &crate::fleet::FleetStats) {
     help(
         o,
@@ -271,6 +287,34 @@ pub fn render_fleet(o: &mut String, f: &crate::fleet::FleetStats) {
         "Times this node's lease expired (etcd unreachable longer than its TTL) and it registered again.",
     );
     line(o, "pcapd_fleet_reregistrations_total", "", f.reregistrations.load(Relaxed));
+    help(
+        o,
+        "pcapd_fleet_etcd_requests_total",
+        "counter",
+        "etcd requests this process made (membership, lease keepalives, rule decisions, records).",
+    );
+    line(o, "pcapd_fleet_etcd_requests_total", "", crate::fleet::ETCD_REQUESTS.load(Relaxed));
+    let clocks = f.clock_offsets.lock().map(|c| c.clone()).unwrap_or_default();
+    help(
+        o,
+        "pcapd_fleet_clock_offset_seconds",
+        "gauge",
+        "The peer's clock minus this node's, measured every 10 s over a signed call (error at most half its round trip).",
+    );
+    for c in &clocks {
+        line(o, "pcapd_fleet_clock_offset_seconds", &format!("node=\"{}\"", label_value(&c.node)), c.offset_secs);
+    }
+    help(o, "pcapd_fleet_clock_rtt_seconds", "gauge", "The round trip of the call that measured the peer's offset.");
+    for c in &clocks {
+        line(o, "pcapd_fleet_clock_rtt_seconds", &format!("node=\"{}\"", label_value(&c.node)), c.rtt_secs);
+    }
+    help(
+        o,
+        "pcapd_fleet_clock_offset_max_seconds",
+        "gauge",
+        "The largest absolute clock offset to a live peer (0 without peers); nodes need NTP.",
+    );
+    line(o, "pcapd_fleet_clock_offset_max_seconds", "", crate::fleet::clock::max_abs_offset_secs(&clocks));
 }
 
 #[cfg(test)]
@@ -296,5 +340,27 @@ mod tests {
             shown.contains("pcapd_capture_matched_total{pcap_id=\"0123456789abcdef0123456789abcdef\"} 7\n"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn fleet_clock_offsets_per_peer_and_the_largest() {
+        use crate::fleet::clock::PeerClock;
+        let f = crate::fleet::FleetStats::default();
+        let mut o = String::new();
+        render_fleet(&mut o, &f);
+        assert!(o.contains("pcapd_fleet_clock_offset_max_seconds 0\n"), "{o}");
+        assert!(o.contains("# TYPE pcapd_fleet_etcd_requests_total counter\npcapd_fleet_etcd_requests_total "), "{o}");
+        assert!(!o.contains("pcapd_fleet_clock_offset_seconds{"), "{o}");
+        *f.clock_offsets.lock().unwrap() = vec![
+            PeerClock { node: "n2".into(), offset_secs: 0.25, rtt_secs: 0.002 },
+            PeerClock { node: "n\"3\\\n".into(), offset_secs: -1.5, rtt_secs: 0.004 },
+        ];
+        let mut o = String::new();
+        render_fleet(&mut o, &f);
+        assert!(o.contains("pcapd_fleet_clock_offset_seconds{node=\"n2\"} 0.25\n"), "{o}");
+        assert!(o.contains("pcapd_fleet_clock_offset_seconds{node=\"n\\\"3\\\\\\n\"} -1.5\n"), "{o}");
+        assert!(o.contains("pcapd_fleet_clock_rtt_seconds{node=\"n2\"} 0.002\n"), "{o}");
+        assert!(o.contains("pcapd_fleet_clock_offset_max_seconds 1.5\n"), "{o}");
+        assert_eq!(label_value("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
     }
 }

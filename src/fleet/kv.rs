@@ -34,7 +34,7 @@ pub fn never_sent(e: &etcd_client::Error) -> bool {
 }
 
 /// Sends the request `f` makes until it is answered, fails for another reason, or `limit`
-/// passes.
+/// passes; each attempt is counted in [`super::ETCD_REQUESTS`].
 pub async fn send<T, F, Fut>(limit: Duration, mut f: F) -> Result<T, KvError>
 where
     F: FnMut() -> Fut,
@@ -43,6 +43,7 @@ where
     let deadline = Instant::now() + limit;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
+        super::ETCD_REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match tokio::time::timeout(left, f()).await {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) if never_sent(&e) && Instant::now() + RESEND_PAUSE < deadline => {

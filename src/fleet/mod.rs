@@ -8,7 +8,8 @@
 //! Security Onion) then keep the lease alive and refresh the member list once a second; both
 //! record the etcd round trip. A lease that expired anyway (etcd unreachable for longer than the
 //! TTL) is replaced and the key re-created. [`Fleet::leave`] stops the tasks and revokes the
-//! lease, which deletes the key at once.
+//! lease, which deletes the key at once. A third task measures the clock offset to each peer
+//! ([`clock`]).
 //!
 //! Invariants: the key always names this node's current lease; [`Fleet::live_nodes`] is the last
 //! successful refresh (it keeps the previous list while etcd is unreachable).
@@ -27,6 +28,7 @@ use tokio::task::JoinHandle;
 use crate::config::{ConfigError, FleetConfig, HttpEndpoint, NodeConfig};
 
 pub mod auth;
+pub mod clock;
 pub mod full;
 pub mod gather;
 pub mod kv;
@@ -103,6 +105,8 @@ pub struct FleetStats {
     pub etcd_latency_us: AtomicU64,
     /// Times the lease expired anyway and the registration was re-created.
     pub reregistrations: AtomicU64,
+    /// The last measured clock offset to each live peer, sorted by node ([`clock`]).
+    pub clock_offsets: Mutex<Vec<clock::PeerClock>>,
 }
 
 /// A member of the fleet. Cheap to clone; every clone is the same membership.
@@ -139,11 +143,18 @@ fn rfc3339_ms(ms: u64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-/// Runs one etcd request with [`ETCD_TIMEOUT`].
-async fn etcd<T>(
+/// etcd requests this process has made (/metrics `pcapd_fleet_etcd_requests_total`): every call
+/// through [`etcd`], every rule decision (`rules.rs`), every lease keepalive. New code that talks
+/// to etcd goes through [`etcd`], which counts.
+pub static ETCD_REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+/// Runs one etcd request (`op` names it in errors) with [`ETCD_TIMEOUT`], counted in
+/// [`ETCD_REQUESTS`].
+pub(crate) async fn etcd<T>(
     op: &'static str,
     f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, FleetError> {
+    ETCD_REQUESTS.fetch_add(1, Relaxed);
     match tokio::time::timeout(ETCD_TIMEOUT, f).await {
         Ok(r) => r.map_err(|source| FleetError::Etcd { op, source }),
         Err(_) => Err(FleetError::Timeout { op }),
@@ -215,6 +226,7 @@ impl Fleet {
         let tasks = vec![
             tokio::spawn(keepalive_task(Arc::clone(&fleet.inner))),
             tokio::spawn(refresh_task(Arc::clone(&fleet.inner))),
+            tokio::spawn(clock::clock_task(fleet.clone())),
         ];
         if let Ok(mut t) = fleet.inner.tasks.lock() {
             t.extend(tasks);
@@ -305,7 +317,7 @@ impl Fleet {
         req.send().await.map_err(|source| FleetError::Call { node: node.name.clone(), url, source })
     }
 
-    /// Leaves the fleet: stops the keepalive and refresh tasks and revokes the lease (the
+    /// Leaves the fleet: stops the keepalive, refresh and clock tasks and revokes the lease (the
     /// registration disappears at once). Safe to call twice.
     pub async fn leave(&self) {
         let _ = self.inner.stop.send(true);
@@ -427,6 +439,7 @@ async fn keepalive_task(inner: Arc<Inner>) {
         };
         loop {
             let started = Instant::now();
+            ETCD_REQUESTS.fetch_add(1, Relaxed);
             if let Err(e) = keeper.keep_alive().await {
                 tracing::warn!("fleet: lease keepalive: {e}");
                 if !pause(&mut stop, Duration::from_secs(1)).await {
@@ -496,5 +509,21 @@ async fn reregister(inner: &Inner, stop: &mut watch::Receiver<bool>) -> bool {
         if !pause(stop, Duration::from_secs(2)).await {
             return false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_request_through_etcd_is_counted_failed_ones_too() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        // Process-wide: other tests may add to it at the same time, never take away.
+        let before = ETCD_REQUESTS.load(Relaxed);
+        assert_eq!(rt.block_on(etcd("ok", async { Ok::<_, etcd_client::Error>(7) })).unwrap(), 7);
+        let e = rt.block_on(etcd("bad", async { Err::<(), _>(etcd_client::Error::InvalidArgs("x".into())) }));
+        assert!(matches!(e, Err(FleetError::Etcd { op: "bad", .. })), "{e:?}");
+        assert!(ETCD_REQUESTS.load(Relaxed) >= before + 2);
     }
 }

@@ -280,7 +280,10 @@ pub(crate) mod tests {
         let mut etcd = Etcd::start();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let node = rules(&rt, &etcd.url);
+        let before = crate::fleet::ETCD_REQUESTS.load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(node.admit_simple("a", Utc::now(), Duration::from_secs(60)).unwrap(), None);
+        // A first admission is a read and a transaction, each counted (other tests may add).
+        assert!(crate::fleet::ETCD_REQUESTS.load(std::sync::atomic::Ordering::Relaxed) >= before + 2);
         etcd.kill();
         let t = std::time::Instant::now();
         let e = node.admit_simple("b", Utc::now(), Duration::from_secs(60)).unwrap_err();

@@ -196,6 +196,11 @@ impl Appliance {
         self.base.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
     }
 
+    /// The pid of the running `pcapd run`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// SIGKILL: the appliance dies without any clean-up.
     pub fn kill(&mut self) {
         let mut child = self.child.take().expect("running");
