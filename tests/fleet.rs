@@ -114,16 +114,25 @@ fn internal_calls_need_the_fleet_secret() {
     assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
     assert!(r.error().contains("wrong signature"), "{}", r.error());
     // Signed for another path or method: refused.
-    let t = now_secs();
-    let sig = openssl_sign(SECRET, "GET", "/internal/v1/other", t);
-    let ts = t.to_string();
-    let r = call(
-        "GET",
-        &format!("{}{path}", a.base),
-        &[("x-pcapd-node", "x"), ("x-pcapd-time", &ts), ("x-pcapd-signature", &sig)],
-        None,
-    );
-    assert_eq!(r.status, 403);
+    let other_path = signed_headers(SECRET, "GET", "/internal/v1/other", now_secs(), b"");
+    assert_eq!(call_with("GET", &format!("{}{path}", a.base), &other_path, None).status, 403);
+    // Regression: the signature did not cover the body, nor stop a second use. A signed
+    // request sent again is refused; so is its signature on another body.
+    let url = format!("{}{path}", a.base);
+    let once = signed_headers(SECRET, "GET", path, now_secs(), b"");
+    assert_eq!(call_with("GET", &url, &once, None).status, 200);
+    let again = call_with("GET", &url, &once, None);
+    assert_eq!(again.status, 403, "{}", again.error());
+    assert!(again.error().contains("already received once"), "{}", again.error());
+    let samples = "/internal/v1/samples";
+    let body = br#"{"start_ns":0,"end_ns":1,"filter_v1":{},"limit":1}"#;
+    let h = signed_headers(SECRET, "POST", samples, now_secs(), body);
+    let swapped = br#"{"start_ns":0,"end_ns":1,"filter_v1":{},"limit":9}"#;
+    let r = call_with("POST", &format!("{}{samples}", a.base), &h, Some(swapped));
+    assert_eq!(r.status, 403, "{}", r.error());
+    assert!(r.error().contains("wrong signature"), "{}", r.error());
+    let h = signed_headers(SECRET, "POST", samples, now_secs(), body);
+    assert_eq!(call_with("POST", &format!("{}{samples}", a.base), &h, Some(body)).status, 200);
 
     // Correctly signed, but outside the 30 s replay window (either side).
     for skew in [-90, 90] {

@@ -41,16 +41,28 @@ pub(crate) fn fleet(s: &AppState) -> Result<&Fleet, ApiError> {
     s.fleet.as_ref().ok_or_else(|| ApiError::internal("not in fleet mode"))
 }
 
-/// Middleware on the whole router: requests under `/internal` must be signed by a fleet node.
+/// Longest body of a node-to-node request (they are small JSON documents).
+const MAX_INTERNAL_BODY: usize = 1 << 20;
+
+/// Middleware on the whole router: requests under `/internal` must be signed by a fleet node,
+/// body included, and are accepted once.
 pub(crate) async fn require_node_signature(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let Some(f) = s.fleet.as_ref().filter(|_| is_internal(req.uri().path())) else {
         return next.run(req).await;
     };
-    let path = req.uri().path_and_query().map_or_else(|| req.uri().path(), |pq| pq.as_str());
-    match fleet::auth::verify(f.secret(), req.method().as_str(), path, req.headers(), fleet::unix_secs()) {
-        Ok(_caller) => next.run(req).await,
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_string(), |pq| pq.as_str().to_string());
+    let body = match axum::body::to_bytes(body, MAX_INTERNAL_BODY).await {
+        Ok(b) => b,
+        Err(e) => return ApiError::invalid(format!("body: {e}")).into_response(),
+    };
+    let now = fleet::unix_secs();
+    let checked = fleet::auth::verify(f.secret(), parts.method.as_str(), &path, &parts.headers, &body, now)
+        .and_then(|signed| f.nonces().first_use(&signed.nonce, signed.time, now));
+    match checked {
+        Ok(()) => next.run(Request::from_parts(parts, axum::body::Body::from(body))).await,
         Err(e) => {
-            tracing::warn!("{} {path}: {e}", req.method());
+            tracing::warn!("{} {path}: {e}", parts.method);
             ApiError::auth(e.status(), &e.to_string()).into_response()
         }
     }

@@ -63,7 +63,8 @@ async fn measure(fleet: Fleet, node: NodeInfo) -> Result<(f64, f64), String> {
 
 /// Calls `node`'s clock route once: (offset, round trip) in ms, or why not.
 async fn measure_once(fleet: &Fleet, node: &NodeInfo) -> Result<(f64, f64), String> {
-    let req = fleet.request(node, reqwest::Method::GET, NODE_PATH).map_err(|e| e.to_string())?.timeout(CALL_TIMEOUT);
+    let req =
+        fleet.request(node, reqwest::Method::GET, NODE_PATH, None).map_err(|e| e.to_string())?.timeout(CALL_TIMEOUT);
     let call = async {
         let t_send_ms = wall_ms();
         let started = Instant::now();

@@ -69,11 +69,9 @@ impl FleetPeers {
 /// One node's part, or why there is none.
 async fn ask(fleet: Fleet, node: super::NodeInfo, body: Vec<u8>) -> Result<Vec<Sample>, String> {
     let req = fleet
-        .request(&node, reqwest::Method::POST, SAMPLES_PATH)
+        .request(&node, reqwest::Method::POST, SAMPLES_PATH, Some(body))
         .map_err(|e| e.to_string())?
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .timeout(ANSWER_TIMEOUT)
-        .body(body);
+        .timeout(ANSWER_TIMEOUT);
     let answer = async {
         let resp = req.send().await.map_err(|e| format!("{}: {e}", node.advertise))?;
         let status = resp.status();

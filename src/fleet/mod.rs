@@ -121,6 +121,7 @@ struct Inner {
     key: String,
     lease: AtomicI64,
     secret: FleetSecret,
+    nonces: auth::Nonces,
     members: RwLock<Arc<Vec<NodeInfo>>>,
     stats: FleetStats,
     http: reqwest::Client,
@@ -215,6 +216,7 @@ impl Fleet {
                 key,
                 lease: AtomicI64::new(lease.id()),
                 secret,
+                nonces: auth::Nonces::default(),
                 members: RwLock::new(Arc::new(Vec::new())),
                 stats: FleetStats::default(),
                 http,
@@ -277,27 +279,41 @@ impl Fleet {
     }
 
     /// A request to `node` signed with the fleet secret, to the node's advertised URL + `path`
-    /// (which starts with `/` and may carry a query; it is signed as given). Add a body, a
-    /// timeout, then `send()` it; for the common case use [`Fleet::call`].
+    /// (which starts with `/` and may carry a query; it is signed as given), with `body` (JSON)
+    /// when given: the signature covers it. Add a timeout, then `send()` it; for the common case
+    /// use [`Fleet::call`].
     pub fn request(
         &self,
         node: &NodeInfo,
         method: reqwest::Method,
         path: &str,
+        body: Option<Vec<u8>>,
     ) -> Result<reqwest::RequestBuilder, FleetError> {
         if !path.starts_with('/') {
             return Err(FleetError::BadPath { node: node.name.clone(), path: path.to_string() });
         }
         let now = unix_secs();
-        let signature = auth::sign(&self.inner.secret, method.as_str(), path, now);
+        let nonce = auth::new_nonce();
+        let body = body.unwrap_or_default();
+        let signature = auth::sign(&self.inner.secret, method.as_str(), path, now, &nonce, &body);
         let url = format!("{}{path}", node.advertise.trim_end_matches('/'));
-        Ok(self
+        let mut req = self
             .inner
             .http
             .request(method, url)
             .header(auth::NODE_HEADER, &self.inner.me.name)
             .header(auth::TIME_HEADER, now.to_string())
-            .header(auth::SIGNATURE_HEADER, signature))
+            .header(auth::NONCE_HEADER, nonce)
+            .header(auth::SIGNATURE_HEADER, signature);
+        if !body.is_empty() {
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+        }
+        Ok(req)
+    }
+
+    /// The nonces of node-to-node calls this node accepted lately (each is accepted once).
+    pub fn nonces(&self) -> &auth::Nonces {
+        &self.inner.nonces
     }
 
     /// Calls `method path` on `node` (signed), with a JSON `body` when given; any HTTP status is
@@ -309,10 +325,7 @@ impl Fleet {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<reqwest::Response, FleetError> {
-        let mut req = self.request(node, method, path)?;
-        if let Some(b) = body {
-            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b);
-        }
+        let req = self.request(node, method, path, body)?;
         let url = format!("{}{path}", node.advertise);
         req.send().await.map_err(|source| FleetError::Call { node: node.name.clone(), url, source })
     }

@@ -149,28 +149,58 @@ pub fn now_secs() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
-/// HMAC-SHA256 of `METHOD\nPATH\nTIME` under `secret`, computed by openssl.
-pub fn openssl_sign(secret: &str, method: &str, path: &str, time: i64) -> String {
+/// `openssl dgst` over `input` with `args`: the lowercase hex digest.
+fn openssl_dgst(args: &[&str], input: &[u8]) -> String {
     let mut child = Command::new("openssl")
-        .args(["dgst", "-sha256", "-hmac", secret])
+        .arg("dgst")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("run openssl");
-    child.stdin.take().unwrap().write_all(format!("{method}\n{path}\n{time}").as_bytes()).unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     text.trim().rsplit("= ").next().unwrap().to_string()
 }
 
+/// HMAC-SHA256 of `METHOD\nPATH\nTIME\nNONCE\nSHA256(BODY)` under `secret`, computed by openssl.
+pub fn openssl_sign(secret: &str, method: &str, path: &str, time: i64, nonce: &str, body: &[u8]) -> String {
+    let digest = openssl_dgst(&["-sha256"], body);
+    openssl_dgst(&["-sha256", "-hmac", secret], format!("{method}\n{path}\n{time}\n{nonce}\n{digest}").as_bytes())
+}
+
+/// A nonce no other call of this process uses.
+pub fn nonce() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    format!("{t:016x}{n:016x}")
+}
+
+/// The signature headers of a call signed with `secret` at `time`.
+pub fn signed_headers(secret: &str, method: &str, path: &str, time: i64, body: &[u8]) -> Vec<(String, String)> {
+    let n = nonce();
+    let sig = openssl_sign(secret, method, path, time, &n, body);
+    vec![
+        ("x-pcapd-node".into(), "test".into()),
+        ("x-pcapd-time".into(), time.to_string()),
+        ("x-pcapd-nonce".into(), n),
+        ("x-pcapd-signature".into(), sig),
+    ]
+}
+
+/// `method path` on `base` with `headers`.
+pub fn call_with(method: &str, url: &str, headers: &[(String, String)], body: Option<&[u8]>) -> Resp {
+    let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    call(method, url, &h, body)
+}
+
 /// `method path` on `base`, signed with `secret` at `time` (no signature headers when `None`).
 pub fn internal(base: &str, method: &str, path: &str, signed: Option<(&str, i64)>) -> Resp {
     let Some((secret, time)) = signed else { return call(method, &format!("{base}{path}"), &[], None) };
-    let sig = openssl_sign(secret, method, path, time);
-    let time = time.to_string();
-    let headers = [("x-pcapd-node", "test"), ("x-pcapd-time", time.as_str()), ("x-pcapd-signature", sig.as_str())];
-    call(method, &format!("{base}{path}"), &headers, None)
+    call_with(method, &format!("{base}{path}"), &signed_headers(secret, method, path, time, b""), None)
 }
 
 /// A node's config: the common test appliance with `[node]`, `[fleet]` and its own DPDK file
