@@ -239,7 +239,10 @@ fn every_node_answers_for_every_capture_and_ownership_and_full_captures_run_on_t
     assert_eq!(r.status, 200, "{}", r.error());
     let id2 = r.json()["result"]["id"].as_str().unwrap().to_string();
     assert_eq!(node_names(&r.json()["result"]), ["n2"]);
-    std::thread::sleep(Duration::from_secs(2));
+    // Any node's /metrics counts the fleet's running parts.
+    wait_for(Duration::from_secs(6), "n3 counts one running part", || {
+        metric(&n3.base, r#"pcapd_fleet_parts{state="running"}"#) == Some(1.0)
+    });
     let r = call("PUT", &n3.url(&format!("/pcaps/{id2}/stop")), &[(auth().0, &auth().1)], None);
     assert_eq!(r.status, 200, "{}", r.error());
     assert!(r.json()["result"]["stop_requested"].is_string(), "{}", r.json());
@@ -315,6 +318,7 @@ fn a_node_killed_mid_capture_is_named_lost_and_uploads_its_part_when_it_returns(
     let parts = done["nodes"].as_array().unwrap();
     assert_eq!(parts.iter().find(|p| p["node"] == "n2").unwrap()["status"], "lost", "{done}");
     let n1_packets = done["packets_captured"].as_u64().unwrap();
+    assert_eq!(metric(&n1.base, "pcapd_fleet_parts_given_up_total"), Some(1.0), "n1 gave n2's part up");
     let before = f.objects_by_node(&format!("lost/{id}/"));
     assert_eq!(before.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["n1"]);
     assert_eq!(before[0].1.len() as u64, n1_packets);

@@ -315,6 +315,22 @@ pub fn render_fleet(o: &mut String, f: &crate::fleet::FleetStats) {
         "The largest absolute clock offset to a live peer (0 without peers); nodes need NTP.",
     );
     line(o, "pcapd_fleet_clock_offset_max_seconds", "", crate::fleet::clock::max_abs_offset_secs(&clocks));
+    help(
+        o,
+        "pcapd_fleet_parts",
+        "gauge",
+        "Nodes' parts of the fleet's unfinished full captures, by state (the last check, every 2 s).",
+    );
+    for (state, n) in f.parts.lock().map(|p| p.clone()).unwrap_or_default() {
+        line(o, "pcapd_fleet_parts", &format!("state=\"{state}\""), n);
+    }
+    help(
+        o,
+        "pcapd_fleet_parts_given_up_total",
+        "counter",
+        "Parts this node gave up: their node left the fleet while running them (lost), or never started them.",
+    );
+    line(o, "pcapd_fleet_parts_given_up_total", "", f.parts_given_up.load(Relaxed));
 }
 
 #[cfg(test)]

@@ -110,6 +110,15 @@ pub enum PartStatus {
 }
 
 impl PartStatus {
+    pub const ALL: [PartStatus; 6] = [
+        PartStatus::Pending,
+        PartStatus::Running,
+        PartStatus::Uploading,
+        PartStatus::Success,
+        PartStatus::Failed,
+        PartStatus::Lost,
+    ];
+
     /// The part of a node's local record of the capture.
     pub fn of(s: Status) -> PartStatus {
         match s {

@@ -107,6 +107,11 @@ pub struct FleetStats {
     pub reregistrations: AtomicU64,
     /// The last measured clock offset to each live peer, sorted by node ([`clock`]).
     pub clock_offsets: Mutex<Vec<clock::PeerClock>>,
+    /// Parts of the fleet's unfinished full captures by state, as of the last janitor pass
+    /// (`records`): (state, count) for every state.
+    pub parts: Mutex<Vec<(&'static str, u64)>>,
+    /// Parts this node gave up: their node left the fleet (`lost`) or never started them.
+    pub parts_given_up: AtomicU64,
 }
 
 /// A member of the fleet. Cheap to clone; every clone is the same membership.

@@ -511,12 +511,17 @@ impl Janitor {
         let live: Vec<String> = fleet.live_nodes().iter().map(|n| n.name.clone()).collect();
         let now = Instant::now();
         let mut seen = Vec::new();
+        let mut by_state: Vec<(&'static str, u64)> = PartStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
         for okv in open.kvs() {
             let id = String::from_utf8_lossy(okv.key()).rsplit('/').next().unwrap_or_default().to_string();
             let account = String::from_utf8_lossy(okv.value()).into_owned();
             let parts = kv::get(&client, &parts_prefix(&id), prefixed(), WRITE_TIMEOUT).await.map_err(unavailable)?;
             for pkv in parts.kvs() {
                 let Ok(mut part) = decode::<Part>(pkv.key(), pkv.value()) else { continue };
+                let counted = PartStatus::ALL.iter().position(|s| *s == part.status);
+                if let Some(slot) = counted.and_then(|i| by_state.get_mut(i)) {
+                    slot.1 += 1;
+                }
                 let alive = live.contains(&part.node);
                 if part.status.is_finished() || (alive && part.status != PartStatus::Pending) {
                     continue;
@@ -547,11 +552,15 @@ impl Janitor {
                     .and_then([TxnOp::put(pkv.key(), encode(&part)?, None)]);
                 if kv::txn(&client, txn, WRITE_TIMEOUT).await.map_err(unavailable)?.succeeded() {
                     tracing::warn!("capture {id}: the part of node {} is {}", part.node, part.status.as_str());
+                    fleet.stats().parts_given_up.fetch_add(1, Relaxed);
                 }
             }
             recompute(&client, &account, &id).await?;
         }
         self.since.retain(|k, _| seen.contains(k));
+        if let Ok(mut parts) = fleet.stats().parts.lock() {
+            *parts = by_state;
+        }
         Ok(())
     }
 }
