@@ -58,8 +58,13 @@ impl Fleet {
     }
 
     fn config(&self, name: &str, colos: &[&str]) -> (PathBuf, PathBuf, u16) {
+        self.config_on(name, colos, &self.veth.rx)
+    }
+
+    /// A node receiving from `iface`.
+    fn config_on(&self, name: &str, colos: &[&str], iface: &str) -> (PathBuf, PathBuf, u16) {
         let more = s3(&self.m);
-        node_config_with(self.tmp.path(), name, colos, &self.etcd.endpoints, Some(&self.veth.rx), &more)
+        node_config_with(self.tmp.path(), name, colos, &self.etcd.endpoints, Some(iface), &more)
     }
 
     fn node(&self, name: &str, colos: &[&str]) -> Appliance {
@@ -287,6 +292,35 @@ fn every_node_answers_for_every_capture_and_ownership_and_full_captures_run_on_t
     let r = call("DELETE", &n3.url(&format!("/pcaps/ownership/{}", o["id"].as_str().unwrap())), &[(k, &v)], None);
     assert_eq!(r.status, 204, "{}", r.error());
     assert_eq!(get(&n1, "/pcaps/ownership").json()["result"], json!([]));
+}
+
+/// Regression: a node without traffic kept its share of the limit (its first chunk) for the
+/// whole time limit, so the capture stopped short of its packet limit and ran until the time
+/// limit. Now an idle part gives its grant back, and the busy node takes the whole limit.
+#[test]
+fn a_full_capture_reaches_its_exact_limit_when_only_one_node_has_traffic() {
+    let f = Fleet::new("fu");
+    let quiet = Veth::new("fq");
+    let n1 = f.node("n1", &["ord01"]);
+    let (config, data, port) = f.config_on("n2", &["ord02"], &quiet.rx);
+    let n2 = Appliance::start_config_held(config, &data, port, &f.lock);
+    for a in [&n1, &n2] {
+        wait_for(Duration::from_secs(5), "2 live nodes", || metric(&a.base, "pcapd_fleet_live_nodes") == Some(2.0));
+    }
+    let _traffic = Traffic(f.veth.replay_bg(&f.input, 2_000, 1_000_000));
+    f.own(&n1, &n2, "uneven");
+    let r = post(&n2, "/pcaps", &full("ord", "uneven", 120, json!({"packet_limit": 3000})));
+    assert_eq!(r.status, 200, "{}", r.error());
+    let id = r.json()["result"]["id"].as_str().unwrap().to_string();
+    let t = Instant::now();
+    let done = wait_status(&n2, &id, &["success", "failed"], Duration::from_secs(60));
+    assert_eq!(done["status"], "success", "{done}");
+    assert!(t.elapsed() < Duration::from_secs(40), "at its packet limit long before its 120 s: {:?}", t.elapsed());
+    assert_eq!(done["packets_captured"], 3000, "{done}");
+    let by_node = f.objects_by_node(&format!("uneven/{id}/"));
+    let count = |node: &str| by_node.iter().find(|(n, _)| n == node).map_or(0, |(_, p)| p.len());
+    assert_eq!((count("n1"), count("n2")), (3000, 0), "the busy node took the whole limit");
+    all_replayed(&by_node[0].1, &f.cycle);
 }
 
 /// A node SIGKILLed mid-capture: its part is lost after the grace period and the capture

@@ -8,17 +8,18 @@
 //! `Fleet::call(node, method, path, body)`, which signs with the same secret.
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::json;
 
-use super::envelope::{ok, ApiError};
+use super::envelope::{code, ok, ApiError};
 use super::{blocking, AppState};
 use crate::captures::full::FullRuntime;
 use crate::captures::manager::{Download, ManagerError, SampleRequest};
+use crate::captures::model::is_id;
 use crate::fleet::{self, Fleet};
 
 /// The internal routes (merged into the API router when `state.fleet` is set).
@@ -52,9 +53,20 @@ pub(crate) async fn require_node_signature(State(s): State<AppState>, req: Reque
     };
     let (parts, body) = req.into_parts();
     let path = parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_string(), |pq| pq.as_str().to_string());
+    // Without the signature's headers nothing is read.
+    let headers = [fleet::auth::NODE_HEADER, fleet::auth::TIME_HEADER, fleet::auth::NONCE_HEADER];
+    if let Some(missing) =
+        headers.into_iter().chain([fleet::auth::SIGNATURE_HEADER]).find(|h| !parts.headers.contains_key(*h))
+    {
+        let e = fleet::auth::AuthError::Missing(missing);
+        return ApiError::auth(e.status(), &e.to_string()).into_response();
+    }
     let body = match axum::body::to_bytes(body, MAX_INTERNAL_BODY).await {
         Ok(b) => b,
-        Err(e) => return ApiError::invalid(format!("body: {e}")).into_response(),
+        Err(_) => {
+            let msg = format!("body: a node-to-node request body is at most {MAX_INTERNAL_BODY} bytes");
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code::TOO_LARGE, msg).into_response();
+        }
     };
     let now = fleet::unix_secs();
     let checked = fleet::auth::verify(f.secret(), parts.method.as_str(), &path, &parts.headers, &body, now)
@@ -110,6 +122,23 @@ fn full_runtime(s: &AppState) -> Result<std::sync::Arc<FullRuntime>, ApiError> {
 async fn part_start(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let req: fleet::full::PartStart = json_body(&body, "part start")?;
     let (f, local) = (fleet(&s)?.clone(), full_runtime(&s)?);
+    // Only a part of a capture the fleet holds, for this node: a request that names another
+    // account's capture or bucket than its record does is refused.
+    let c = &req.capture;
+    if !is_id(&c.id) {
+        return Err(ApiError::invalid(format!("capture id {:?} is not an id", c.id)));
+    }
+    let stored = f.capture(&c.account, &c.id).await.map_err(ApiError::from)?;
+    let listed = stored.as_ref().is_some_and(|r| {
+        r.parts.iter().any(|p| p.node == f.name()) && r.destination_conf == c.destination_conf && r.filter == c.filter
+    });
+    if !listed {
+        return Err(ApiError::not_found(format!(
+            "capture {} has no part for node {} in the fleet's records",
+            c.id,
+            f.name()
+        )));
+    }
     let rt = tokio::runtime::Handle::current();
     let c = blocking(move || fleet::full::start_part(&f, &local, &rt, req).map_err(ManagerError::from)).await?;
     Ok(ok(c.to_api()))
@@ -118,6 +147,9 @@ async fn part_start(State(s): State<AppState>, body: Bytes) -> Result<Response, 
 /// `POST /internal/v1/full/stop` (a `PartStop`): stops this node's part, if it runs here.
 async fn part_stop(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let req: fleet::full::PartStop = json_body(&body, "part stop")?;
+    if !is_id(&req.id) {
+        return Err(ApiError::invalid(format!("capture id {:?} is not an id", req.id)));
+    }
     let local = full_runtime(&s)?;
     let stopped = blocking(move || Ok::<_, ApiError>(local.stop(&req.account, &req.id).is_some())).await?;
     Ok(ok(json!({ "stopped": stopped })))
@@ -125,6 +157,9 @@ async fn part_stop(State(s): State<AppState>, body: Bytes) -> Result<Response, A
 
 /// `GET /internal/v1/captures/{account}/{id}/file`: a simple capture's file this node holds.
 async fn file(State(s): State<AppState>, Path((account, id)): Path<(String, String)>) -> Result<Response, ApiError> {
+    if !is_id(&id) {
+        return Err(ApiError::not_found(format!("capture {id:?} not found")));
+    }
     let m = s.manager.clone();
     match blocking(move || m.download(&account, &id)).await? {
         Download::File(bytes) => Ok(([(header::CONTENT_TYPE, "application/vnd.tcpdump.pcap")], bytes).into_response()),

@@ -132,14 +132,19 @@ async fn from_node(s: &AppState, node: &str, account: &str, id: &str) -> Result<
         .await
         .map_err(|e| not_now(format!("cannot be reached ({e})")))?;
     if !resp.status().is_success() {
-        // The holder's own answer (an envelope: not found, gone, …).
-        let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
         let msg = serde_json::from_str::<Value>(&text)
             .ok()
             .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_string))
             .unwrap_or(text);
-        return Err(ApiError::new(status, code::NOT_FOUND, format!("node {node}: {msg}")));
+        // The file is gone there: the holder's answer. Anything else (its clock outside the
+        // signature window, an error of its own) is the fleet's trouble, not the caller's.
+        return Err(match status {
+            404 => ApiError::not_found(format!("node {node}: {msg}")),
+            410 => ApiError::new(StatusCode::GONE, code::NOT_FOUND, format!("node {node}: {msg}")),
+            _ => not_now(format!("answered {status} ({msg})")),
+        });
     }
     Ok(Body::from_stream(resp.bytes_stream()))
 }

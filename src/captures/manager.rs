@@ -239,7 +239,8 @@ impl Manager {
         };
         let nodes = match &self.fleet {
             Some(fleet) => Some(fleet.nodes_for(&req.colo_name).map_err(|m| invalid("colo_name", m))?),
-            None if full.ctx.colos.iter().any(|c| super::request::serves(&req.colo_name, c)) => None,
+            // One appliance: the colo as configured (a fleet also takes a region).
+            None if full.ctx.colos.contains(&req.colo_name) => None,
             None => {
                 let serves = if full.ctx.colos.is_empty() {
                     "it serves none: [node] colos is empty".to_string()
@@ -304,7 +305,13 @@ impl Manager {
             sample_one_in: Some(self.samples.one_in),
             ..Capture::new(account, CaptureType::Simple, now, req.time_limit, &req.filter)
         };
-        self.store.insert(&c)?;
+        if let Err(e) = self.store.insert(&c) {
+            // Refused after all: the account's next request is not held to the interval.
+            if let Err(e) = self.rules.unadmit_simple(account, now) {
+                tracing::warn!("capture {}: taking its admission back: {e}", c.id);
+            }
+            return Err(e.into());
+        }
         self.spawn_conversion(c.clone());
         Ok(c)
     }

@@ -32,6 +32,11 @@ pub trait Rules: Send + Sync {
         interval: Duration,
     ) -> Result<Option<Duration>, RulesError>;
 
+    /// Takes back the admission of `account`'s simple request admitted at `at` (its record
+    /// could not be stored: the request was refused after all, and a retry must not be 429).
+    /// Nothing if a later request was admitted since.
+    fn unadmit_simple(&self, account: &str, at: DateTime<Utc>) -> Result<(), RulesError>;
+
     /// Claims the account's one full capture for `id` until `until` (after which a holder that
     /// never released it no longer counts). `Err(holder)`: another capture holds it.
     fn claim_full(&self, account: &str, id: &str, until: DateTime<Utc>) -> Result<Result<(), String>, RulesError>;
@@ -81,6 +86,14 @@ impl Rules for LocalRules {
         }
         last.insert(account.to_string(), now);
         Ok(None)
+    }
+
+    fn unadmit_simple(&self, account: &str, at: DateTime<Utc>) -> Result<(), RulesError> {
+        let mut last = self.last_simple.lock().unwrap_or_else(|e| e.into_inner());
+        if last.get(account) == Some(&at) {
+            last.remove(account);
+        }
+        Ok(())
     }
 
     /// One appliance: the full-capture lifecycle loop admits one capture per account itself.

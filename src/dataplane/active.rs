@@ -38,6 +38,8 @@ pub struct Budget {
     blocked: AtomicBool,
     /// More may be granted (a fleet capture draws its limits in chunks): not exhausted yet.
     more: AtomicBool,
+    /// A packet was refused for want of budget since the last grant.
+    starved: AtomicBool,
 }
 
 impl Budget {
@@ -47,6 +49,7 @@ impl Budget {
             bytes: AtomicU64::new(bytes.unwrap_or(u64::MAX)),
             blocked: AtomicBool::new(false),
             more: AtomicBool::new(false),
+            starved: AtomicBool::new(false),
         }
     }
 
@@ -65,6 +68,26 @@ impl Budget {
             let _ = left.fetch_update(Relaxed, Relaxed, |l| (l != u64::MAX).then(|| l.saturating_add(add)));
         }
         self.blocked.store(false, Relaxed);
+        self.starved.store(false, Relaxed);
+    }
+
+    /// Takes back what is left of the limited budgets above `keep` (packets, bytes), to return
+    /// it to a fleet's pool: exactly what RX had not taken. Unlimited budgets stay unlimited
+    /// (reported as 0).
+    pub fn reclaim(&self, keep: (u64, u64)) -> (u64, u64) {
+        let mut out = [0u64; 2];
+        for (i, (left, keep)) in [(&self.packets, keep.0), (&self.bytes, keep.1)].into_iter().enumerate() {
+            let update = |l: u64| (l != u64::MAX && l > keep).then_some(keep);
+            if let Ok(old) = left.fetch_update(Relaxed, Relaxed, update) {
+                out[i] = old - keep;
+            }
+        }
+        (out[0], out[1])
+    }
+
+    /// Whether RX refused a packet for want of budget since the last grant.
+    pub fn is_starved(&self) -> bool {
+        self.starved.load(Relaxed) || self.blocked.load(Relaxed)
     }
 
     /// No chunk will follow: the budget is exhausted once what is left is used.
@@ -96,6 +119,9 @@ impl Budget {
             got = if left == u64::MAX { want } else { want.min(left) };
             (left != u64::MAX && got > 0).then(|| left - got)
         });
+        if got < want {
+            self.starved.store(true, Relaxed);
+        }
         // Then bytes, for the granted packets only.
         let mut n = got as usize;
         let _ = self.bytes.fetch_update(Relaxed, Relaxed, |left| {
@@ -259,6 +285,18 @@ mod tests {
         u.grant(0, 10);
         assert!(!u.left().2, "a grant clears the packet that did not fit");
         assert_eq!(u.take(&[20]), 1);
+        // Parked: everything taken back, and a refused packet is noticed.
+        let p = Budget::chunked(Some(10), Some(1000));
+        assert_eq!(p.take(&[100; 3]), 3);
+        assert!(!p.is_starved());
+        assert_eq!(p.reclaim((2, 100)), (5, 600), "down to what it keeps");
+        assert_eq!(p.reclaim((2, 200)), (0, 0), "never below");
+        assert_eq!(p.reclaim((0, 0)), (2, 100));
+        assert_eq!(p.take(&[100]), 0);
+        assert!(p.is_starved() && !p.is_exhausted());
+        p.grant(1, 100);
+        assert!(!p.is_starved());
+        assert_eq!(Budget::chunked(None, Some(5)).reclaim((0, 0)), (0, 5));
     }
 
     #[test]

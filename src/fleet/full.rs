@@ -44,6 +44,13 @@ const ETCD_LIMIT: Duration = Duration::from_secs(3);
 const MIN_BYTE_CHUNK: u64 = 256 * 1024;
 /// How often a part agent looks at its budget while more may come.
 const BUDGET_EVERY: Duration = Duration::from_millis(10);
+/// A part whose budget has not moved this long gives its grant back to the pool.
+const IDLE_RETURN: Duration = Duration::from_secs(2);
+/// A dry pool is the end of a part's budget once it stayed dry this long with no part parked
+/// (longer than IDLE_RETURN: an idle part gives its grant back first).
+const DRY_WAIT: Duration = Duration::from_secs(3);
+/// A part asks a dry pool again this often.
+const DRY_POLL: Duration = Duration::from_millis(100);
 /// How often a part agent reads the capture's record for a stop request.
 const STOP_EVERY: Duration = Duration::from_secs(1);
 
@@ -54,6 +61,10 @@ pub struct Pool {
     pub bytes: Option<u64>,
     pub chunk_packets: u64,
     pub chunk_bytes: u64,
+    /// Parts that gave their grant back while idle, each keeping a reserve: until they end or
+    /// take a chunk again, an empty pool is not the end (they return their reserves then).
+    #[serde(default)]
+    pub parked: u64,
 }
 
 impl Pool {
@@ -65,6 +76,7 @@ impl Pool {
             bytes,
             chunk_packets: packets.map_or(0, |l| l.div_ceil(quarters).max(1)),
             chunk_bytes: bytes.map_or(0, |l| (l / quarters).max(MIN_BYTE_CHUNK).min(l)),
+            parked: 0,
         }
     }
 
@@ -83,6 +95,22 @@ impl Pool {
             None => 0,
         };
         (take(&mut self.packets, self.chunk_packets), take(&mut self.bytes, self.chunk_bytes))
+    }
+
+    /// What an idle part keeps of its grant when it gives the rest back: an eighth of a chunk
+    /// (at least one packet, and one jumbo frame's bytes).
+    pub fn reserve(&self) -> (u64, u64) {
+        ((self.chunk_packets / 8).max(1), (self.chunk_bytes / 8).max(9_216))
+    }
+
+    /// Returns an unused grant (only to a limit that has one).
+    pub fn put_back(&mut self, packets: u64, bytes: u64) {
+        if let Some(p) = &mut self.packets {
+            *p += packets;
+        }
+        if let Some(b) = &mut self.bytes {
+            *b += bytes;
+        }
     }
 
     /// Nothing more will be handed out (a limit is used up).
@@ -132,36 +160,118 @@ async fn part_agent(
     budget: Arc<Budget>,
     pool: Pool,
 ) {
-    let mut next_stop_check = Instant::now() + STOP_EVERY;
+    let mut next_check = Instant::now() + STOP_EVERY;
     let mut more = pool.is_limited();
+    // Parked: an idle part gave most of its grant back; it takes a chunk again once RX is
+    // refused a packet, and returns its reserve when the pool runs dry.
+    let mut parked = false;
+    let (mut last_left, mut unchanged_since) = (budget.left(), Instant::now());
+    // Since when the pool has been dry (and when it was last asked).
+    let mut dry_since: Option<(Instant, Instant)> = None;
     loop {
         tokio::time::sleep(if more { BUDGET_EVERY } else { Duration::from_millis(200) }).await;
         if !local.is_live(&id) {
+            // Ended (limit, time, stop, failure): what it did not use goes back to the others.
+            if more || parked {
+                let unused = budget.reclaim((0, 0));
+                if let Err(e) = give_back(&fleet.client(), &id, unused, if parked { -1 } else { 0 }).await {
+                    tracing::warn!("capture {id}: giving back an unused grant: {e}");
+                }
+            }
             return;
         }
-        if more && wants_more(&budget, &pool) {
-            match refill(&fleet, &id, &budget).await {
-                Ok(last) => more = !last,
-                Err(e) => tracing::warn!("capture {id}: taking more of the budget: {e}"),
+        if more {
+            let left = budget.left();
+            if left != last_left {
+                (last_left, unchanged_since) = (left, Instant::now());
+            }
+            let refill_now = if parked { budget.is_starved() } else { wants_more(&budget, &pool) };
+            let dry_pause = dry_since.is_some_and(|(_, tried): (Instant, Instant)| tried.elapsed() < DRY_POLL);
+            if refill_now && !dry_pause {
+                match refill(&fleet, &id, &budget, parked).await {
+                    Ok(Refill::Granted) => (parked, dry_since) = (false, None),
+                    Ok(Refill::Gone) => {
+                        budget.no_more();
+                        more = false;
+                    }
+                    Ok(Refill::Dry { parked: others }) => {
+                        parked = false;
+                        let now = Instant::now();
+                        let since = dry_since.map_or(now, |(since, _)| since);
+                        // Idle parts give their grants back after IDLE_RETURN and parked ones
+                        // their reserves once they see the pool dry: wait for them before
+                        // taking the limit as reached.
+                        if others > 0 {
+                            dry_since = Some((now, now));
+                        } else if now.duration_since(since) >= DRY_WAIT {
+                            budget.no_more();
+                            more = false;
+                        } else {
+                            dry_since = Some((since, now));
+                        }
+                    }
+                    Err(e) => tracing::warn!("capture {id}: taking more of the budget: {e}"),
+                }
+            } else if !parked && dry_since.is_none() && unchanged_since.elapsed() >= IDLE_RETURN {
+                // Little or no traffic here: most of its grant serves the busy nodes better; it
+                // keeps a reserve for the odd packet. (A part waiting on a dry pool is not idle.)
+                let unused = budget.reclaim(pool.reserve());
+                unchanged_since = Instant::now();
+                if unused != (0, 0) {
+                    match give_back(&fleet.client(), &id, unused, 1).await {
+                        Ok(()) => parked = true,
+                        Err(e) => {
+                            tracing::warn!("capture {id}: giving back an idle grant: {e}");
+                            budget.grant(unused.0, unused.1);
+                        }
+                    }
+                }
             }
         }
-        if Instant::now() >= next_stop_check {
-            next_stop_check = Instant::now() + STOP_EVERY;
-            let stored = kv::get(&fleet.client(), &capture_key(&account, &id), None, ETCD_LIMIT).await;
-            let stop = match stored {
-                Ok(r) => r
-                    .kvs()
-                    .first()
-                    .and_then(|kv| serde_json::from_slice::<Capture>(kv.value()).ok())
-                    .is_some_and(|c| c.stop_requested.is_some()),
-                _ => false,
-            };
-            if stop {
+        if Instant::now() >= next_check {
+            next_check = Instant::now() + STOP_EVERY;
+            if stop_requested(&fleet, &account, &id).await {
                 tracing::info!("capture {id}: stop requested through the fleet");
                 let (local, account, id) = (Arc::clone(&local), account.clone(), id.clone());
                 let _ = tokio::task::spawn_blocking(move || local.stop(&account, &id)).await;
             }
+            // The pool ran dry while this part idled: its reserve goes to the busy parts, and
+            // it ends (the capture's limit is reached by the others).
+            if parked && pool_used_up(&fleet, &id).await {
+                let reserve = budget.reclaim((0, 0));
+                match give_back(&fleet.client(), &id, reserve, -1).await {
+                    Ok(()) => {
+                        budget.no_more();
+                        (more, parked) = (false, false);
+                    }
+                    Err(e) => {
+                        tracing::warn!("capture {id}: giving back a reserve: {e}");
+                        budget.grant(reserve.0, reserve.1);
+                    }
+                }
+            }
         }
+    }
+}
+
+async fn stop_requested(fleet: &Fleet, account: &str, id: &str) -> bool {
+    match kv::get(&fleet.client(), &capture_key(account, id), None, ETCD_LIMIT).await {
+        Ok(r) => r
+            .kvs()
+            .first()
+            .and_then(|kv| serde_json::from_slice::<Capture>(kv.value()).ok())
+            .is_some_and(|c| c.stop_requested.is_some()),
+        Err(_) => false,
+    }
+}
+
+/// Whether the capture's pool has nothing left to hand out (or is gone: the capture finished).
+async fn pool_used_up(fleet: &Fleet, id: &str) -> bool {
+    match kv::get(&fleet.client(), &budget_key(id), None, ETCD_LIMIT).await {
+        Ok(r) => {
+            r.kvs().first().is_none_or(|kv| serde_json::from_slice::<Pool>(kv.value()).is_ok_and(|p| p.is_empty()))
+        }
+        Err(_) => false,
     }
 }
 
@@ -173,35 +283,77 @@ fn wants_more(budget: &Budget, pool: &Pool) -> bool {
         || (pool.bytes.is_some() && bytes < pool.chunk_bytes.div_ceil(2))
 }
 
-/// Takes the next chunk of the capture's budget from etcd and grants it; true when it was the
-/// last (then the part is done once it has used what it has).
-async fn refill(fleet: &Fleet, id: &str, budget: &Budget) -> Result<bool, StoreError> {
+/// What a part learned taking its next chunk.
+#[derive(Debug, PartialEq)]
+enum Refill {
+    /// Granted (some of) a chunk.
+    Granted,
+    /// Nothing left to hand out; `parked` parts still hold reserves they return soon.
+    Dry { parked: u64 },
+    /// The pool is gone: the capture finished.
+    Gone,
+}
+
+/// Takes the next chunk of the capture's budget from etcd (`unpark`: this part was parked) and
+/// grants it.
+async fn refill(fleet: &Fleet, id: &str, budget: &Budget, unpark: bool) -> Result<Refill, StoreError> {
+    let taken = update_pool(&fleet.client(), id, |pool| {
+        if unpark {
+            pool.parked = pool.parked.saturating_sub(1);
+        }
+        (pool.take(), pool.parked)
+    })
+    .await?;
+    let Some(((packets, bytes), parked)) = taken else { return Ok(Refill::Gone) };
+    budget.grant(packets, bytes);
+    Ok(if packets > 0 || bytes > 0 { Refill::Granted } else { Refill::Dry { parked } })
+}
+
+/// Changes the capture's pool with `f` in a transaction (retried on a race); `None` when the
+/// pool is gone (the capture finished).
+async fn update_pool<T>(
+    client: &etcd_client::Client,
+    id: &str,
+    f: impl Fn(&mut Pool) -> T,
+) -> Result<Option<T>, StoreError> {
     let key = budget_key(id);
     for _ in 0..16 {
-        let client = fleet.client();
-        let r = kv::get(&client, &key, None, ETCD_LIMIT).await.map_err(unavailable)?;
-        let Some(bkv) = r.kvs().first() else {
-            // The capture finished (its budget went with it).
-            budget.no_more();
-            return Ok(true);
-        };
+        let r = kv::get(client, &key, None, ETCD_LIMIT).await.map_err(unavailable)?;
+        let Some(bkv) = r.kvs().first() else { return Ok(None) };
         let mut pool: Pool =
             serde_json::from_slice(bkv.value()).map_err(|source| StoreError::Corrupt { id: key.clone(), source })?;
-        let (packets, bytes) = pool.take();
-        let value = serde_json::to_vec(&pool).map_err(StoreError::Encode)?;
+        let before = pool.clone();
+        let out = f(&mut pool);
+        if pool == before {
+            return Ok(Some(out));
+        }
         let txn = Txn::new()
             .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, bkv.mod_revision())])
-            .and_then([TxnOp::put(key.as_str(), value, None)]);
-        if kv::txn(&client, txn, ETCD_LIMIT).await.map_err(unavailable)?.succeeded() {
-            budget.grant(packets, bytes);
-            if pool.is_empty() {
-                budget.no_more();
-                return Ok(true);
-            }
-            return Ok(false);
+            .and_then([TxnOp::put(key.as_str(), serde_json::to_vec(&pool).map_err(StoreError::Encode)?, None)]);
+        if kv::txn(client, txn, ETCD_LIMIT).await.map_err(unavailable)?.succeeded() {
+            return Ok(Some(out));
         }
     }
     Err(StoreError::Unavailable("16 racing budget updates in a row".into()))
+}
+
+/// Puts an unused grant back into the capture's pool, and counts a part parked (`+1`) or no
+/// longer parked (`-1`).
+async fn give_back(
+    client: &etcd_client::Client,
+    id: &str,
+    (packets, bytes): (u64, u64),
+    parked: i64,
+) -> Result<(), StoreError> {
+    if (packets, bytes, parked) == (0, 0, 0) {
+        return Ok(());
+    }
+    update_pool(client, id, |pool| {
+        pool.put_back(packets, bytes);
+        pool.parked = pool.parked.saturating_add_signed(parked);
+    })
+    .await
+    .map(|_| ())
 }
 
 fn unavailable(e: kv::KvError) -> StoreError {
@@ -225,10 +377,19 @@ impl FleetFull {
         &self,
         node: String,
         req: PartStart,
-    ) -> impl std::future::Future<Output = (String, Result<(), StartError>)> + Send + 'static {
+    ) -> impl std::future::Future<Output = (String, Outcome)> + Send + 'static {
         let (fleet, local, rt) = (self.fleet.clone(), Arc::clone(&self.local), self.rt.clone());
         ask_start(fleet, local, rt, node, req)
     }
+}
+
+/// How a node answered the request to start its part.
+enum Outcome {
+    Started,
+    /// It answered no (or was never asked): nothing of the capture runs there.
+    Refused(StartError),
+    /// No answer (a timeout, a connection lost mid-request): it may run.
+    Unknown(String),
 }
 
 async fn ask_start(
@@ -237,42 +398,70 @@ async fn ask_start(
     rt: Handle,
     node: String,
     req: PartStart,
-) -> (String, Result<(), StartError>) {
-    {
-        if node == fleet.name() {
-            let r = tokio::task::spawn_blocking(move || start_part(&fleet, &local, &rt, req).map(|_| ())).await;
-            return (node, r.unwrap_or_else(|e| Err(StartError::Failed(format!("the start failed: {e}")))));
-        }
-        let Some(info) = fleet.live_nodes().iter().find(|n| n.name == node).cloned() else {
-            return (node, Err(StartError::Unavailable("it is not live".into())));
+) -> (String, Outcome) {
+    if node == fleet.name() {
+        let r = tokio::task::spawn_blocking(move || start_part(&fleet, &local, &rt, req).map(|_| ())).await;
+        let outcome = match r {
+            Ok(Ok(())) => Outcome::Started,
+            Ok(Err(e)) => Outcome::Refused(e),
+            Err(e) => Outcome::Refused(StartError::Failed(format!("the start failed: {e}"))),
         };
-        let body = match serde_json::to_vec(&req) {
-            Ok(b) => b,
-            Err(e) => return (node, Err(StartError::Failed(e.to_string()))),
-        };
-        let call = async {
-            let resp = fleet.call(&info, reqwest::Method::POST, PARTS_PATH, Some(body)).await;
-            let resp = resp.map_err(|e| StartError::Unavailable(e.to_string()))?;
-            let status = resp.status();
-            if status.is_success() {
-                return Ok(());
-            }
-            let text = resp.text().await.unwrap_or_default();
-            let msg = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_string))
-                .unwrap_or(text);
-            // (A 409 there, the account's earlier part still closing on that node, fails the part.)
-            Err(match status.as_u16() {
-                503 => StartError::Unavailable(msg),
-                _ => StartError::Failed(msg),
-            })
-        };
-        let r = tokio::time::timeout(START_TIMEOUT, call).await.unwrap_or_else(|_| {
-            Err(StartError::Unavailable(format!("no answer within {} s", START_TIMEOUT.as_secs())))
-        });
-        (node, r)
+        return (node, outcome);
     }
+    let Some(info) = fleet.live_nodes().iter().find(|n| n.name == node).cloned() else {
+        return (node, Outcome::Refused(StartError::Unavailable("it is not live".into())));
+    };
+    let body = match serde_json::to_vec(&req) {
+        Ok(b) => b,
+        Err(e) => return (node, Outcome::Refused(StartError::Failed(e.to_string()))),
+    };
+    let call = async {
+        let resp = match fleet.call(&info, reqwest::Method::POST, PARTS_PATH, Some(body)).await {
+            Ok(r) => r,
+            Err(super::FleetError::Call { source, .. }) if source.is_connect() => {
+                return Outcome::Refused(StartError::Unavailable(format!("cannot connect: {source}")))
+            }
+            Err(e) => return Outcome::Unknown(e.to_string()),
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return Outcome::Started;
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let msg = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_string))
+            .unwrap_or(text);
+        // (A 409 there, the account's earlier part still closing on that node, fails the part.)
+        Outcome::Refused(match status.as_u16() {
+            503 => StartError::Unavailable(msg),
+            _ => StartError::Failed(msg),
+        })
+    };
+    let outcome = tokio::time::timeout(START_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| Outcome::Unknown(format!("no answer within {} s", START_TIMEOUT.as_secs())));
+    (node, outcome)
+}
+
+/// Marks a part that did not start `failed` with `why`, unless its node has reported on it
+/// since (it started after all); returns whether it was marked.
+async fn fail_pending_part(
+    client: &etcd_client::Client,
+    id: &str,
+    node: &str,
+    why: String,
+) -> Result<bool, StoreError> {
+    let part =
+        Part { node: node.to_string(), status: PartStatus::Failed, packets_captured: 0, error_message: Some(why) };
+    let key = part_key(id, node);
+    // Version 1: as the create wrote it (pending); any report of the node's own is newer.
+    let txn = Txn::new().when([Compare::version(key.as_str(), CompareOp::Equal, 1)]).and_then([TxnOp::put(
+        key.as_str(),
+        serde_json::to_vec(&part).map_err(StoreError::Encode)?,
+        None,
+    )]);
+    Ok(kv::txn(client, txn, ETCD_LIMIT).await.map_err(unavailable)?.succeeded())
 }
 
 fn etcd_down(e: StoreError) -> ManagerError {
@@ -325,42 +514,66 @@ impl FleetCaptures for FleetFull {
         if !created.map_err(etcd_down)?.succeeded() {
             return Err(ManagerError::Internal(format!("capture {} exists already", c.id)));
         }
-        let starts = nodes.iter().zip(grants).map(|(n, (packets, bytes))| {
+        let starts = nodes.iter().zip(&grants).map(|(n, &(packets, bytes))| {
             let req = PartStart { capture: c.clone(), pool: pool.clone(), packets, bytes };
             self.ask_start(n.clone(), req)
         });
         let answers = self.rt.block_on(futures_join_all(starts.collect()));
-        let failed: Vec<(String, StartError)> =
-            answers.into_iter().filter_map(|(n, r)| r.err().map(|e| (n, e))).collect();
         let (account, id) = (c.account.clone(), c.id.clone());
-        if failed.len() == nodes.len() && failed.iter().all(|(_, e)| matches!(e, StartError::Unavailable(_))) {
-            // No node could take it now: as on one appliance, nothing is left behind.
+        let all_full = answers.iter().all(|(_, o)| matches!(o, Outcome::Refused(StartError::Unavailable(_))));
+        if all_full {
+            // No node could take it now (each said so): as on one appliance, nothing is left.
             let txn = Txn::new().and_then([
                 TxnOp::delete(key.as_str(), None),
                 TxnOp::delete(open_key(&id), None),
                 TxnOp::delete(budget_key(&id), None),
                 TxnOp::delete(parts_prefix(&id), Some(etcd_client::DeleteOptions::new().with_prefix())),
             ]);
-            let _ = self.rt.block_on(kv::txn(&client, txn, ETCD_LIMIT));
+            if let Err(e) = self.rt.block_on(kv::txn(&client, txn, ETCD_LIMIT)) {
+                tracing::warn!("capture {id}: removing it: {e}; its parts fail within 30 s instead");
+            }
+            let why: Vec<String> = answers.iter().map(|(n, o)| format!("{n}: {}", describe(o))).collect();
             return Err(ManagerError::Unavailable(format!(
                 "no node of colo {:?} can take a capture now: {}",
                 c.colo_name.as_deref().unwrap_or(""),
-                describe(&failed)
+                why.join("; ")
             )));
         }
-        let result = self.rt.block_on(async {
-            for (node, e) in &failed {
-                let part = Part {
-                    node: node.clone(),
-                    status: PartStatus::Failed,
-                    packets_captured: 0,
-                    error_message: Some(format!("did not start: {e}")),
-                };
-                let value = serde_json::to_vec(&part).map_err(StoreError::Encode)?;
-                kv::put(&client, &part_key(&id, node), value, ETCD_LIMIT).await.map_err(unavailable)?;
+        // Bookkeeping of the parts that did not start. Once a part runs, the capture exists:
+        // an etcd failure here is logged (the janitor fails parts left pending), never answered
+        // as "retry", which would start a second capture.
+        let mut started = answers.iter().filter(|(_, o)| matches!(o, Outcome::Started)).count();
+        let mut failures = Vec::new();
+        let mut returned = (0, 0);
+        for ((node, outcome), (packets, bytes)) in answers.iter().zip(&grants) {
+            let why = match outcome {
+                Outcome::Started => continue,
+                Outcome::Refused(e) => format!("did not start: {e}"),
+                Outcome::Unknown(e) => format!("no answer to its start ({e}); told to stop"),
+            };
+            if let Outcome::Unknown(_) = outcome {
+                self.tell_stop(&account, &id, &[node.as_str()]);
             }
-            if failed.len() < nodes.len() {
-                // Started somewhere: running, whatever the parts have reported so far.
+            match self.rt.block_on(fail_pending_part(&client, &id, node, why.clone())) {
+                Ok(true) => {
+                    failures.push(format!("{node}: {why}"));
+                    // A refused part never had its grant; an unanswered one gives back what it
+                    // did not use when it stops.
+                    if let Outcome::Refused(_) = outcome {
+                        returned = (returned.0 + packets, returned.1 + bytes);
+                    }
+                }
+                // The node reported on its part: it started after all.
+                Ok(false) => started += 1,
+                Err(e) => {
+                    tracing::warn!("capture {id}: marking {node}'s part failed: {e}");
+                    failures.push(format!("{node}: {why}"));
+                }
+            }
+        }
+        let bookkeeping = self.rt.block_on(async {
+            give_back(&client, &id, returned, 0).await?;
+            if started > 0 {
                 records::update_capture(&client, &account, &id, |c| {
                     if c.status == Status::Pending {
                         c.status = Status::Running;
@@ -370,11 +583,19 @@ impl FleetCaptures for FleetFull {
             }
             records::recompute(&client, &account, &id).await
         });
-        let stored = result.map_err(etcd_down)?;
-        if failed.len() == nodes.len() {
-            return Err(ManagerError::StartFailed(describe(&failed)));
+        if started == 0 {
+            return Err(ManagerError::StartFailed(failures.join("; ")));
         }
-        stored.ok_or(ManagerError::NotFound)
+        match bookkeeping {
+            Ok(Some(stored)) => Ok(stored),
+            other => {
+                if let Err(e) = other {
+                    tracing::warn!("capture {id}: {e}; the record catches up with its parts");
+                }
+                c.status = Status::Running;
+                Ok(c)
+            }
+        }
     }
 
     fn stop(&self, c: &Capture) -> Result<Capture, ManagerError> {
@@ -389,18 +610,29 @@ impl FleetCaptures for FleetFull {
             }))
             .map_err(etcd_down)?
             .ok_or(ManagerError::NotFound)?;
+        let running: Vec<&str> =
+            updated.parts.iter().filter(|p| !p.status.is_finished()).map(|p| p.node.as_str()).collect();
+        self.tell_stop(&c.account, &c.id, &running);
+        Ok(updated)
+    }
+}
+
+impl FleetFull {
+    /// Tells `nodes` to stop their part of capture `id` now, all at once (best effort: each
+    /// node's part agent also reads a recorded stop within a second).
+    fn tell_stop(&self, account: &str, id: &str, nodes: &[&str]) {
         let live = self.fleet.live_nodes();
-        let stop = PartStop { account: c.account.clone(), id: c.id.clone() };
-        let body = serde_json::to_vec(&stop).map_err(|e| ManagerError::Internal(e.to_string()))?;
-        let calls = updated.parts.iter().filter(|p| !p.status.is_finished()).map(|p| {
+        let Ok(body) = serde_json::to_vec(&PartStop { account: account.to_string(), id: id.to_string() }) else {
+            return;
+        };
+        let calls = nodes.iter().map(|&node| {
             let (fleet, local, body) = (self.fleet.clone(), Arc::clone(&self.local), body.clone());
-            let (account, id, node) = (c.account.clone(), c.id.clone(), p.node.clone());
+            let (account, id, node) = (account.to_string(), id.to_string(), node.to_string());
             let info = live.iter().find(|n| n.name == node).cloned();
             async move {
                 if node == fleet.name() {
                     let _ = tokio::task::spawn_blocking(move || local.stop(&account, &id)).await;
                 } else if let Some(info) = info {
-                    // Best effort: the node's part agent also reads the stop within a second.
                     let call = fleet.call(&info, reqwest::Method::POST, STOP_PATH, Some(body));
                     if let Ok(Err(e)) = tokio::time::timeout(STOP_TIMEOUT, call).await {
                         tracing::warn!("capture {id}: telling {node} to stop: {e}");
@@ -409,12 +641,15 @@ impl FleetCaptures for FleetFull {
             }
         });
         self.rt.block_on(futures_join_all(calls.collect()));
-        Ok(updated)
     }
 }
 
-fn describe(failed: &[(String, StartError)]) -> String {
-    failed.iter().map(|(n, e)| format!("{n}: {e}")).collect::<Vec<_>>().join("; ")
+fn describe(o: &Outcome) -> String {
+    match o {
+        Outcome::Started => "started".into(),
+        Outcome::Refused(e) => e.to_string(),
+        Outcome::Unknown(e) => e.clone(),
+    }
 }
 
 /// Runs futures at once (spawned on the runtime) and collects their outputs in order.

@@ -101,7 +101,11 @@ pub struct FleetRecords {
     rt: Handle,
     /// Until when (unix ms) reads skip the linearizable attempt: etcd lost its quorum lately.
     degraded_until_ms: AtomicU64,
-    /// This node's full-capture parts to publish (the latest state of each wins).
+    /// Simple captures' records ever handed to the task to publish (once set, later states go
+    /// there too, so that an older state retried never lands after a newer one).
+    retrying: AtomicU64,
+    /// Records to publish by the task, retried until etcd takes them (the latest state of each
+    /// capture wins): this node's full-capture parts, and simple captures whose write failed.
     reports: mpsc::UnboundedSender<Capture>,
 }
 
@@ -111,7 +115,14 @@ impl FleetRecords {
     pub fn new(local: Arc<Db>, fleet: Fleet, rt: Handle) -> Arc<FleetRecords> {
         let (reports, rx) = mpsc::unbounded_channel();
         rt.spawn(parts_task(fleet.clone(), rx));
-        Arc::new(FleetRecords { local, fleet, rt, reports, degraded_until_ms: AtomicU64::new(0) })
+        Arc::new(FleetRecords {
+            local,
+            fleet,
+            rt,
+            reports,
+            degraded_until_ms: AtomicU64::new(0),
+            retrying: AtomicU64::new(0),
+        })
     }
 
     /// Reads `key`: linearizable (the latest write, wherever it was made); when etcd cannot
@@ -162,40 +173,22 @@ impl FleetRecords {
                 Ok(())
             }
             CaptureType::Simple => match self.put_simple(c) {
-                Ok(()) => Ok(()),
+                Ok(()) => {
+                    if self.retrying.load(Relaxed) > 0 {
+                        // An older state of it may wait in the task: this one replaces it.
+                        let _ = self.reports.send(c.clone());
+                    }
+                    Ok(())
+                }
                 // A new capture that the fleet cannot see is refused (nothing runs).
                 Err(e) if first => Err(e),
                 Err(e) => {
                     tracing::warn!("capture {}: {e}; its record is published again when etcd answers", c.id);
-                    let c = c.clone();
-                    let me = self.fleet.clone();
-                    self.rt.spawn(async move { republish_simple(me, c).await });
+                    self.retrying.fetch_add(1, Relaxed);
+                    let _ = self.reports.send(c.clone());
                     Ok(())
                 }
             },
-        }
-    }
-}
-
-/// Retries a simple capture's record until etcd takes it (a newer write of the same key, by
-/// this node, makes this one moot: only a missing or older status is overwritten).
-async fn republish_simple(fleet: Fleet, mut c: Capture) {
-    c.node = Some(fleet.name().to_string());
-    let Ok(value) = encode(&c) else { return };
-    let key = capture_key(&c.account, &c.id);
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let client = fleet.client();
-        let current = kv::get(&client, &key, None, WRITE_TIMEOUT).await;
-        let done = match current {
-            Ok(r) => match r.kvs().first().map(|kv| decode::<Capture>(kv.key(), kv.value())) {
-                Some(Ok(stored)) if stored.status.is_finished() => true,
-                _ => kv::put(&client, &key, value.clone(), WRITE_TIMEOUT).await.is_ok(),
-            },
-            Err(_) => false,
-        };
-        if done {
-            return;
         }
     }
 }
@@ -284,6 +277,14 @@ impl OwnershipRecords for FleetRecords {
         let key = ownership_key(account, id);
         let r = self.rt.block_on(kv::delete(&client, &key, None, WRITE_TIMEOUT)).map_err(unavailable)?;
         Ok(r.deleted() > 0)
+    }
+}
+
+impl Fleet {
+    /// The fleet's record of a capture (linearizable read).
+    pub async fn capture(&self, account: &str, id: &str) -> Result<Option<Capture>, StoreError> {
+        let r = kv::get(&self.client(), &capture_key(account, id), None, READ_TIMEOUT).await.map_err(unavailable)?;
+        r.kvs().first().map(|kv| decode(kv.key(), kv.value())).transpose()
     }
 }
 
@@ -382,6 +383,10 @@ pub async fn recompute(client: &Client, account: &str, id: &str) -> Result<Optio
         let key = capture_key(account, id);
         let mut ops = vec![TxnOp::put(key.as_str(), encode(&next)?, None)];
         let finishing = next.status.is_finished() && !stored.status.is_finished();
+        // As on one appliance, the account may start another full capture once this one no
+        // longer captures (it may still be uploading).
+        let live = |c: &Capture| matches!(c.status, Status::Pending | Status::Running);
+        let releasing = live(&stored) && !live(&next);
         if finishing {
             ops.push(TxnOp::delete(open_key(id), None));
             ops.push(TxnOp::delete(budget_key(id), None));
@@ -394,6 +399,9 @@ pub async fn recompute(client: &Client, account: &str, id: &str) -> Result<Optio
                     next.status.as_str(),
                     next.packets_captured.unwrap_or(0)
                 );
+            }
+            // (Should this fail, the next claim finds this capture no longer live: free.)
+            if releasing {
                 if let Err(e) = super::rules::release_full(client, super::KEY_PREFIX, account, id).await {
                     tracing::warn!("capture {id}: giving the account's claim back: {e}");
                 }
@@ -475,15 +483,21 @@ async fn publish_parts(client: &Client, me: &str, pending: &mut HashMap<String, 
     for id in ids {
         let Some(c) = pending.get(&id) else { continue };
         let published = async {
+            if c.kind == CaptureType::Simple {
+                let mut c = c.clone();
+                c.node = Some(me.to_string());
+                let key = capture_key(&c.account, &c.id);
+                return kv::put(client, &key, encode(&c)?, WRITE_TIMEOUT).await.map(|_| ()).map_err(unavailable);
+            }
             let value = encode(&part_of(me, c))?;
             kv::put(client, &part_key(&c.id, me), value, WRITE_TIMEOUT).await.map_err(unavailable)?;
-            recompute(client, &c.account, &c.id).await
+            recompute(client, &c.account, &c.id).await.map(|_| ())
         };
         match published.await {
             Ok(_) => {
                 pending.remove(&id);
             }
-            Err(e) => tracing::warn!("capture {id}: publishing this node's part: {e}; retrying"),
+            Err(e) => tracing::warn!("capture {id}: publishing its record: {e}; retrying"),
         }
     }
 }
@@ -506,63 +520,84 @@ impl Janitor {
 
     async fn try_pass(&mut self, fleet: &Fleet) -> Result<(), StoreError> {
         let client = fleet.client();
-        let prefixed = || Some(GetOptions::new().with_prefix());
-        let open = kv::get(&client, &open_key(""), prefixed(), WRITE_TIMEOUT).await.map_err(unavailable)?;
-        let live: Vec<String> = fleet.live_nodes().iter().map(|n| n.name.clone()).collect();
-        let now = Instant::now();
-        let mut seen = Vec::new();
-        let mut by_state: Vec<(&'static str, u64)> = PartStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        let prefixed = Some(GetOptions::new().with_prefix());
+        let open = kv::get(&client, &open_key(""), prefixed, WRITE_TIMEOUT).await.map_err(unavailable)?;
+        let mut pass = Pass {
+            live: fleet.live_nodes().iter().map(|n| n.name.clone()).collect(),
+            now: Instant::now(),
+            seen: Vec::new(),
+            by_state: PartStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect(),
+        };
         for okv in open.kvs() {
             let id = String::from_utf8_lossy(okv.key()).rsplit('/').next().unwrap_or_default().to_string();
             let account = String::from_utf8_lossy(okv.value()).into_owned();
-            let parts = kv::get(&client, &parts_prefix(&id), prefixed(), WRITE_TIMEOUT).await.map_err(unavailable)?;
-            for pkv in parts.kvs() {
-                let Ok(mut part) = decode::<Part>(pkv.key(), pkv.value()) else { continue };
-                let counted = PartStatus::ALL.iter().position(|s| *s == part.status);
-                if let Some(slot) = counted.and_then(|i| by_state.get_mut(i)) {
-                    slot.1 += 1;
-                }
-                let alive = live.contains(&part.node);
-                if part.status.is_finished() || (alive && part.status != PartStatus::Pending) {
-                    continue;
-                }
-                let since = *self.since.entry((id.clone(), part.node.clone())).or_insert(now);
-                seen.push((id.clone(), part.node.clone()));
-                let waited = now.duration_since(since);
-                if alive {
-                    if waited < START_GRACE {
-                        continue;
-                    }
-                    part.status = PartStatus::Failed;
-                    part.error_message = Some("never started: the node that created the capture did not ask".into());
-                } else {
-                    if waited < LOST_GRACE {
-                        continue;
-                    }
-                    let doing = match part.status {
-                        PartStatus::Pending => "starting",
-                        PartStatus::Running => "capturing",
-                        _ => "uploading",
-                    };
-                    part.status = PartStatus::Lost;
-                    part.error_message = Some(format!("it left the fleet while {doing}"));
-                }
-                let txn = Txn::new()
-                    .when([Compare::mod_revision(pkv.key(), CompareOp::Equal, pkv.mod_revision())])
-                    .and_then([TxnOp::put(pkv.key(), encode(&part)?, None)]);
-                if kv::txn(&client, txn, WRITE_TIMEOUT).await.map_err(unavailable)?.succeeded() {
-                    tracing::warn!("capture {id}: the part of node {} is {}", part.node, part.status.as_str());
-                    fleet.stats().parts_given_up.fetch_add(1, Relaxed);
-                }
+            // One capture's trouble (a corrupt record, racing writers) must not stop the others.
+            if let Err(e) = self.look_after(fleet, &mut pass, &account, &id).await {
+                tracing::warn!("fleet janitor: capture {id}: {e}");
             }
-            recompute(&client, &account, &id).await?;
         }
-        self.since.retain(|k, _| seen.contains(k));
+        self.since.retain(|k, _| pass.seen.contains(k));
         if let Ok(mut parts) = fleet.stats().parts.lock() {
-            *parts = by_state;
+            *parts = pass.by_state;
         }
         Ok(())
     }
+
+    /// One unfinished capture: its parts given up where due, then its record recomputed.
+    async fn look_after(&mut self, fleet: &Fleet, pass: &mut Pass, account: &str, id: &str) -> Result<(), StoreError> {
+        let client = fleet.client();
+        let prefixed = Some(GetOptions::new().with_prefix());
+        let parts = kv::get(&client, &parts_prefix(id), prefixed, WRITE_TIMEOUT).await.map_err(unavailable)?;
+        for pkv in parts.kvs() {
+            let Ok(mut part) = decode::<Part>(pkv.key(), pkv.value()) else { continue };
+            if let Some(i) = PartStatus::ALL.iter().position(|s| *s == part.status) {
+                pass.by_state[i].1 += 1;
+            }
+            let alive = pass.live.contains(&part.node);
+            if part.status.is_finished() || (alive && part.status != PartStatus::Pending) {
+                continue;
+            }
+            let key = (id.to_string(), part.node.clone());
+            let since = *self.since.entry(key.clone()).or_insert(pass.now);
+            pass.seen.push(key);
+            let waited = pass.now.duration_since(since);
+            if alive {
+                if waited < START_GRACE {
+                    continue;
+                }
+                part.status = PartStatus::Failed;
+                part.error_message = Some("never started: the node that created the capture did not ask".into());
+            } else {
+                if waited < LOST_GRACE {
+                    continue;
+                }
+                let doing = match part.status {
+                    PartStatus::Pending => "starting",
+                    PartStatus::Running => "capturing",
+                    _ => "uploading",
+                };
+                part.status = PartStatus::Lost;
+                part.error_message = Some(format!("it left the fleet while {doing}"));
+            }
+            let txn = Txn::new()
+                .when([Compare::mod_revision(pkv.key(), CompareOp::Equal, pkv.mod_revision())])
+                .and_then([TxnOp::put(pkv.key(), encode(&part)?, None)]);
+            if kv::txn(&client, txn, WRITE_TIMEOUT).await.map_err(unavailable)?.succeeded() {
+                tracing::warn!("capture {id}: the part of node {} is {}", part.node, part.status.as_str());
+                fleet.stats().parts_given_up.fetch_add(1, Relaxed);
+            }
+        }
+        recompute(&client, account, id).await.map(|_| ())
+    }
+}
+
+/// What one janitor pass sees and counts.
+struct Pass {
+    live: Vec<String>,
+    now: Instant,
+    /// (capture, node) of the parts waiting to be given up.
+    seen: Vec<(String, String)>,
+    by_state: Vec<(&'static str, u64)>,
 }
 
 #[cfg(test)]

@@ -71,6 +71,16 @@ impl EtcdRules {
         Ok(self.decide(kv::txn(&self.client, txn, DECIDE_TIMEOUT))?.succeeded())
     }
 
+    /// Whether the holder of a claim still counts: its record is pending or running, or not
+    /// written yet (a claim is taken before the record). A holder whose claim was not given back
+    /// (its release failed) no longer blocks the account once it stopped capturing.
+    fn still_live(&self, account: &str, id: &str) -> Result<bool, RulesError> {
+        let key = format!("{}captures/{account}/{id}", self.prefix);
+        let Some((value, _)) = self.read(&key)? else { return Ok(true) };
+        Ok(serde_json::from_slice::<serde_json::Value>(&value)
+            .map_or(true, |c| matches!(c["status"].as_str(), Some("pending" | "running"))))
+    }
+
     fn raced(&self, what: &str) -> RulesError {
         RulesError::Unavailable(format!("{what}: {ROUNDS} racing updates in a row; retry"))
     }
@@ -103,6 +113,15 @@ impl Rules for EtcdRules {
         Err(self.raced("simple capture rule"))
     }
 
+    fn unadmit_simple(&self, account: &str, at: DateTime<Utc>) -> Result<(), RulesError> {
+        let key = self.key("simple", account);
+        let value = at.timestamp_millis().to_string().into_bytes();
+        let txn = Txn::new()
+            .when([Compare::value(key.as_str(), CompareOp::Equal, value)])
+            .and_then([TxnOp::delete(key.as_str(), None)]);
+        self.decide(kv::txn(&self.client, txn, DECIDE_TIMEOUT)).map(|_| ())
+    }
+
     fn claim_full(&self, account: &str, id: &str, until: DateTime<Utc>) -> Result<Result<(), String>, RulesError> {
         let key = self.key("full", account);
         let now_ms = Utc::now().timestamp_millis();
@@ -111,7 +130,9 @@ impl Rules for EtcdRules {
             if let Some((value, _)) = &seen {
                 match serde_json::from_slice::<FullClaim>(value) {
                     Ok(held) if held.id == id => return Ok(Ok(())),
-                    Ok(held) if held.until_ms > now_ms => return Ok(Err(held.id)),
+                    Ok(held) if held.until_ms > now_ms && self.still_live(account, &held.id)? => {
+                        return Ok(Err(held.id))
+                    }
                     // Expired (its holder never released it), or unreadable: free.
                     _ => {}
                 }
@@ -249,6 +270,13 @@ pub(crate) mod tests {
         assert!(wait > Duration::from_millis(39_990) && wait <= Duration::from_secs(40), "{wait:?}");
         assert_eq!(nodes[0].admit_simple("other", now, interval).unwrap(), None, "per account");
         assert_eq!(nodes[1].admit_simple("acct", now + chrono::Duration::seconds(61), interval).unwrap(), None);
+        // Taken back (its record could not be stored): the next request is admitted at once;
+        // an older admission's take-back does nothing.
+        let later = now + chrono::Duration::seconds(62);
+        nodes[0].unadmit_simple("acct", now).unwrap();
+        assert!(nodes[0].admit_simple("acct", later, interval).unwrap().is_some(), "not the last admission");
+        nodes[0].unadmit_simple("acct", now + chrono::Duration::seconds(61)).unwrap();
+        assert_eq!(nodes[0].admit_simple("acct", later, interval).unwrap(), None);
 
         let until = Utc::now() + chrono::Duration::seconds(300);
         let winners: Vec<String> = std::thread::scope(|s| {
@@ -269,6 +297,14 @@ pub(crate) mod tests {
         assert!(nodes[0].claim_full("acct", "late", until).unwrap().is_err(), "only the holder releases");
         nodes[1].release_full("acct", holder).unwrap();
         assert_eq!(nodes[0].claim_full("acct", "late", until).unwrap(), Ok(()));
+        // A holder whose record says it no longer captures does not block (its release failed).
+        let mut kv = rt.block_on(Client::connect([etcd.url.as_str()], None)).unwrap().kv_client();
+        let record = |status: &str| serde_json::json!({ "status": status }).to_string();
+        rt.block_on(kv.put("/pcapd-test/captures/acct3/old", record("running"), None)).unwrap();
+        assert_eq!(nodes[0].claim_full("acct3", "old", until).unwrap(), Ok(()));
+        assert_eq!(nodes[1].claim_full("acct3", "new", until).unwrap(), Err("old".to_string()));
+        rt.block_on(kv.put("/pcapd-test/captures/acct3/old", record("conversion_pending"), None)).unwrap();
+        assert_eq!(nodes[1].claim_full("acct3", "new", until).unwrap(), Ok(()));
         // A claim whose holder never released it lapses at its deadline.
         let past = Utc::now() - chrono::Duration::seconds(1);
         assert_eq!(nodes[0].claim_full("acct2", "dead", past).unwrap(), Ok(()));
