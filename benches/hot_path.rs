@@ -108,5 +108,32 @@ fn handoff_push(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse_and_match, pcap_encode, handoff_push);
+/// Per-packet stamps of a burst of 32 (what RX does for each burst since issue 14) against one
+/// stamp for the whole burst (before): the record header's seconds/nanoseconds of each packet.
+fn burst_stamps(c: &mut Criterion) {
+    use pcapd::dataplane::clock::{BurstStamps, Spread};
+    use pcapd::pcap::format::Stamp;
+    let mut g = c.benchmark_group("burst-stamps");
+    g.throughput(Throughput::Elements(32));
+    let mut now = 1_796_000_000_000_000_000u64;
+    let mut stamps = BurstStamps::default();
+    g.bench_function("per-packet", |b| {
+        b.iter(|| {
+            now += 3_000;
+            let s = stamps.burst(black_box(now), 32);
+            (0..32).map(|i| Stamp::new(s.at(i)).parts(Precision::Nanos).1).fold(0u32, u32::wrapping_add)
+        })
+    });
+    g.bench_function("per-burst", |b| {
+        b.iter(|| {
+            now += 3_000;
+            let s = Spread::fixed(black_box(now));
+            let one = Stamp::new(s.at(0));
+            (0..32).map(|_| one.parts(Precision::Nanos).1).fold(0u32, u32::wrapping_add)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, parse_and_match, pcap_encode, handoff_push, burst_stamps);
 criterion_main!(benches);

@@ -1,4 +1,4 @@
-//! The per-core poll loop: burst → timestamp → parse once → match every active capture → budget →
+//! The per-core poll loop: burst → timestamps → parse once → match every active capture → budget →
 //! hand-off → one stats update. No allocation, lock, syscall or log line per packet; with nothing
 //! to receive the loop backs off (spin, yield, then short sleeps) unless told not to.
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::active::{ActiveSet, SharedActiveSet};
-use super::clock::TscClock;
+use super::clock::{BurstStamps, Spread, TscClock};
 use super::handoff::Producer;
 use super::stats::StatsWriter;
 use crate::dpdk::{Burst, RxQueue, BURST};
@@ -49,22 +49,25 @@ impl RxWorker {
         let mut burst = Burst::default();
         let mut sc = Scratch { takes: Vec::with_capacity(64), caplens: [0; BURST] };
         let mut empty_polls: u32 = 0;
+        let mut stamps = vec![BurstStamps::default(); self.queues.len()];
         // Re-reads the shared set only when it was replaced: one pointer compare per loop.
         let mut active = arc_swap::Cache::new(Arc::clone(&self.active));
         while !self.stop.load(Relaxed) {
             let set = active.load();
             let mut received = 0;
-            for qi in 0..self.queues.len() {
+            for (qi, stamps) in stamps.iter_mut().enumerate() {
                 let n = self.queues[qi].poll(&mut burst);
+                let now = self.clock.now_ns();
                 if n == 0 {
+                    stamps.empty_poll(now);
                     continue;
                 }
                 received += n;
-                let ts_ns = self.clock.now_ns();
+                let spread = stamps.burst(now, n);
                 if let Some(s) = self.sampler.as_mut() {
-                    s.burst(n, ts_ns, |i| (burst.packet(i).first_segment(), burst.packet(i).pkt_len()));
+                    s.burst(n, &spread, |i| (burst.packet(i).first_segment(), burst.packet(i).pkt_len()));
                 }
-                let (bytes, taken) = self.process_burst(set, &burst, ts_ns, &mut sc);
+                let (bytes, taken) = self.process_burst(set, &burst, &spread, &mut sc);
                 burst.free();
                 self.stats.record_burst(n as u64, bytes, taken);
             }
@@ -89,7 +92,7 @@ impl RxWorker {
     /// Matches, budgets and copies one burst's taken packets into the writers' rings. Returns
     /// (bytes received, packets taken).
     #[inline]
-    fn process_burst(&mut self, set: &ActiveSet, burst: &Burst, ts_ns: u64, sc: &mut Scratch) -> (u64, u64) {
+    fn process_burst(&mut self, set: &ActiveSet, burst: &Burst, stamps: &Spread, sc: &mut Scratch) -> (u64, u64) {
         let mut bytes = 0u64;
         sc.takes.clear();
         sc.takes.resize(set.captures.len(), 0);
@@ -156,12 +159,13 @@ impl RxWorker {
             *take = mask;
             any |= mask;
         }
-        let ts = Stamp::new(ts_ns);
         for (take, cap) in sc.takes.iter().zip(&set.captures) {
             let ring = &mut self.rings[cap.writer];
             let mut bits = *take;
             while bits != 0 {
-                let p = burst.packet(bits.trailing_zeros() as usize);
+                let i = bits.trailing_zeros() as usize;
+                let p = burst.packet(i);
+                let ts = Stamp::new(stamps.at(i));
                 bits &= bits - 1;
                 let caplen = p.pkt_len().min(cap.snaplen);
                 let push = |ring: &mut Producer| {

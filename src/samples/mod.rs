@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use crossbeam::queue::ArrayQueue;
 
+use crate::dataplane::clock::Spread;
+
 pub mod query;
 mod repair;
 pub mod store;
@@ -104,12 +106,12 @@ impl Sampler {
     /// Looks at a burst of `n` packets; `data(i)` gives packet `i`'s first segment and length.
     /// The first packet ever seen is sampled, then every `one_in`-th.
     #[inline]
-    pub fn burst<'a>(&mut self, n: usize, ts_ns: u64, data: impl Fn(usize) -> (&'a [u8], u32)) {
+    pub fn burst<'a>(&mut self, n: usize, stamps: &Spread, data: impl Fn(usize) -> (&'a [u8], u32)) {
         if n <= self.countdown as usize {
             self.countdown -= n as u32;
             return;
         }
-        let second = ts_ns / 1_000_000_000;
+        let second = stamps.at(n - 1) / 1_000_000_000;
         if second != self.second {
             self.second = second;
             self.used_this_second = 0;
@@ -122,6 +124,7 @@ impl Sampler {
             } else {
                 let (bytes, orig_len) = data(i);
                 let caplen = bytes.len().min(self.snaplen).min(orig_len as usize);
+                let ts_ns = stamps.at(i);
                 let mut rec = SampleRec { ts_ns, orig_len, caplen: caplen as u16, data: [0; MAX_SNAPLEN] };
                 rec.data[..caplen].copy_from_slice(&bytes[..caplen]);
                 self.used_this_second += 1;
@@ -162,7 +165,7 @@ mod tests {
         // 100 packets in bursts of 7: packets 0, 10, 20, ... 90.
         for start in (0..100).step_by(7) {
             let n = 7.min(100 - start);
-            s.burst(n, 5_000_000_000, |i| (&pkts[start + i][..], 300));
+            s.burst(n, &Spread::fixed(5_000_000_000), |i| (&pkts[start + i][..], 300));
         }
         let got: Vec<u8> = std::iter::from_fn(|| ring.pop()).map(|r| r.data[0]).collect();
         assert_eq!(got, (0..100).step_by(10).map(|i| i as u8).collect::<Vec<_>>());
@@ -172,7 +175,7 @@ mod tests {
     fn truncates_to_snaplen_and_keeps_orig_len() {
         let (mut s, ring) = sampler(1, u64::MAX);
         let p = vec![7u8; 1500];
-        s.burst(1, 1, |_| (&p[..], 1500));
+        s.burst(1, &Spread::fixed(1), |_| (&p[..], 1500));
         let r = ring.pop().unwrap();
         assert_eq!((r.caplen, r.orig_len), (160, 1500));
     }
@@ -181,10 +184,10 @@ mod tests {
     fn per_second_cap() {
         let (mut s, ring) = sampler(1, 5);
         let p = [1u8; 64];
-        s.burst(32, 1_000_000_000, |_| (&p[..], 64));
-        s.burst(32, 1_500_000_000, |_| (&p[..], 64));
+        s.burst(32, &Spread::fixed(1_000_000_000), |_| (&p[..], 64));
+        s.burst(32, &Spread::fixed(1_500_000_000), |_| (&p[..], 64));
         assert_eq!(ring.len(), 5);
-        s.burst(32, 2_000_000_000, |_| (&p[..], 64));
+        s.burst(32, &Spread::fixed(2_000_000_000), |_| (&p[..], 64));
         assert_eq!(ring.len(), 10, "a new second refills the budget");
         assert_eq!(s.stats.over_rate.load(Relaxed), 27 + 32 + 27);
     }
