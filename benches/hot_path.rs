@@ -135,5 +135,60 @@ fn burst_stamps(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse_and_match, pcap_encode, handoff_push, burst_stamps);
+/// N captures at once (issue 14): each packet matched against N filter_v1 filters as the RX
+/// core does (`MatcherSet`: one lookup per group of filters of one shape), against asking each
+/// filter in turn. The filters are of three shapes (destination address; destination address and
+/// port; protocol and source port), with distinct values, as many accounts' captures would be.
+fn many_captures(c: &mut Criterion) {
+    use pcapd::filter::{Matcher, MatcherSet};
+    let frames: Vec<Vec<u8>> = (0..1024).map(udp64).collect();
+    let filter = |i: usize| -> Matcher {
+        let json = match i % 3 {
+            0 => format!(r#"{{"destination_address":"192.168.{}.0"}}"#, i),
+            1 => format!(r#"{{"destination_address":"192.168.{}.0","destination_port":443}}"#, i),
+            _ => format!(r#"{{"protocol":17,"source_port":{}}}"#, 1024 + i),
+        };
+        FilterV1::from_json_str(&json).unwrap().compile()
+    };
+    let mut g = c.benchmark_group("many-captures");
+    g.throughput(Throughput::Elements(frames.len() as u64));
+    for n in [1usize, 4, 16, 64] {
+        let each: Vec<Matcher> = (0..n).map(filter).collect();
+        let set = MatcherSet::new(&each);
+        g.bench_with_input(BenchmarkId::new("set", n), &frames, |b, frames| {
+            b.iter(|| {
+                let mut hits = 0u64;
+                for f in frames {
+                    let f = black_box(f);
+                    hits ^= match wire::PlainV4::of(f) {
+                        Some(h) => set.matches_plain_v4(&h),
+                        None => set.matches(&wire::parse_general(f)),
+                    };
+                }
+                hits
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("each", n), &frames, |b, frames| {
+            b.iter(|| {
+                let mut hits = 0u64;
+                for f in frames {
+                    let f = black_box(f);
+                    hits ^= match wire::PlainV4::of(f) {
+                        Some(h) => {
+                            each.iter().enumerate().fold(0, |a, (i, m)| a | u64::from(m.matches_plain_v4(&h)) << i)
+                        }
+                        None => {
+                            let k = wire::parse_general(f);
+                            each.iter().enumerate().fold(0, |a, (i, m)| a | u64::from(m.matches(&k)) << i)
+                        }
+                    };
+                }
+                hits
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, parse_and_match, pcap_encode, handoff_push, burst_stamps, many_captures);
 criterion_main!(benches);

@@ -257,6 +257,129 @@ impl Matcher {
     }
 }
 
+/// Up to 64 compiled filters matched in one pass (the RX cores' many captures): bit `i` of an
+/// answer is filter `i`'s. Plain IPv4 frames go through groups of filters that read the same
+/// bytes (the same mask, payload need and protocol set) and differ only in the values wanted:
+/// one masked copy of the frame's bytes and one hash lookup a group, however many filters it
+/// holds (64 captures of "this destination address and port" cost one lookup). Other frames ask
+/// each filter.
+#[derive(Debug, Clone, Default)]
+pub struct MatcherSet {
+    groups: Vec<Group>,
+    each: Vec<Matcher>,
+}
+
+/// Filters whose V4 rules differ only in the bytes they want.
+#[derive(Debug, Clone)]
+struct Group {
+    mask: [u64; 4],
+    min_payload: u16,
+    protocols: [bool; 256],
+    table: ValueTable,
+}
+
+/// Wanted bytes → the filters wanting them: open addressing, at most half full.
+#[derive(Debug, Clone)]
+struct ValueTable {
+    slots: Vec<Option<([u64; 4], u64)>>,
+    shift: u32,
+}
+
+impl ValueTable {
+    fn with_room(n: usize) -> ValueTable {
+        let size = (2 * n).next_power_of_two().max(4);
+        ValueTable { slots: vec![None; size], shift: 64 - size.trailing_zeros() }
+    }
+
+    #[inline(always)]
+    fn slot(&self, k: &[u64; 4]) -> usize {
+        let h = (k[0] ^ k[1].rotate_left(17) ^ k[2].rotate_left(31) ^ k[3].rotate_left(47))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (h >> self.shift) as usize
+    }
+
+    fn insert(&mut self, k: [u64; 4], bit: u64) {
+        let mut i = self.slot(&k);
+        loop {
+            match &mut self.slots[i] {
+                Some((key, bits)) if *key == k => return *bits |= bit,
+                Some(_) => i = (i + 1) & (self.slots.len() - 1),
+                empty => return *empty = Some((k, bit)),
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn get(&self, k: &[u64; 4]) -> u64 {
+        let mut i = self.slot(k);
+        loop {
+            match &self.slots[i] {
+                Some((key, bits)) if key == k => return *bits,
+                Some(_) => i = (i + 1) & (self.slots.len() - 1),
+                None => return 0,
+            }
+        }
+    }
+}
+
+fn words(b: &[u8; 32]) -> [u64; 4] {
+    std::array::from_fn(|i| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default()))
+}
+
+impl MatcherSet {
+    pub const MAX: usize = 64;
+
+    /// The set of `matchers` (at most [`MatcherSet::MAX`]; more are left out).
+    pub fn new(matchers: &[Matcher]) -> MatcherSet {
+        let each: Vec<Matcher> = matchers.iter().take(Self::MAX).copied().collect();
+        let mut groups: Vec<Group> = Vec::new();
+        for (i, m) in each.iter().enumerate() {
+            let (mask, want) = m.v4.bytes.parts();
+            let (mask, want) = (words(&mask), words(&want));
+            let same =
+                |g: &&mut Group| g.mask == mask && g.min_payload == m.v4.min_payload && g.protocols == m.v4.protocols;
+            let bit = 1u64 << i;
+            match groups.iter_mut().find(same) {
+                Some(g) => g.table.insert(want, bit),
+                None => {
+                    let mut table = ValueTable::with_room(each.len());
+                    table.insert(want, bit);
+                    groups.push(Group { mask, min_payload: m.v4.min_payload, protocols: m.v4.protocols, table });
+                }
+            }
+        }
+        MatcherSet { groups, each }
+    }
+
+    pub fn len(&self) -> usize {
+        self.each.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.each.is_empty()
+    }
+
+    /// The filters a plain IPv4 frame matches (`Matcher::matches_plain_v4` of each).
+    #[inline]
+    pub fn matches_plain_v4(&self, h: &PlainV4) -> u64 {
+        let (bytes, proto, payload) = (words(h.0), usize::from(h.protocol()), h.payload_len());
+        let mut hits = 0;
+        for g in &self.groups {
+            if g.protocols[proto] & (payload >= g.min_payload) {
+                let k = std::array::from_fn(|i| bytes[i] & g.mask[i]);
+                hits |= g.table.get(&k);
+            }
+        }
+        hits
+    }
+
+    /// The filters any parsed frame matches (`Matcher::matches` of each).
+    #[inline]
+    pub fn matches(&self, k: &PacketKey) -> u64 {
+        self.each.iter().enumerate().fold(0, |hits, (i, m)| hits | (u64::from(m.matches(k)) << i))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +393,70 @@ mod tests {
 
     fn field_err(v: Value) -> FilterError {
         FilterV1::from_json(&v).unwrap_err()
+    }
+
+    /// The set answers what each filter answers, for filters sharing a shape and not, over
+    /// every frame of the fixture and random mutations of them.
+    #[test]
+    fn a_matcher_set_answers_as_each_of_its_filters() {
+        // The fixture's 29 kinds of frames (a little-endian pcap), and a few generated ones.
+        let pcap = include_bytes!("../tests/fixtures/frames.pcap");
+        let mut frames = Vec::new();
+        let mut at = 24;
+        while at + 16 <= pcap.len() {
+            let caplen = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+            frames.push(pcap[at + 16..at + 16 + caplen].to_vec());
+            at += 16 + caplen;
+        }
+        for (i, proto) in [6u8, 17, 132, 1].into_iter().enumerate() {
+            let l4 = ports(1000 + i as u16, 443);
+            frames.push(eth(0x0800, &[], &ipv4([10, 0, 0, i as u8], [192, 0, 2, 7], proto, 0, &l4)));
+        }
+        let mut filters = vec![json!({}), json!({"protocol": 17}), json!({"protocol": 6, "destination_port": 443})];
+        for f in &frames {
+            if let Some(h) = PlainV4::of(f) {
+                let k = h.key();
+                let (src, dst) = (k.src_addr().unwrap().to_string(), k.dst_addr().unwrap().to_string());
+                filters.push(json!({"destination_address": dst}));
+                filters.push(json!({"source_address": src, "protocol": h.protocol()}));
+                if let (Some(sp), Some(dp)) = (k.src_port, k.dst_port) {
+                    filters.push(json!({"source_port": sp, "destination_port": dp}));
+                    filters.push(json!({"destination_address": dst, "destination_port": dp}));
+                }
+            }
+        }
+        filters.push(json!({"destination_address": "2001:db8::1"}));
+        filters.truncate(MatcherSet::MAX);
+        let each: Vec<Matcher> = filters.iter().map(|f| m(f.clone())).collect();
+        let set = MatcherSet::new(&each);
+        assert!(set.groups.len() < each.len(), "filters of one shape share a group");
+        let mut seed = 0x1234_5678u32;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        let mut checked = 0;
+        for f in &frames {
+            for round in 0..20 {
+                let mut f = f.clone();
+                if round > 0 && f.len() > 40 {
+                    let at = 8 + (rand() as usize % 32);
+                    f[at] ^= 1 << (rand() % 8);
+                }
+                let k = parse(&f);
+                let want: u64 = each.iter().enumerate().map(|(i, m)| u64::from(m.matches(&k)) << i).sum();
+                assert_eq!(set.matches(&k), want);
+                if let Some(h) = PlainV4::of(&f) {
+                    let want_v4: u64 =
+                        each.iter().enumerate().map(|(i, m)| u64::from(m.matches_plain_v4(&h)) << i).sum();
+                    assert_eq!(set.matches_plain_v4(&h), want_v4, "frame {f:02x?}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 100, "{checked}");
     }
 
     #[test]

@@ -24,6 +24,12 @@ impl Masked32 {
         Masked32 { mask: halves(mask), want: halves(std::array::from_fn(|i| want[i] & mask[i])) }
     }
 
+    /// The mask and the wanted bytes (under the mask).
+    pub fn parts(&self) -> ([u8; 32], [u8; 32]) {
+        let join = |h: &[Half; 2]| -> [u8; 32] { std::array::from_fn(|i| h[i / 16].0[i % 16]) };
+        (join(&self.mask), join(&self.want))
+    }
+
     /// Whether `bytes & mask == want`.
     #[inline(always)]
     pub fn matches(&self, bytes: &[u8; 32]) -> bool {

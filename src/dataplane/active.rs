@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use crossbeam::utils::CachePadded;
 
 use super::lease::{Lease, LeaseTag};
-use crate::filter::Matcher;
+use crate::filter::{Matcher, MatcherSet};
 use crate::pcap::Precision;
 
 /// Counters of one capture. RX cores and the writer add to them once per burst or batch; the
@@ -205,16 +205,20 @@ pub struct ActiveSet {
     pub(super) version: u64,
     /// False when every capture matches everything: RX then skips parsing.
     pub needs_parse: bool,
+    /// The captures' filters in one pass (bit `i`: `captures[i]`).
+    pub matchers: MatcherSet,
 }
 
 impl ActiveSet {
-    /// At most 64 captures run at once (RX keeps one bitmask per capture per burst).
-    pub const MAX_CAPTURES: usize = 64;
+    /// At most 64 captures run at once (RX keeps one bitmask per capture per burst, and one
+    /// bit per capture per packet).
+    pub const MAX_CAPTURES: usize = MatcherSet::MAX;
 
     pub fn new(captures: Vec<ActiveCapture>) -> Self {
         debug_assert!(captures.len() <= Self::MAX_CAPTURES);
         let needs_parse = captures.iter().any(|c| !c.matcher.matches_all());
-        ActiveSet { captures, needs_parse, version: 0 }
+        let matchers = MatcherSet::new(&captures.iter().map(|c| c.matcher).collect::<Vec<_>>());
+        ActiveSet { captures, needs_parse, version: 0, matchers }
     }
 }
 

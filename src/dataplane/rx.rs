@@ -111,15 +111,17 @@ impl RxWorker {
             }
             sc.takes[0] = take;
         } else if set.needs_parse {
+            // Many captures: one pass over their filters a packet (`MatcherSet`), then each
+            // capture that matched gets the packet's bit.
             for (i, p) in burst.iter().enumerate() {
                 bytes += u64::from(p.pkt_len());
-                let takes = sc.takes.iter_mut().zip(&set.captures);
-                match PlainV4::of(p.first_segment()) {
-                    Some(h) => takes.for_each(|(t, cap)| *t |= u32::from(cap.matcher.matches_plain_v4(&h)) << i),
-                    None => {
-                        let k = wire::parse_general(p.first_segment());
-                        takes.for_each(|(t, cap)| *t |= u32::from(cap.matcher.matches(&k)) << i);
-                    }
+                let mut hits = match PlainV4::of(p.first_segment()) {
+                    Some(h) => set.matchers.matches_plain_v4(&h),
+                    None => set.matchers.matches(&wire::parse_general(p.first_segment())),
+                };
+                while hits != 0 {
+                    sc.takes[hits.trailing_zeros() as usize] |= 1 << i;
+                    hits &= hits - 1;
                 }
             }
         } else {
