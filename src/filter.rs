@@ -274,21 +274,24 @@ pub struct MatcherSet {
 struct Group {
     mask: [u64; 4],
     min_payload: u16,
-    protocols: [bool; 256],
+    /// The protocols it takes, one bit each.
+    protocols: [u64; 4],
     table: ValueTable,
 }
 
-/// Wanted bytes → the filters wanting them: open addressing, at most half full.
+/// Wanted bytes → the filters wanting them: open addressing, at most half full; a slot whose
+/// `bits` is 0 is empty (every filter has a bit).
 #[derive(Debug, Clone)]
 struct ValueTable {
-    slots: Vec<Option<([u64; 4], u64)>>,
+    keys: Vec<[u64; 4]>,
+    bits: Vec<u64>,
     shift: u32,
 }
 
 impl ValueTable {
     fn with_room(n: usize) -> ValueTable {
         let size = (2 * n).next_power_of_two().max(4);
-        ValueTable { slots: vec![None; size], shift: 64 - size.trailing_zeros() }
+        ValueTable { keys: vec![[0; 4]; size], bits: vec![0; size], shift: 64 - size.trailing_zeros() }
     }
 
     #[inline(always)]
@@ -300,24 +303,23 @@ impl ValueTable {
 
     fn insert(&mut self, k: [u64; 4], bit: u64) {
         let mut i = self.slot(&k);
-        loop {
-            match &mut self.slots[i] {
-                Some((key, bits)) if *key == k => return *bits |= bit,
-                Some(_) => i = (i + 1) & (self.slots.len() - 1),
-                empty => return *empty = Some((k, bit)),
-            }
+        while self.bits[i] != 0 && self.keys[i] != k {
+            i = (i + 1) & (self.bits.len() - 1);
         }
+        self.keys[i] = k;
+        self.bits[i] |= bit;
     }
 
     #[inline(always)]
     fn get(&self, k: &[u64; 4]) -> u64 {
+        let mask = self.bits.len() - 1;
         let mut i = self.slot(k);
         loop {
-            match &self.slots[i] {
-                Some((key, bits)) if key == k => return *bits,
-                Some(_) => i = (i + 1) & (self.slots.len() - 1),
-                None => return 0,
+            let bits = self.bits[i];
+            if bits == 0 || self.keys[i] == *k {
+                return bits;
             }
+            i = (i + 1) & mask;
         }
     }
 }
@@ -336,15 +338,16 @@ impl MatcherSet {
         for (i, m) in each.iter().enumerate() {
             let (mask, want) = m.v4.bytes.parts();
             let (mask, want) = (words(&mask), words(&want));
-            let same =
-                |g: &&mut Group| g.mask == mask && g.min_payload == m.v4.min_payload && g.protocols == m.v4.protocols;
+            let protocols: [u64; 4] =
+                std::array::from_fn(|w| (0..64).fold(0, |bits, b| bits | (u64::from(m.v4.protocols[w * 64 + b]) << b)));
+            let same = |g: &&mut Group| g.mask == mask && g.min_payload == m.v4.min_payload && g.protocols == protocols;
             let bit = 1u64 << i;
             match groups.iter_mut().find(same) {
                 Some(g) => g.table.insert(want, bit),
                 None => {
                     let mut table = ValueTable::with_room(each.len());
                     table.insert(want, bit);
-                    groups.push(Group { mask, min_payload: m.v4.min_payload, protocols: m.v4.protocols, table });
+                    groups.push(Group { mask, min_payload: m.v4.min_payload, protocols, table });
                 }
             }
         }
@@ -365,7 +368,7 @@ impl MatcherSet {
         let (bytes, proto, payload) = (words(h.0), usize::from(h.protocol()), h.payload_len());
         let mut hits = 0;
         for g in &self.groups {
-            if g.protocols[proto] & (payload >= g.min_payload) {
+            if (g.protocols[proto >> 6] >> (proto & 63)) & 1 != 0 && payload >= g.min_payload {
                 let k = std::array::from_fn(|i| bytes[i] & g.mask[i]);
                 hits |= g.table.get(&k);
             }

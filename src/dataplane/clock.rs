@@ -62,10 +62,10 @@ pub struct BurstStamps {
 /// The stamps of one burst: `at(i)` for packet `i`.
 #[derive(Debug, Clone, Copy)]
 pub struct Spread {
-    end: u64,
+    /// Packet 0's stamp.
+    first: u64,
     /// ns between packets, 32.32 fixed point.
     step: u64,
-    last: u64,
 }
 
 impl BurstStamps {
@@ -91,21 +91,30 @@ impl BurstStamps {
         let end = now + shift;
         self.last_poll = now;
         self.last_stamp = end;
-        Spread { end, step, last: n - 1 }
+        Spread { first: first + shift, step }
     }
 }
 
 impl Spread {
     /// Every packet at `ns` (tests; sources without arrival order).
     pub fn fixed(ns: u64) -> Spread {
-        Spread { end: ns, step: 0, last: 0 }
+        Spread { first: ns, step: 0 }
     }
 
     /// Packet `i`'s stamp (ns since the epoch).
     #[inline]
     pub fn at(&self, i: usize) -> u64 {
-        let back = self.last.saturating_sub(i as u64);
-        self.end - ((u128::from(back) * u128::from(self.step)) >> 32) as u64
+        self.first + ((i as u64).wrapping_mul(self.step) >> 32)
+    }
+
+    /// The stamps of packets `0..out.len()`, the same as `at`: one add a packet.
+    #[inline]
+    pub fn fill(&self, out: &mut [u64]) {
+        let mut acc = 0u64;
+        for t in out {
+            *t = self.first + (acc >> 32);
+            acc = acc.wrapping_add(self.step);
+        }
     }
 }
 
@@ -136,6 +145,9 @@ mod tests {
         let s = BurstStamps::default().burst(1_796_000_000_000_000_000, 32);
         assert_eq!(s.at(31), 1_796_000_000_000_000_000);
         assert!(s.at(0) >= 1_796_000_000_000_000_000 - 1_000_000);
+        let mut filled = [0u64; 32];
+        s.fill(&mut filled);
+        assert_eq!(filled.to_vec(), (0..32).map(|i| s.at(i)).collect::<Vec<_>>(), "fill is at");
         // Increasing over many bursts of every size.
         let (mut last, mut now) = (0, 9_000_000);
         for n in (1..=32).cycle().take(500) {

@@ -42,12 +42,14 @@ struct Scratch {
     /// Per capture: bitmask of the burst's packets it matched, then of those it takes.
     takes: Vec<u32>,
     caplens: [u32; BURST],
+    /// Each packet's timestamp.
+    stamps: [u64; BURST],
 }
 
 impl RxWorker {
     pub fn run(mut self) {
         let mut burst = Burst::default();
-        let mut sc = Scratch { takes: Vec::with_capacity(64), caplens: [0; BURST] };
+        let mut sc = Scratch { takes: Vec::with_capacity(64), caplens: [0; BURST], stamps: [0; BURST] };
         let mut empty_polls: u32 = 0;
         let mut stamps = vec![BurstStamps::default(); self.queues.len()];
         // Re-reads the shared set only when it was replaced: one pointer compare per loop.
@@ -161,13 +163,16 @@ impl RxWorker {
             *take = mask;
             any |= mask;
         }
+        if any != 0 {
+            stamps.fill(&mut sc.stamps[..burst.len()]);
+        }
         for (take, cap) in sc.takes.iter().zip(&set.captures) {
             let ring = &mut self.rings[cap.writer];
             let mut bits = *take;
             while bits != 0 {
                 let i = bits.trailing_zeros() as usize;
                 let p = burst.packet(i);
-                let ts = Stamp::new(stamps.at(i));
+                let ts = Stamp::new(sc.stamps[i]);
                 bits &= bits - 1;
                 let caplen = p.pkt_len().min(cap.snaplen);
                 let push = |ring: &mut Producer| {
