@@ -326,6 +326,44 @@ fn verbose_prints_a_status_line_each_second_and_quiet_prints_nothing() {
     assert_eq!(datas(&read_pcap(&q)), datas(&all_frames()));
 }
 
+/// On a terminal (a pty from script(1)), one status line rewritten in place each second, and
+/// the summary after it on a clean line.
+#[test]
+fn on_a_terminal_the_status_line_is_rewritten_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = small_frames(dir.path());
+    let out = dir.path().join("tty.pcap");
+    let cmd = format!(
+        "{} capture --vdev {},infinite_rx=1 --filter '{{\"protocol\":17}}' -s 64 --duration 2.6 -w {} >/dev/null",
+        env!("CARGO_BIN_EXE_pcapd"),
+        vdev_pcap(&[&input]),
+        out.display()
+    );
+    let _g = dpdk_lock();
+    let mut kid = Kid(Command::new("script")
+        .args(["-q", "-f", "-e", "-c", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap());
+    let mut stdout = kid.0.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = stdout.read_to_end(&mut b);
+        b
+    });
+    let st = wait_for(&mut kid, Duration::from_secs(60), "pcapd on a pty");
+    let screen = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    assert!(st.success(), "{screen}");
+    let updates: Vec<&str> = screen.split("\r\x1b[K").skip(1).collect();
+    let status: Vec<&&str> = updates.iter().filter(|u| u.ends_with("packets/s")).collect();
+    assert!((2..=3).contains(&status.len()), "one line a second, rewritten in place: {updates:?}");
+    assert!(status.iter().all(|u| !u.contains('\n')), "no newline after a status line: {updates:?}");
+    let last = updates.last().unwrap();
+    assert!(last.contains("packets received") && last.contains("stopped: duration elapsed"), "{last:?}");
+    assert!(capinfos_count(&out) >= count_before(status.last().unwrap(), "written").unwrap());
+}
+
 #[test]
 fn list_interfaces_shows_the_ports_dpdk_opens_and_kernel_interfaces() {
     let input = fixture("frames.pcap");
