@@ -174,6 +174,11 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let quiet = matches!(&cli.cmd, Cmd::Capture(a) if a.quiet);
+    if quiet && cli.verbose > 0 {
+        // clap refuses `capture -q -v`; `pcapd -v capture -q` reaches here (a global flag).
+        eprintln!("pcapd: -q (quiet) and -v (verbose) cannot be used together");
+        return ExitCode::from(2);
+    }
     // DPDK's log arrives under the target `dpdk`: its errors and warnings by default, its routine
     // lines (TELEMETRY, hugepage reports) only when asked for.
     let default = match cli.verbose {

@@ -466,6 +466,10 @@ fn bad_input_exits_2() {
         (vec!["--vdev", "net_pcap0,rx_pcap=/nonexistent.pcap", "-w", o], "net_pcap0"),
     ];
     let mut wrong = Vec::new();
+    let global_v = pcapd().args(["-v", "capture", "-q", "-r", i, "-w", o]).output().unwrap();
+    if global_v.status.code() != Some(2) {
+        wrong.push(format!("pcapd -v capture -q: exit {:?}", global_v.status.code()));
+    }
     for (args, culprit) in &cases {
         let r = capture(args);
         let own = r.stderr.lines().last().unwrap_or("").starts_with("pcapd: ");
