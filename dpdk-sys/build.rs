@@ -59,7 +59,7 @@ fn main() {
              |rte_pktmbuf_pool_create|rte_mempool_(free|avail_count|in_use_count)\
              |rte_eth_dev_(get_port_by_name|get_name_by_port|configure|start|stop|close|info_get|socket_id|count_avail|adjust_nb_rx_tx_desc|is_valid_port)\
              |rte_eth_(rx_queue_setup|tx_queue_setup|promiscuous_enable|stats_get|stats_reset|rx_burst|find_next_owned_by|find_next)\
-             |rte_log_(set_global_level|get_global_level)\
+             |rte_log_(set_global_level|get_global_level)|rte_version\
              |pcapd_rte_errno|pcapd_pktmbuf_free_bulk|pcapd_log_route",
         )
         .allowlist_type("rte_mbuf|rte_eth_conf|rte_eth_dev_info|rte_eth_stats|rte_eth_rxconf|rte_mempool")

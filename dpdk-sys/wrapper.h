@@ -11,6 +11,7 @@
 #include <rte_bus.h>
 #include <rte_dev.h>
 #include <rte_log.h>
+#include <rte_version.h>
 
 /* From shim.c: DPDK's per-lcore errno is a TLS variable bindgen cannot bind. */
 int pcapd_rte_errno(void);

@@ -1,9 +1,12 @@
 //! `pcapd capture`: a one-shot capture from DPDK ports into PCAP files, like tcpdump `-c/-w`.
 //!
-//! Start-up order: output file (fail fast), EAL, mempool, ports, writers, RX lcores. It stops at
-//! the first limit reached, at the end of a finite source, or on SIGINT/SIGTERM; then shuts down
-//! in reverse: stop RX, wait for the lcores, drain and close the files, stop ports, EAL last.
+//! Start-up order: signal handlers, output file (fail fast), EAL, mempool, ports, writers, RX
+//! lcores. It stops at the first limit reached, at the end of a finite source, or on
+//! SIGINT/SIGTERM; then shuts down in reverse: stop RX, wait for the lcores, drain and close the
+//! files, stop ports, EAL last. While it runs, the main lcore prints a status line every second
+//! (when asked) and the statistics on SIGUSR1, as tcpdump does on SIGINFO/SIGUSR1.
 use std::fmt;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -14,9 +17,9 @@ use crossbeam::channel;
 use crate::config::Config;
 use crate::dataplane::active::{ActiveCapture, ActiveSet, Budget, CaptureCounters};
 use crate::dataplane::{DataPlane, DataPlaneError};
-use crate::dpdk::EthStats;
+use crate::dpdk::{Eal, EthStats, PortInfo};
 use crate::filter::FilterV1;
-use crate::pcap::{PcapSink, SinkError};
+use crate::pcap::{PcapSink, RotatePolicy, SinkError, TcpdumpNames};
 
 /// What to capture.
 #[derive(Debug, Clone)]
@@ -29,6 +32,28 @@ pub struct CaptureRequest {
     pub output: PathBuf,
     /// Only these ports (`-i`); all configured ports when empty.
     pub devices: Vec<String>,
+    /// tcpdump's `-C`/`-G`/`-W`: its file names and rotation (else the config's rotation and
+    /// pcapd's names).
+    pub tcpdump_files: Option<TcpdumpFiles>,
+    /// A status line on stderr every second.
+    pub progress: Progress,
+}
+
+/// Files named and rotated as tcpdump's `-C`/`-G`/`-W` do.
+#[derive(Debug, Clone)]
+pub struct TcpdumpFiles {
+    pub names: TcpdumpNames,
+    pub policy: RotatePolicy,
+}
+
+/// The status line every second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Off,
+    /// Rewritten in place (stderr is a terminal).
+    InPlace,
+    /// One line per second (`-v` when stderr is not a terminal).
+    Lines,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +68,7 @@ pub enum CaptureError {
     RxPanic(String),
     #[error("writing the capture failed: {0}")]
     Write(String),
-    #[error("cannot install the SIGINT/SIGTERM handler: {0}")]
+    #[error("cannot install the SIGINT/SIGTERM/SIGUSR1 handler: {0}")]
     Signal(std::io::Error),
 }
 
@@ -52,10 +77,9 @@ impl CaptureError {
     pub fn is_bad_input(&self) -> bool {
         match self {
             CaptureError::DataPlane(e) => e.is_bad_input(),
+            CaptureError::Output(e) => e.is_bad_input(),
             CaptureError::UnknownDevice(_) => true,
-            CaptureError::Output(_) | CaptureError::RxPanic(_) | CaptureError::Write(_) | CaptureError::Signal(_) => {
-                false
-            }
+            CaptureError::RxPanic(_) | CaptureError::Write(_) | CaptureError::Signal(_) => false,
         }
     }
 }
@@ -123,7 +147,11 @@ impl fmt::Display for Summary {
             self.complete.as_secs_f64()
         )?;
         for file in &self.files {
-            writeln!(f, "wrote {}", file.display())?;
+            if file.as_os_str() == "-" {
+                writeln!(f, "wrote the capture to standard output")?;
+            } else {
+                writeln!(f, "wrote {}", file.display())?;
+            }
         }
         Ok(())
     }
@@ -156,13 +184,22 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
         total
     });
 
-    // The output first: an unwritable path fails before DPDK starts.
-    let sink = PcapSink::create(&req.output, cfg.rotate_policy(), cfg.writer.timestamp_precision, req.snaplen)?;
-
+    // Before anything lasting: SIGUSR1's default action would kill pcapd and leave a
+    // `.partial` behind.
     let interrupted = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&interrupted)).map_err(CaptureError::Signal)?;
     }
+    let stats_asked = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&stats_asked))
+        .map_err(CaptureError::Signal)?;
+
+    // The output first: an unwritable path fails before DPDK starts.
+    let precision = cfg.writer.timestamp_precision;
+    let sink = match &req.tcpdump_files {
+        Some(t) => PcapSink::create_tcpdump(&req.output, t.names.clone(), t.policy, precision, req.snaplen)?,
+        None => PcapSink::create(&req.output, cfg.rotate_policy(), precision, req.snaplen)?,
+    };
 
     let counters = Arc::new(CaptureCounters::default());
     let budget = Arc::new(Budget::new(req.packet_limit, req.byte_limit));
@@ -186,7 +223,8 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
     // memory set-up or while a PMD loads its files (seconds for a large `infinite_rx` file).
     let started_at = Instant::now();
 
-    let reason = wait_for_end(&dp.stats, &budget, &counters, req.duration, finite, &interrupted, started_at);
+    let watch = Watch { budget: &budget, counters: &counters, interrupted: &interrupted, stats_asked: &stats_asked };
+    let reason = wait_for_end(&dp, &watch, req, finite, started_at);
     // The RX cores are stopped and waited for: nothing feeds the lease any more.
     let rx_failure = dp.stop_rx().err();
     let elapsed = started_at.elapsed();
@@ -231,44 +269,178 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
 /// With no packet for this long, a finite source whose length is unknown has ended.
 const QUIET_END: Duration = Duration::from_millis(500);
 
+/// What the main lcore watches while the capture runs.
+struct Watch<'a> {
+    budget: &'a Budget,
+    counters: &'a CaptureCounters,
+    interrupted: &'a AtomicBool,
+    /// Set by SIGUSR1: print the statistics and go on.
+    stats_asked: &'a AtomicBool,
+}
+
+/// How often the status line is printed.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
 /// Blocks the main lcore until a stop condition holds. `finite` is `None` for live sources,
 /// `Some(Some(n))` for files holding `n` packets, `Some(None)` for files of unknown length.
 fn wait_for_end(
-    stats: &crate::dataplane::stats::StatsReader,
-    budget: &Budget,
-    counters: &CaptureCounters,
-    duration: Option<Duration>,
+    dp: &DataPlane,
+    w: &Watch<'_>,
+    req: &CaptureRequest,
     finite: Option<Option<u64>>,
-    interrupted: &AtomicBool,
     started_at: Instant,
 ) -> StopReason {
+    let (stats, budget, counters, duration) = (&dp.stats, w.budget, w.counters, req.duration);
     let mut last_rx = stats.totals().rx_packets;
     let mut last_change = Instant::now();
-    loop {
+    let mut shown = (started_at, 0u64);
+    let reason = loop {
         std::thread::sleep(TICK);
-        if interrupted.load(Relaxed) {
-            return StopReason::Signal;
+        if w.stats_asked.swap(false, Relaxed) {
+            let s = Status::now(dp, counters, started_at);
+            // A line of its own, also under a status line that is rewritten in place.
+            let clear = if req.progress == Progress::InPlace { "\r\x1b[K" } else { "" };
+            let _ = writeln!(std::io::stderr(), "{clear}pcapd: statistics: {}", s.full());
+        }
+        if req.progress != Progress::Off && shown.0.elapsed() >= PROGRESS_EVERY {
+            let s = Status::now(dp, counters, started_at);
+            let secs = shown.0.elapsed().as_secs_f64();
+            let rate = (s.received.saturating_sub(shown.1)) as f64 / secs;
+            let line =
+                format!("{} received, {} written, {} dropped, {rate:.0} packets/s", s.received, s.written, s.dropped());
+            let mut err = std::io::stderr().lock();
+            let _ = match req.progress {
+                Progress::InPlace => write!(err, "\r\x1b[K{line}"),
+                _ => writeln!(err, "pcapd: {line}"),
+            };
+            let _ = err.flush();
+            shown = (Instant::now(), s.received);
+        }
+        if w.interrupted.load(Relaxed) {
+            break StopReason::Signal;
         }
         if budget.is_exhausted() {
-            return StopReason::Limit;
+            break StopReason::Limit;
         }
         if counters.dropped_writer_error.load(Relaxed) > 0 {
-            return StopReason::WriteFailed;
+            break StopReason::WriteFailed;
         }
         if duration.is_some_and(|d| started_at.elapsed() >= d) {
-            return StopReason::Duration;
+            break StopReason::Duration;
         }
         let Some(expected) = finite else { continue };
         let rx = stats.totals().rx_packets;
         if expected.is_some_and(|n| rx >= n) {
-            return StopReason::EndOfInput;
+            break StopReason::EndOfInput;
         }
         // Unknown length, or packets lost to an empty mempool (rx_nombuf): end when quiet.
         if rx != last_rx {
             last_rx = rx;
             last_change = Instant::now();
         } else if last_change.elapsed() >= QUIET_END {
-            return StopReason::EndOfInput;
+            break StopReason::EndOfInput;
+        }
+    };
+    if req.progress == Progress::InPlace {
+        // The summary starts on a clean line.
+        let _ = write!(std::io::stderr(), "\r\x1b[K");
+    }
+    reason
+}
+
+/// The counters while the capture runs.
+struct Status {
+    received: u64,
+    matched: u64,
+    written: u64,
+    dropped_ring_full: u64,
+    dropped_writer_error: u64,
+    nic: EthStats,
+    elapsed: Duration,
+}
+
+impl Status {
+    fn now(dp: &DataPlane, c: &CaptureCounters, started_at: Instant) -> Status {
+        // Downstream first, so that written <= matched <= received in one line.
+        let written = c.written.load(Relaxed);
+        let matched = c.matched.load(Relaxed);
+        Status {
+            received: dp.stats.totals().rx_packets,
+            matched,
+            written,
+            dropped_ring_full: c.dropped_ring_full.load(Relaxed),
+            dropped_writer_error: c.dropped_writer_error.load(Relaxed),
+            nic: dp.nic_totals(),
+            elapsed: started_at.elapsed(),
         }
     }
+
+    fn dropped(&self) -> u64 {
+        self.dropped_ring_full + self.dropped_writer_error + self.nic.imissed + self.nic.rx_nombuf
+    }
+
+    /// The SIGUSR1 line: every counter of the final summary so far.
+    fn full(&self) -> String {
+        let secs = self.elapsed.as_secs_f64();
+        let pps = if secs > 0.0 { self.received as f64 / secs } else { 0.0 };
+        format!(
+            "{} packets received, {} matched, {} written, {} dropped (ring full {}, writer error {}, \
+             NIC imissed {}, rx_nombuf {}), {secs:.3} s, {pps:.0} packets/s",
+            self.received,
+            self.matched,
+            self.written,
+            self.dropped(),
+            self.dropped_ring_full,
+            self.dropped_writer_error,
+            self.nic.imissed,
+            self.nic.rx_nombuf
+        )
+    }
+}
+
+/// `-D`: the ports DPDK probes with the config's EAL arguments and devices, like `tcpdump -D`.
+/// Besides the configured ports, the PCI devices bound to a DPDK driver (vfio-pci, uio) are
+/// probed, by address: never a NIC the kernel holds (a PMD that probes one may reset it), and
+/// nothing when the EAL arguments say `--no-pci` or choose devices themselves.
+pub fn list_ports(cfg: &Config) -> Result<Vec<PortInfo>, CaptureError> {
+    let mut args = cfg.eal_args(&format!("pcapd-{}", std::process::id()));
+    let own = |opt: &str| cfg.dpdk.eal_args.iter().any(|a| a == opt || a.starts_with(&format!("{opt}=")));
+    if !["--no-pci", "-a", "--allow", "-b", "--block"].iter().any(|o| own(o)) {
+        let bound = dpdk_bound_pci();
+        if !bound.is_empty() {
+            args.retain(|a| a != "--no-pci");
+            for addr in bound.into_iter().filter(|b| !cfg.ports.iter().any(|p| &p.device == b)) {
+                args.extend(["-a".to_string(), addr]);
+            }
+        }
+    }
+    let eal = Eal::init(&args).map_err(DataPlaneError::from)?;
+    Ok(crate::dpdk::list_ports(&eal))
+}
+
+/// PCI addresses bound to a driver DPDK's PMDs work through (from sysfs), sorted.
+fn dpdk_bound_pci() -> Vec<String> {
+    let mut v = Vec::new();
+    for driver in ["vfio-pci", "uio_pci_generic", "igb_uio"] {
+        let Ok(dir) = std::fs::read_dir(format!("/sys/bus/pci/drivers/{driver}")) else { continue };
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // Device links are named by address (0000:3b:00.0); the rest are bind, new_id, …
+            if name.len() == 12 && name.as_bytes()[4] == b':' && name.as_bytes()[10] == b'.' {
+                v.push(name);
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+/// Kernel network interfaces (`/sys/class/net`), sorted: what a vdev can capture from
+/// (`net_af_packet0,iface=IF`, `net_pcap0,iface=IF`), for `-D`'s hint.
+pub fn kernel_interfaces() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
 }

@@ -1,21 +1,28 @@
 //! The `pcapd` command line: `run` (the appliance), `capture` (one-shot, like tcpdump -w),
-//! `check-config` and `doctor` (the machine, for a config).
+//! `check-config` and `doctor` (the machine, for a config); the hidden `gen-docs` writes the
+//! man pages and shell completions made from these definitions.
 //! Errors are flattened here into one line on stderr; exit code 2 for bad input, 1 for failures.
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use pcapd::capture::{self, CaptureRequest};
+use pcapd::capture::{self, CaptureRequest, Progress, TcpdumpFiles};
 use pcapd::config::{self, Config, PortConfig, WhenFull};
 use pcapd::filter::FilterV1;
+use pcapd::pcap::{RotatePolicy, TcpdumpNames};
+
+/// The largest snaplen, and what `-s 0` means (as tcpdump).
+const MAX_SNAPLEN: u32 = 262_144;
 
 #[derive(Parser)]
-#[command(name = "pcapd", version, about = "DPDK packet-capture appliance")]
+#[command(name = "pcapd", about = "DPDK packet-capture appliance")]
 struct Cli {
-    /// More log output on stderr: -v shows DPDK's routine messages and pcapd's progress, -vv
-    /// everything at debug level. PCAPD_LOG (a tracing filter such as "debug") overrides it.
+    /// More log output on stderr: -v shows DPDK's routine messages and pcapd's progress (for a
+    /// capture, a status line every second), -vv everything at debug level. PCAPD_LOG (a
+    /// tracing filter such as "debug") overrides it.
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     #[command(subcommand)]
@@ -49,6 +56,13 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Write the man pages and shell completions (bash, zsh, fish) into OUTDIR (see
+    /// scripts/gen-docs).
+    #[command(hide = true)]
+    GenDocs {
+        /// Where to write: OUTDIR/man/*.1 and OUTDIR/completions/.
+        outdir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -56,6 +70,9 @@ struct CaptureArgs {
     /// Config file (ports, cores, EAL args, writer settings).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Read packets from a pcap file (shorthand for --vdev 'net_pcap0,rx_pcap=FILE').
+    #[arg(short = 'r', value_name = "FILE", conflicts_with_all = ["vdevs", "pcis"])]
+    read: Option<PathBuf>,
     /// A vdev to capture from, e.g. 'net_pcap0,rx_pcap=in.pcap' (repeatable; replaces the config's ports).
     #[arg(long = "vdev", value_name = "SPEC")]
     vdevs: Vec<String>,
@@ -83,8 +100,8 @@ struct CaptureArgs {
     /// Stop after this many seconds (fractions allowed).
     #[arg(long, value_name = "SECONDS")]
     duration: Option<f64>,
-    /// Bytes kept of each packet (1 to 262144).
-    #[arg(short = 's', value_name = "SNAPLEN", default_value_t = 262_144)]
+    /// Bytes kept of each packet (1 to 262144; 0 means whole packets, 262144, as tcpdump).
+    #[arg(short = 's', value_name = "SNAPLEN", default_value_t = MAX_SNAPLEN)]
     snaplen: u32,
     /// Start a new file when the next record would pass N bytes.
     #[arg(long, value_name = "N")]
@@ -95,6 +112,18 @@ struct CaptureArgs {
     /// Start a new file every N packets.
     #[arg(long, value_name = "N")]
     rotate_packets: Option<u64>,
+    /// As tcpdump -C: before writing a packet, start a new file if this one is larger than
+    /// MILLION_BYTES x 1,000,000 bytes. Files are named OUT, OUT1, OUT2, ...
+    #[arg(short = 'C', value_name = "MILLION_BYTES", conflicts_with_all = ["rotate_bytes", "rotate_seconds", "rotate_packets"])]
+    file_size: Option<u64>,
+    /// As tcpdump -G: start a new file every SECONDS; OUT may hold strftime(3) patterns
+    /// (out-%Y%m%d-%H%M%S.pcap), formatted when each file is opened.
+    #[arg(short = 'G', value_name = "SECONDS", conflicts_with_all = ["rotate_bytes", "rotate_seconds", "rotate_packets"])]
+    rotate_every: Option<u64>,
+    /// As tcpdump -W: with -C, a ring of N files (OUT0, OUT1, ..., zero-padded; the oldest is
+    /// overwritten); with -G alone, stop after N files.
+    #[arg(short = 'W', value_name = "N")]
+    file_count: Option<u32>,
     /// Microsecond timestamps instead of nanoseconds.
     #[arg(long)]
     micro: bool,
@@ -102,9 +131,16 @@ struct CaptureArgs {
     /// auto waits when every port replays pcap files.
     #[arg(long, value_name = "POLICY")]
     when_full: Option<WhenFull>,
-    /// Output file (numbered _00000, _00001, … when rotating).
-    #[arg(short = 'w', value_name = "OUT.pcap")]
-    write: PathBuf,
+    /// Output file (numbered _00000, _00001, … with --rotate-*); - for standard output.
+    #[arg(short = 'w', value_name = "OUT.pcap", required_unless_present = "list_ports")]
+    write: Option<PathBuf>,
+    /// List the ports DPDK can open with these EAL arguments and devices, and the kernel
+    /// interfaces a vdev can capture from, then exit (as tcpdump -D).
+    #[arg(short = 'D', long = "list-interfaces")]
+    list_ports: bool,
+    /// Quiet: no status line and no summary; only errors.
+    #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
+    quiet: bool,
 }
 
 /// A failure with its exit code: 2 for bad input, 1 for runtime failures.
@@ -114,11 +150,39 @@ fn usage(msg: impl Into<String>) -> Fail {
     Fail(2, msg.into())
 }
 
+/// `pcapd --version`: the crate version, the git revision it was built from (build.rs) and the
+/// DPDK library loaded at run time.
+fn version() -> String {
+    let git = option_env!("PCAPD_GIT_REV").unwrap_or("unknown");
+    format!("{} (git {git}), {}", env!("CARGO_PKG_VERSION"), pcapd::dpdk::version())
+}
+
+/// The command line's definition, with the version (made at run time) filled in.
+fn command() -> clap::Command {
+    Cli::command().version(version_str())
+}
+
+/// `version()`, made once: clap keeps a `&'static str`.
+fn version_str() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(version).as_str()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let quiet = matches!(&cli.cmd, Cmd::Capture(a) if a.quiet);
+    if quiet && cli.verbose > 0 {
+        // clap refuses `capture -q -v`; `pcapd -v capture -q` reaches here (a global flag).
+        eprintln!("pcapd: -q (quiet) and -v (verbose) cannot be used together");
+        return ExitCode::from(2);
+    }
     // DPDK's log arrives under the target `dpdk`: its errors and warnings by default, its routine
     // lines (TELEMETRY, hugepage reports) only when asked for.
     let default = match cli.verbose {
+        _ if quiet => "error",
         0 => "warn",
         1 => "warn,pcapd=info,dpdk=debug",
         _ => "debug",
@@ -139,7 +203,8 @@ fn main() -> ExitCode {
             Err(e) => Err(usage(e.to_string())),
         },
         Cmd::CheckConfig { file, deep: true } | Cmd::Doctor { config: file } => doctor(&file),
-        Cmd::Capture(args) => capture(*args),
+        Cmd::Capture(args) => capture(*args, cli.verbose),
+        Cmd::GenDocs { outdir } => gen_docs(&outdir),
         Cmd::Run { config } => match Config::load(&config) {
             Ok(cfg) => pcapd::app::run(cfg).map_err(|e| Fail(if e.is_bad_input() { 2 } else { 1 }, e.to_string())),
             Err(e) => Err(usage(e.to_string())),
@@ -176,13 +241,17 @@ fn doctor(file: &std::path::Path) -> Result<(), Fail> {
     }
 }
 
-fn capture(a: CaptureArgs) -> Result<(), Fail> {
+/// The config of a capture: the file's, with the command line's devices, cores and EAL
+/// arguments over it (validated).
+fn capture_config(a: &CaptureArgs) -> Result<Config, Fail> {
     let mut cfg = match &a.config {
         // Validated below, once the command line has had its say.
         Some(path) => Config::read(path).map_err(|e| usage(e.to_string()))?,
         None => Config::default(),
     };
-    if !a.vdevs.is_empty() || !a.pcis.is_empty() {
+    if let Some(file) = &a.read {
+        cfg.ports = vec![port_from_vdev(&format!("net_pcap0,rx_pcap={}", pcap_to_read(file)?))];
+    } else if !a.vdevs.is_empty() || !a.pcis.is_empty() {
         cfg.ports = a.vdevs.iter().map(|v| port_from_vdev(v)).chain(a.pcis.iter().map(|p| port(p, None, 1))).collect();
     }
     if a.config.is_none() {
@@ -205,10 +274,15 @@ fn capture(a: CaptureArgs) -> Result<(), Fail> {
     if a.micro {
         cfg.writer.timestamp_precision = pcapd::pcap::Precision::Micros;
     }
-    if cfg.ports.is_empty() {
-        return Err(usage("no device to capture from: give --vdev SPEC, --pci ADDR or a --config with [[port]]"));
+    if cfg.ports.is_empty() && !a.list_ports {
+        return Err(usage(
+            "no device to capture from: give -r FILE, --vdev SPEC, --pci ADDR or a --config with [[port]]",
+        ));
     }
-    cfg.validate().map_err(|e| usage(e.to_string()))?;
+    // `-D` without a device lists what the EAL finds by itself.
+    if !(a.list_ports && cfg.ports.is_empty()) {
+        cfg.validate().map_err(|e| usage(e.to_string()))?;
+    }
     // A FIFO or device as a port's file would hang the PMD's open (a missing or bad file is
     // left to the driver, whose reason is quoted).
     for (i, p) in cfg.ports.iter().enumerate() {
@@ -218,14 +292,74 @@ fn capture(a: CaptureArgs) -> Result<(), Fail> {
             }
         }
     }
-    if !(1..=262_144).contains(&a.snaplen) {
-        return Err(usage(format!("-s {}: the snaplen must be between 1 and 262144", a.snaplen)));
+    Ok(cfg)
+}
+
+/// `-r FILE`: the file as net_pcap's `rx_pcap=` argument, once it is known to be a readable
+/// pcap (or pcapng) file; otherwise one line naming the file and why.
+fn pcap_to_read(file: &Path) -> Result<String, Fail> {
+    use std::io::Read;
+    let bad = |why: String| usage(format!("-r {}: {why}", file.display()));
+    let meta = std::fs::metadata(file).map_err(|e| bad(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(bad("not a regular file".into()));
     }
+    let mut magic = [0u8; 4];
+    std::fs::File::open(file).and_then(|mut f| f.read_exact(&mut magic)).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => bad("not a pcap file (too short)".into()),
+        _ => bad(e.to_string()),
+    })?;
+    // Classic pcap (µs, ns; either byte order) and pcapng, which libpcap reads for net_pcap.
+    const MAGICS: [u32; 5] = [0xa1b2_c3d4, 0xd4c3_b2a1, 0xa1b2_3c4d, 0x4d3c_b2a1, 0x0a0d_0d0a];
+    if !MAGICS.contains(&u32::from_le_bytes(magic)) {
+        let hex: Vec<String> = magic.iter().map(|b| format!("{b:02x}")).collect();
+        return Err(bad(format!("not a pcap file (it starts with {})", hex.join(" "))));
+    }
+    let path = file.to_str().ok_or_else(|| bad("the path is not UTF-8".into()))?;
+    if path.contains(',') {
+        return Err(bad("a path with ',' cannot be given to net_pcap; rename the file or link it".into()));
+    }
+    Ok(path.to_string())
+}
+
+/// tcpdump's `-C`/`-G`/`-W` as pcapd's rotation and tcpdump's names.
+fn tcpdump_files(a: &CaptureArgs, out: &Path) -> Result<Option<TcpdumpFiles>, Fail> {
+    if a.file_size.is_none() && a.rotate_every.is_none() && a.file_count.is_none() {
+        return Ok(None);
+    }
+    let over_bytes = match a.file_size {
+        Some(0) => return Err(usage("-C 0: the file size must be at least 1 (million bytes)")),
+        Some(n) => Some(n.checked_mul(1_000_000).ok_or_else(|| usage(format!("-C {n}: too large")))?),
+        None => None,
+    };
+    if a.rotate_every == Some(0) {
+        return Err(usage("-G 0: the rotation period must be at least 1 second"));
+    }
+    let template = out.to_str().ok_or_else(|| usage(format!("-w {}: the path is not UTF-8", out.display())))?;
+    let names = TcpdumpNames::new(template, a.rotate_every.is_some(), a.file_size.is_some(), a.file_count)
+        .map_err(|e| usage(e.to_string()))?;
+    let policy = RotatePolicy { over_bytes, max_seconds: a.rotate_every, ..Default::default() };
+    Ok(Some(TcpdumpFiles { names, policy }))
+}
+
+fn capture(a: CaptureArgs, verbose: u8) -> Result<(), Fail> {
+    let cfg = capture_config(&a)?;
+    if a.list_ports {
+        return list_ports(&cfg);
+    }
+    let Some(output) = a.write.clone() else {
+        return Err(usage("-w OUT is required (- for standard output)"));
+    };
+    let snaplen = match a.snaplen {
+        0 => MAX_SNAPLEN,
+        s if s <= MAX_SNAPLEN => s,
+        s => return Err(usage(format!("-s {s}: the snaplen must be between 1 and {MAX_SNAPLEN} (0: whole packets)"))),
+    };
     let filter = match &a.filter {
         Some(f) => FilterV1::from_json_str(f).map_err(|e| usage(format!("--filter: {e}")))?,
         None => FilterV1::default(),
     };
-    let duration = match a.duration {
+    let mut duration = match a.duration {
         Some(d) if !(d > 0.0 && d.is_finite()) => {
             return Err(usage(format!("--duration {d}: must be a positive number of seconds")))
         }
@@ -235,17 +369,81 @@ fn capture(a: CaptureArgs) -> Result<(), Fail> {
     if a.count == Some(0) || a.bytes == Some(0) {
         return Err(usage("-c and --bytes must be at least 1"));
     }
+    let tcpdump_files = tcpdump_files(&a, &output)?;
+    // -G with -W and no -C: N files of SECONDS each, then the capture ends (tcpdump exits).
+    if let (Some(n), Some(secs)) = (tcpdump_files.as_ref().and_then(|t| t.names.max_files()), a.rotate_every) {
+        let all = Duration::from_secs(secs.saturating_mul(u64::from(n)));
+        duration = Some(duration.map_or(all, |d| d.min(all)));
+    }
+    let progress = if a.quiet {
+        Progress::Off
+    } else if std::io::stderr().is_terminal() {
+        Progress::InPlace
+    } else if verbose > 0 {
+        Progress::Lines
+    } else {
+        Progress::Off
+    };
     let req = CaptureRequest {
         filter,
         packet_limit: a.count,
         byte_limit: a.bytes,
         duration,
-        snaplen: a.snaplen,
-        output: a.write,
+        snaplen,
+        output,
         devices: a.interfaces,
+        tcpdump_files,
+        progress,
     };
     let summary = capture::run(&cfg, &req).map_err(|e| Fail(if e.is_bad_input() { 2 } else { 1 }, e.to_string()))?;
-    eprint!("{summary}");
+    if !a.quiet {
+        eprint!("{summary}");
+    }
+    Ok(())
+}
+
+/// `-D`: one line per port, numbered from 1 as tcpdump does, then (on stderr) how to reach
+/// kernel interfaces.
+fn list_ports(cfg: &Config) -> Result<(), Fail> {
+    let ports = capture::list_ports(cfg).map_err(|e| Fail(if e.is_bad_input() { 2 } else { 1 }, e.to_string()))?;
+    for (i, p) in ports.iter().enumerate() {
+        println!("{}.{} (driver {}, DPDK {})", i + 1, p.name, p.driver, p.id);
+    }
+    if ports.is_empty() {
+        eprintln!("pcapd: DPDK sees no port: bind a NIC to vfio-pci, or give --vdev SPEC / -r FILE");
+    }
+    let ifaces = capture::kernel_interfaces();
+    if !ifaces.is_empty() {
+        eprintln!(
+            "pcapd: kernel interfaces, through a vdev: --vdev net_af_packet0,iface=IF or \
+             --vdev net_pcap0,iface=IF (IF: {})",
+            ifaces.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Man pages (one per command) and bash, zsh and fish completions, from the definitions above.
+fn gen_docs(outdir: &Path) -> Result<(), Fail> {
+    let fail = |what: &str, e: std::io::Error| Fail(1, format!("{}: {what}: {e}", outdir.display()));
+    let (man, comp) = (outdir.join("man"), outdir.join("completions"));
+    for d in [&man, &comp] {
+        std::fs::create_dir_all(d).map_err(|e| fail("create", e))?;
+    }
+    // Without the hidden commands (clap_complete would offer them): clap cannot remove a
+    // subcommand, so the command is rebuilt from the visible ones.
+    let full = command();
+    let public = clap::Command::new("pcapd")
+        .version(version_str())
+        .about(full.get_about().map(ToString::to_string).unwrap_or_default())
+        .subcommand_required(true)
+        .args(full.get_arguments().cloned())
+        .subcommands(full.get_subcommands().filter(|c| !c.is_hide_set()).cloned());
+    clap_mangen::generate_to(public.clone(), &man).map_err(|e| fail("man pages", e))?;
+    for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+        clap_complete::generate_to(shell, &mut public.clone(), "pcapd", &comp).map_err(|e| fail("completions", e))?;
+    }
+    println!("wrote {} and {}", man.display(), comp.display());
     Ok(())
 }
 

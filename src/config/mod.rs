@@ -451,6 +451,7 @@ impl Config {
             max_bytes: self.writer.rotate_bytes,
             max_seconds: self.writer.rotate_seconds,
             max_packets: self.writer.rotate_packets,
+            over_bytes: None,
         }
     }
 

@@ -20,10 +20,22 @@ pub use errno::{DpdkError, Errno};
 pub use lcore::{launch, LcoreJob};
 pub use mbuf::{Burst, Packet, BURST};
 pub use mempool::Mempool;
-pub use port::{EthStats, Port, PortSetup, RxQueue};
+pub use port::{list as list_ports, EthStats, Port, PortInfo, PortSetup, RxQueue};
 
 /// Default mbuf data room (2048 bytes of data + 128 headroom), as `RTE_MBUF_DEFAULT_BUF_SIZE`.
 pub const MBUF_DEFAULT_BUF_SIZE: u16 = dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16;
+
+/// The version of the DPDK library loaded at run time (`rte_version()`, "DPDK 22.11.11").
+/// Needs no EAL: it reads a constant string of the library.
+pub fn version() -> String {
+    // SAFETY: rte_version returns a pointer to a static NUL-terminated string of the library.
+    let v = unsafe { dpdk_sys::rte_version() };
+    if v.is_null() {
+        return String::from("DPDK (unknown version)");
+    }
+    // SAFETY: non-null, static and NUL-terminated (see above).
+    unsafe { std::ffi::CStr::from_ptr(v) }.to_string_lossy().into_owned()
+}
 
 macro_rules! id_newtype {
     ($name:ident, $inner:ty, $prefix:literal) => {

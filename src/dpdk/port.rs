@@ -212,6 +212,52 @@ impl Port {
     }
 }
 
+/// A port the EAL probed, as `pcapd capture -D` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortInfo {
+    pub id: PortId,
+    /// The device name (`net_pcap0`, a PCI address): what `-i` and `--vdev`/`--pci` name.
+    pub name: String,
+    pub driver: String,
+}
+
+/// Every port the EAL probed, in port-id order.
+pub fn list(_eal: &Eal) -> Vec<PortInfo> {
+    let mut out = Vec::new();
+    let mut next: u16 = 0;
+    loop {
+        // SAFETY: `_eal` proves the EAL is initialised; a plain query over the port table.
+        let id = unsafe { sys::rte_eth_find_next(next) };
+        if u32::from(id) >= sys::RTE_MAX_ETHPORTS {
+            break;
+        }
+        let mut buf = [0 as std::os::raw::c_char; 64]; // RTE_ETH_NAME_MAX_LEN
+                                                       // SAFETY: `buf` holds RTE_ETH_NAME_MAX_LEN bytes, as the call requires; `id` is valid.
+        let rc = unsafe { sys::rte_eth_dev_get_name_by_port(id, buf.as_mut_ptr()) };
+        let name = if rc == 0 {
+            // SAFETY: on success DPDK wrote a NUL-terminated name into `buf`.
+            unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
+        } else {
+            format!("port{id}")
+        };
+        let mut info = sys::rte_eth_dev_info::default();
+        // SAFETY: `info` is a valid out-pointer; the port id came from DPDK.
+        let rc = unsafe { sys::rte_eth_dev_info_get(id, &mut info) };
+        let driver = if rc != 0 || info.driver_name.is_null() {
+            String::from("?")
+        } else {
+            // SAFETY: driver_name points to the driver's static name string.
+            unsafe { CStr::from_ptr(info.driver_name) }.to_string_lossy().into_owned()
+        };
+        out.push(PortInfo { id: PortId(id), name, driver });
+        match id.checked_add(1) {
+            Some(n) => next = n,
+            None => break,
+        }
+    }
+    out
+}
+
 /// One per (port, queue): `Send` (moved to its lcore once), not `Clone`/`Sync`.
 pub struct RxQueue {
     port: Arc<PortInner>,

@@ -1,8 +1,11 @@
-//! PCAP output: the format (pure), the rotation policy (pure) and the file sink.
+//! PCAP output: the format (pure), the rotation policy (pure), tcpdump's file names (pure)
+//! and the file sink.
 pub mod format;
+pub mod naming;
 pub mod rotation;
 pub mod sink;
 
 pub use format::Precision;
+pub use naming::TcpdumpNames;
 pub use rotation::RotatePolicy;
 pub use sink::{PcapSink, SinkError};

@@ -8,11 +8,13 @@
 //! Pure std: no DPDK types, so it is tested with plain byte slices.
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::format::{self, Precision, FILE_HEADER_LEN, RECORD_HEADER_LEN};
-use super::rotation::{should_rotate, FileState, RotatePolicy};
+use super::naming::TcpdumpNames;
+use super::rotation::{rotate_reason, should_rotate, FileState, Reason, RotatePolicy};
 
 /// Bytes buffered before a `write` call.
 const WRITE_BUFFER: usize = 1 << 20;
@@ -25,25 +27,92 @@ pub enum SinkError {
     NoFileName(PathBuf),
     #[error("output path {0:?} is a directory; give a file name in it")]
     IsDirectory(PathBuf),
-    #[error("output path {0:?} is a FIFO or device: it cannot be rotated (drop the --rotate-* options)")]
+    #[error(
+        "output path {0:?} is standard output, a FIFO or a device: it cannot be rotated (drop -C/-G/-W and --rotate-*)"
+    )]
     StreamRotation(PathBuf),
     #[error("{path}: the file system has {free} bytes free and {keep} are kept free for the appliance")]
     KeepFree { path: PathBuf, free: u64, keep: u64 },
 }
 
-/// Where a capture's files go: `DIR/STEM.EXT`, or `DIR/STEM_00000.EXT`, … when rotating; or,
-/// for an existing FIFO or device, that path itself (`stream`).
+impl SinkError {
+    /// Whether the output path given is at fault (exit code 2): no file name, a directory, a
+    /// stream with rotation, a directory that is missing or closed to us.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            SinkError::NoFileName(_) | SinkError::IsDirectory(_) | SinkError::StreamRotation(_) => true,
+            SinkError::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::NotFound
+                    | io::ErrorKind::PermissionDenied
+                    | io::ErrorKind::NotADirectory
+                    | io::ErrorKind::IsADirectory
+                    | io::ErrorKind::InvalidFilename
+            ),
+            SinkError::KeepFree { .. } => false,
+        }
+    }
+}
+
+/// Where a capture's files go: `DIR/STEM.EXT`, or `DIR/STEM_00000.EXT`, … when rotating, or
+/// tcpdump's names (`-C`/`-G`/`-W`, see `naming`); or, for an existing FIFO or device, that
+/// path itself, and for `-` standard output (`stream`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputPath {
     dir: PathBuf,
     stem: String,
     ext: String,
-    numbered: bool,
-    stream: Option<PathBuf>,
+    naming: Naming,
+    stream: Option<Stream>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Naming {
+    Single,
+    Numbered,
+    /// tcpdump's names, made from the whole `-w` path.
+    Tcpdump(TcpdumpNames),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stream {
+    /// An existing FIFO or device, opened and written in place.
+    Node(PathBuf),
+    /// `-w -`: our standard output (a duplicate of descriptor 1).
+    Stdout,
+}
+
+/// The final and the in-progress name of one file (the same for a stream).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FilePaths {
+    file: PathBuf,
+    partial: PathBuf,
 }
 
 impl OutputPath {
     pub fn new(path: &Path, numbered: bool) -> Result<Self, SinkError> {
+        Self::with_naming(path, if numbered { Naming::Numbered } else { Naming::Single })
+    }
+
+    /// tcpdump's names for `-w path` with `-C`/`-G`/`-W` (`names` made from the same path).
+    pub fn tcpdump(path: &Path, names: TcpdumpNames) -> Result<Self, SinkError> {
+        Self::with_naming(path, Naming::Tcpdump(names))
+    }
+
+    fn with_naming(path: &Path, naming: Naming) -> Result<Self, SinkError> {
+        let rotated = naming != Naming::Single;
+        if path == Path::new("-") {
+            if rotated {
+                return Err(SinkError::StreamRotation(path.to_path_buf()));
+            }
+            return Ok(OutputPath {
+                dir: PathBuf::from("."),
+                stem: "-".into(),
+                ext: String::new(),
+                naming,
+                stream: Some(Stream::Stdout),
+            });
+        }
         let stem =
             path.file_stem().ok_or_else(|| SinkError::NoFileName(path.to_path_buf()))?.to_string_lossy().into_owned();
         let ext = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
@@ -53,43 +122,57 @@ impl OutputPath {
         };
         let stream = match fs::metadata(path) {
             Ok(m) if m.is_dir() => return Err(SinkError::IsDirectory(path.to_path_buf())),
-            Ok(m) if !m.is_file() && numbered => return Err(SinkError::StreamRotation(path.to_path_buf())),
-            Ok(m) if !m.is_file() => Some(path.to_path_buf()),
+            Ok(m) if !m.is_file() && rotated => return Err(SinkError::StreamRotation(path.to_path_buf())),
+            Ok(m) if !m.is_file() => Some(Stream::Node(path.to_path_buf())),
             _ => None,
         };
-        Ok(OutputPath { dir, stem, ext, numbered, stream })
+        Ok(OutputPath { dir, stem, ext, naming, stream })
     }
 
-    /// Whether the output is an existing FIFO or device, written in place.
+    /// Whether the output is an existing FIFO or device, or standard output, written in place.
     pub fn is_stream(&self) -> bool {
         self.stream.is_some()
     }
 
+    /// File `seq` (0, 1, … in order of opening) of pcapd's own naming.
     pub fn file(&self, seq: u32) -> PathBuf {
-        if let Some(p) = &self.stream {
-            return p.clone();
+        match &self.stream {
+            Some(Stream::Node(p)) => return p.clone(),
+            Some(Stream::Stdout) => return PathBuf::from("-"),
+            None => {}
         }
-        if self.numbered {
-            self.dir.join(format!("{}_{seq:05}{}", self.stem, self.ext))
-        } else {
-            self.dir.join(format!("{}{}", self.stem, self.ext))
+        match self.naming {
+            Naming::Numbered => self.dir.join(format!("{}_{seq:05}{}", self.stem, self.ext)),
+            _ => self.dir.join(format!("{}{}", self.stem, self.ext)),
         }
     }
 
     /// Where file `seq` is written until it is complete (a stream: the path itself).
     pub fn partial(&self, seq: u32) -> PathBuf {
-        if let Some(p) = &self.stream {
-            return p.clone();
+        self.partial_of(&self.file(seq))
+    }
+
+    fn partial_of(&self, file: &Path) -> PathBuf {
+        if self.stream.is_some() {
+            return file.to_path_buf();
         }
-        let f = self.file(seq);
-        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        self.dir.join(format!(".{name}.partial"))
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        file.parent().unwrap_or(&self.dir).join(format!(".{name}.partial"))
+    }
+
+    /// The names of file `seq`, whose tcpdump count is `count`, opened now.
+    fn paths(&self, seq: u32, count: u32) -> FilePaths {
+        let file = match (&self.naming, &self.stream) {
+            (Naming::Tcpdump(names), None) => PathBuf::from(names.name(count, &chrono::Local::now())),
+            _ => self.file(seq),
+        };
+        FilePaths { partial: self.partial_of(&file), file }
     }
 }
 
 struct OpenFile {
     file: File,
-    seq: u32,
+    paths: FilePaths,
     state: FileState,
 }
 
@@ -103,6 +186,10 @@ pub struct PcapSink {
     buf: Vec<u8>,
     current: Option<OpenFile>,
     next_seq: u32,
+    /// tcpdump's count of the next file (`-C`: 0, 1, 2, …, wrapping in a `-W` ring).
+    next_count: u32,
+    /// No rotation once this many files were opened (`-G` with `-W` and no `-C`).
+    max_files: Option<u32>,
     finished: Vec<PathBuf>,
     packets: u64,
     bytes: u64,
@@ -125,7 +212,31 @@ impl PcapSink {
         snaplen: u32,
         numbered: bool,
     ) -> Result<Self, SinkError> {
-        let out = OutputPath::new(path, numbered)?;
+        Self::create_in(OutputPath::new(path, numbered)?, policy, precision, snaplen, None)
+    }
+
+    /// A sink with tcpdump's file names (`-w path` with `-C`/`-G`/`-W`): `names` says how they
+    /// are made, `policy` when files rotate (`over_bytes` for `-C`, `max_seconds` for `-G`).
+    /// A file whose name comes round again in a ring replaces the earlier one (removed when its
+    /// successor is opened, so the ring never holds more than its files).
+    pub fn create_tcpdump(
+        path: &Path,
+        names: TcpdumpNames,
+        policy: RotatePolicy,
+        precision: Precision,
+        snaplen: u32,
+    ) -> Result<Self, SinkError> {
+        let max_files = names.max_files();
+        Self::create_in(OutputPath::tcpdump(path, names)?, policy, precision, snaplen, max_files)
+    }
+
+    fn create_in(
+        out: OutputPath,
+        policy: RotatePolicy,
+        precision: Precision,
+        snaplen: u32,
+        max_files: Option<u32>,
+    ) -> Result<Self, SinkError> {
         let mut sink = PcapSink {
             out,
             policy,
@@ -134,6 +245,8 @@ impl PcapSink {
             buf: Vec::with_capacity(WRITE_BUFFER),
             current: None,
             next_seq: 0,
+            next_count: 0,
+            max_files,
             finished: Vec::new(),
             packets: 0,
             bytes: 0,
@@ -160,51 +273,75 @@ impl PcapSink {
         self.bytes
     }
 
-    fn io(&self, seq: u32, op: &'static str) -> impl FnOnce(io::Error) -> SinkError + '_ {
-        move |source| SinkError::Io { path: self.out.file(seq), op, source }
-    }
-
     fn open(&mut self) -> Result<(), SinkError> {
-        let seq = self.next_seq;
-        let partial = self.out.partial(seq);
+        let paths = self.out.paths(self.next_seq, self.next_count);
         let stream = self.out.is_stream();
-        let mut opts = OpenOptions::new();
-        opts.write(true).create(!stream).truncate(!stream);
-        if !stream {
-            // The hidden `.partial` name is ours: a symlink planted there is never followed
-            // (it would truncate its target). A stream (FIFO, /dev/stdout) may be a link.
-            opts.custom_flags(libc::O_NOFOLLOW);
+        let io_err = |op, source| SinkError::Io { path: paths.file.clone(), op, source };
+        let file = if self.out.stream == Some(Stream::Stdout) {
+            // A duplicate, so that closing the capture's file leaves descriptor 1 alone.
+            let fd = io::stdout().as_fd().try_clone_to_owned().map_err(|e| io_err("dup standard output", e))?;
+            File::from(fd)
+        } else {
+            let mut opts = OpenOptions::new();
+            opts.write(true).create(!stream).truncate(!stream);
+            if !stream {
+                // The hidden `.partial` name is ours: a symlink planted there is never followed
+                // (it would truncate its target). A stream (FIFO, /dev/stdout) may be a link.
+                opts.custom_flags(libc::O_NOFOLLOW);
+            }
+            opts.open(&paths.partial).map_err(|e| io_err(if stream { "open" } else { "create" }, e))?
+        };
+        // A name that comes round again (a -W ring, -G without a time pattern): the earlier
+        // file goes now, as tcpdump truncates it, so a ring of N never holds N + 1 files.
+        if let Some(at) = self.finished.iter().position(|f| f == &paths.file) {
+            self.finished.remove(at);
+            if !stream {
+                fs::remove_file(&paths.file).map_err(|e| io_err("remove the ring's oldest file", e))?;
+            }
         }
-        let file = opts.open(&partial).map_err(|source| SinkError::Io {
-            path: self.out.file(seq),
-            op: if stream { "open" } else { "create" },
-            source,
-        })?;
         self.next_seq += 1;
         self.buf.extend_from_slice(&format::file_header(self.precision, self.snaplen));
         self.bytes += FILE_HEADER_LEN as u64;
         self.current =
-            Some(OpenFile { file, seq, state: FileState { bytes: FILE_HEADER_LEN as u64, ..Default::default() } });
+            Some(OpenFile { file, paths, state: FileState { bytes: FILE_HEADER_LEN as u64, ..Default::default() } });
+        Ok(())
+    }
+
+    /// Why the current file should be closed before a record of `next` bytes (`None`: an idle
+    /// tick), if it should; never once `max_files` files were opened.
+    fn rotation_due(&self, next: Option<u64>, now_ns: u64) -> Option<Reason> {
+        let cur = self.current.as_ref()?;
+        if self.max_files.is_some_and(|max| self.next_seq >= max) {
+            return None;
+        }
+        rotate_reason(&self.policy, &cur.state, next, now_ns)
+    }
+
+    /// Closes the current file for `reason`; the next file's tcpdump count follows from it.
+    fn rotate(&mut self, reason: Reason) -> Result<(), SinkError> {
+        self.close_current()?;
+        self.next_count = match (reason, &self.out.naming) {
+            (Reason::Size, Naming::Tcpdump(names)) => names.after_full(self.next_count),
+            _ => 0,
+        };
         Ok(())
     }
 
     fn flush_buf(&mut self) -> Result<(), SinkError> {
         if self.keep_free > 0 && !self.buf.is_empty() && !self.out.is_stream() {
             if let Some(cur) = &self.current {
-                let partial = self.out.partial(cur.seq);
                 // One statvfs per (up to 1 MiB) write.
-                if let Ok(free) = crate::datadir::free_bytes(&partial) {
+                if let Ok(free) = crate::datadir::free_bytes(&cur.paths.partial) {
                     if free < self.keep_free + self.buf.len() as u64 {
-                        return Err(SinkError::KeepFree { path: self.out.file(cur.seq), free, keep: self.keep_free });
+                        return Err(SinkError::KeepFree { path: cur.paths.file.clone(), free, keep: self.keep_free });
                     }
                 }
             }
         }
         if let Some(cur) = self.current.as_mut() {
             if !self.buf.is_empty() {
-                let seq = cur.seq;
                 cur.file.write_all(&self.buf).map_err(|source| SinkError::Io {
-                    path: self.out.file(seq),
+                    path: cur.paths.file.clone(),
                     op: "write",
                     source,
                 })?;
@@ -220,15 +357,16 @@ impl PcapSink {
         let Some(cur) = self.current.take() else {
             return Ok(());
         };
+        let FilePaths { file, partial } = cur.paths;
         if self.out.is_stream() {
-            self.finished.push(self.out.file(cur.seq));
+            self.finished.push(file);
             return Ok(());
         }
-        cur.file.sync_all().map_err(self.io(cur.seq, "fsync"))?;
+        let io_err = |op, source| SinkError::Io { path: file.clone(), op, source };
+        cur.file.sync_all().map_err(|e| io_err("fsync", e))?;
         drop(cur.file);
-        let (from, to) = (self.out.partial(cur.seq), self.out.file(cur.seq));
-        fs::rename(&from, &to).map_err(self.io(cur.seq, "rename"))?;
-        self.finished.push(to);
+        fs::rename(&partial, &file).map_err(|e| io_err("rename", e))?;
+        self.finished.push(file);
         Ok(())
     }
 
@@ -258,10 +396,8 @@ impl PcapSink {
         now_ns: u64,
     ) -> Result<(), SinkError> {
         let rec_len = (RECORD_HEADER_LEN + caplen as usize) as u64;
-        if let Some(cur) = &self.current {
-            if should_rotate(&self.policy, &cur.state, Some(rec_len), now_ns) {
-                self.close_current()?;
-            }
+        if let Some(reason) = self.rotation_due(Some(rec_len), now_ns) {
+            self.rotate(reason)?;
         }
         if self.current.is_none() {
             self.open()?;
@@ -286,7 +422,9 @@ impl PcapSink {
         // likely with more packets and bytes), take it whole without looking at each record.
         if let Some(cur) = &self.current {
             let all = FileState { packets: cur.state.packets + count.saturating_sub(1), ..cur.state };
-            if count > 0 && !should_rotate(&self.policy, &all, Some(records.len() as u64), now_ns) {
+            let len = records.len() as u64;
+            let stays_small = self.policy.over_bytes.is_none_or(|max| cur.state.bytes + len <= max);
+            if count > 0 && stays_small && !should_rotate(&self.policy, &all, Some(len), now_ns) {
                 self.append(records)?;
                 self.count_many(records.len() as u64, count, now_ns);
                 return Ok(count);
@@ -296,12 +434,10 @@ impl PcapSink {
         for rec in format::records(records) {
             debug_assert!(rec.len() - RECORD_HEADER_LEN <= self.snaplen as usize);
             let rec_len = rec.len() as u64;
-            if let Some(cur) = &self.current {
-                if should_rotate(&self.policy, &cur.state, Some(rec_len), now_ns) {
-                    self.append(&records[start..at])?;
-                    start = at;
-                    self.close_current()?;
-                }
+            if let Some(reason) = self.rotation_due(Some(rec_len), now_ns) {
+                self.append(&records[start..at])?;
+                start = at;
+                self.rotate(reason)?;
             }
             if self.current.is_none() {
                 self.open()?;
@@ -348,10 +484,8 @@ impl PcapSink {
 
     /// Idle tick: closes the current file if it is old enough to rotate.
     pub fn tick(&mut self, now_ns: u64) -> Result<(), SinkError> {
-        if let Some(cur) = &self.current {
-            if should_rotate(&self.policy, &cur.state, None, now_ns) {
-                self.close_current()?;
-            }
+        if let Some(reason) = self.rotation_due(None, now_ns) {
+            self.rotate(reason)?;
         }
         Ok(())
     }
@@ -369,18 +503,18 @@ impl PcapSink {
         self.buf.clear();
         if let Some(cur) = self.current.take() {
             if !self.out.is_stream() {
-                let partial = self.out.partial(cur.seq);
-                match cut_to_whole_records(&cur.file, &partial) {
-                    Ok(true) => match fs::rename(&partial, self.out.file(cur.seq)) {
-                        Ok(()) => self.finished.push(self.out.file(cur.seq)),
+                let FilePaths { file, partial } = &cur.paths;
+                match cut_to_whole_records(&cur.file, partial) {
+                    Ok(true) => match fs::rename(partial, file) {
+                        Ok(()) => self.finished.push(file.clone()),
                         Err(e) => tracing::error!("{}: rename: {e}", partial.display()),
                     },
                     Ok(false) => {
-                        let _ = fs::remove_file(&partial);
+                        let _ = fs::remove_file(partial);
                     }
                     Err(e) => {
                         tracing::error!("{}: cannot keep what was written: {e}", partial.display());
-                        let _ = fs::remove_file(&partial);
+                        let _ = fs::remove_file(partial);
                     }
                 }
             }
@@ -409,7 +543,7 @@ impl Drop for PcapSink {
         // Reached without `finish` only on an error path: leave no `.partial` behind (and never
         // remove a FIFO or device).
         if let (Some(cur), false) = (self.current.take(), self.out.is_stream()) {
-            let _ = fs::remove_file(self.out.partial(cur.seq));
+            let _ = fs::remove_file(&cur.paths.partial);
         }
     }
 }
@@ -449,6 +583,30 @@ mod tests {
             .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".partial"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn a_tcpdump_ring_reuses_its_names_and_never_holds_more_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("ring");
+        let names = TcpdumpNames::new(out.to_str().unwrap(), false, true, Some(3)).unwrap();
+        // 24-byte header + 2 records of 116 bytes = 256 > 250: two records per file.
+        let p = RotatePolicy { over_bytes: Some(250), ..Default::default() };
+        let mut s = PcapSink::create_tcpdump(&out, names, p, Precision::Nanos, 100).unwrap();
+        for i in 0..9u8 {
+            s.write(u64::from(i), 100, std::iter::once(&pkt(i, 100)[..]), 0).unwrap();
+            let files = fs::read_dir(dir.path()).unwrap().count();
+            assert!(files <= 3, "after packet {i}: {files} files (the open .partial included)");
+        }
+        // Files: ring0 [0,1] ring1 [2,3] ring2 [4,5] ring0 [6,7] ring1 [8].
+        let files = s.finish().unwrap();
+        let name = |n: &str| dir.path().join(n);
+        assert_eq!(files, vec![name("ring2"), name("ring0"), name("ring1")], "oldest first, each name once");
+        // The first packet of each file (its data bytes all say which packet it was).
+        let first = |f: &str| fs::read(name(f)).unwrap()[24 + 16];
+        assert_eq!((first("ring2"), first("ring0"), first("ring1")), (4, 6, 8));
+        assert_eq!(fs::metadata(name("ring1")).unwrap().len(), 24 + 116);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3, "no .partial left");
     }
 
     #[test]
