@@ -47,6 +47,16 @@ impl PktBuf {
         // by `self`, and the borrow is tied to `self`.
         unsafe { &*self.raw.as_ptr().cast::<Packet>() }
     }
+
+    /// Gives the chain up, e.g. to a `Burst` (which frees it). The pool must outlive it.
+    #[cfg(test)]
+    pub(crate) fn into_raw(self) -> *mut sys::rte_mbuf {
+        let raw = self.raw.as_ptr();
+        let mut me = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `me` is never used or dropped again; only the Arc's count is given back.
+        unsafe { std::ptr::drop_in_place(&mut me._pool) };
+        raw
+    }
 }
 
 impl Drop for PktBuf {
