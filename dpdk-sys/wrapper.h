@@ -12,6 +12,11 @@
 #include <rte_dev.h>
 #include <rte_log.h>
 #include <rte_version.h>
+#include <rte_malloc.h>
+/* tcpdump expressions: libpcap compiles them, rte_bpf converts (experimental API), verifies,
+ * JIT-compiles and runs them (see pcapd's src/bpf/). */
+#include <pcap/pcap.h>
+#include <rte_bpf.h>
 
 /* From shim.c: DPDK's per-lcore errno is a TLS variable bindgen cannot bind. */
 int pcapd_rte_errno(void);

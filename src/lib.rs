@@ -1,7 +1,8 @@
 //! pcapd: a DPDK kernel-bypass packet-capture appliance.
 //!
-//! Data path: `dpdk` (the only door to C) → `dataplane` (RX cores poll, `wire` parse, `filter`
+//! Data path: `dpdk` (the door to C) → `dataplane` (RX cores poll, `wire` parse, `filter`
 //! match, budget and hand off through SPSC rings to writer threads, which write `pcap` files).
+//! `bpf` compiles tcpdump expressions (libpcap → DPDK's eBPF JIT), not yet wired into RX.
 //! `capture` wires it up for `pcapd capture`; `app` for the appliance, whose control plane is
 //! `captures` (capture lifecycle and slot leases), `samples` (the sample store), `upload`
 //! (buckets: object stores), `db` (the SQLite database), `fleet` (etcd membership and
@@ -9,6 +10,7 @@
 //! front door.
 pub mod api;
 pub mod app;
+pub mod bpf;
 pub mod capture;
 pub mod captures;
 pub mod config;

@@ -101,6 +101,12 @@ impl Packet {
     pub fn segments(&self) -> Segments<'_> {
         Segments { next: Some(&self.0) }
     }
+
+    /// The mbuf itself, for C functions that read it (`rte_bpf`'s programs).
+    #[inline]
+    pub(crate) fn as_ptr(&self) -> *const sys::rte_mbuf {
+        &self.0
+    }
 }
 
 #[inline]

@@ -1,8 +1,10 @@
-//! The safe layer over DPDK: the only code in pcapd that names `dpdk_sys`.
+//! The safe layer over DPDK: with `bpf` (the door to `rte_bpf` and libpcap), the only code in
+//! pcapd that names `dpdk_sys`.
 //!
 //! RAII owns every resource, and ownership follows dependency: `Eal` is a shared handle that
 //! `Mempool` and `LcoreJob` hold; `Port` + `RxQueue` (one poller per queue by construction) hold
-//! their `Arc<Mempool>`; `Burst` (received mbufs, freed in bulk); lcore jobs with panic capture.
+//! their `Arc<Mempool>`; `Burst` (received mbufs, freed in bulk); `PktBuf` (a packet built from
+//! bytes, holding its pool); lcore jobs with panic capture.
 //! Whatever order owners drop them in, cleanup runs as ports → pool → EAL. DPDK's log goes to
 //! `tracing` (`log`), and start failures quote what the driver logged.
 use std::fmt;
@@ -13,6 +15,7 @@ mod lcore;
 pub mod log;
 mod mbuf;
 mod mempool;
+mod pktbuf;
 mod port;
 
 pub use eal::{tsc, Eal};
@@ -20,6 +23,7 @@ pub use errno::{DpdkError, Errno};
 pub use lcore::{launch, LcoreJob};
 pub use mbuf::{Burst, Packet, BURST};
 pub use mempool::Mempool;
+pub use pktbuf::PktBuf;
 pub use port::{list as list_ports, EthStats, Port, PortInfo, PortSetup, RxQueue};
 
 /// Default mbuf data room (2048 bytes of data + 128 headroom), as `RTE_MBUF_DEFAULT_BUF_SIZE`.
