@@ -74,7 +74,7 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("24h-store-300s-window-10000-packets", |b| {
         b.iter(|| {
-            let (got, st) = query(dir.path(), SEGMENT_SECS, end - 300 * NS, end, &filter, 10_000).unwrap();
+            let (got, st) = query(dir.path(), SEGMENT_SECS, end - 300 * NS, end, &filter, None, 10_000).unwrap();
             assert_eq!(got.len(), 10_000);
             assert!(st.segments_read <= 8, "{st:?}");
             got.len()

@@ -25,6 +25,8 @@ use crate::pcap::{PcapSink, RotatePolicy, SinkError, TcpdumpNames};
 #[derive(Debug, Clone)]
 pub struct CaptureRequest {
     pub filter: FilterV1,
+    /// A tcpdump expression (ANDed with `filter`), already compiled once by libpcap.
+    pub expression: Option<String>,
     pub packet_limit: Option<u64>,
     pub byte_limit: Option<u64>,
     pub duration: Option<Duration>,
@@ -70,6 +72,8 @@ pub enum CaptureError {
     Write(String),
     #[error("cannot install the SIGINT/SIGTERM/SIGUSR1 handler: {0}")]
     Signal(std::io::Error),
+    #[error("expression: {0}")]
+    Expression(String),
 }
 
 impl CaptureError {
@@ -78,7 +82,7 @@ impl CaptureError {
         match self {
             CaptureError::DataPlane(e) => e.is_bad_input(),
             CaptureError::Output(e) => e.is_bad_input(),
-            CaptureError::UnknownDevice(_) => true,
+            CaptureError::UnknownDevice(_) | CaptureError::Expression(_) => true,
             CaptureError::RxPanic(_) | CaptureError::Write(_) | CaptureError::Signal(_) => false,
         }
     }
@@ -207,6 +211,10 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
     // The file is opened and the capture published before the RX cores poll: a finite source
     // loses none of its first packets.
     let control = dp.control();
+    let program = match &req.expression {
+        Some(e) => Some(control.load_expression(e).map_err(CaptureError::Expression)?),
+        None => None,
+    };
     let lease = control
         .open(0, sink, Arc::clone(&counters), None, OPEN_TIMEOUT)
         .map_err(|e| CaptureError::Write(e.to_string()))?;
@@ -217,7 +225,8 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
         cfg.writer.timestamp_precision,
         Arc::clone(&budget),
         Arc::clone(&counters),
-    )]));
+    )
+    .with_program(program)]));
     dp.launch_rx()?;
     // Capture time (`--duration`, packets/s) starts once the RX cores poll: not during EAL
     // memory set-up or while a PMD loads its files (seconds for a large `infinite_rx` file).

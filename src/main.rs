@@ -88,9 +88,14 @@ struct CaptureArgs {
     /// Only capture from this device (repeatable).
     #[arg(short = 'i', value_name = "DEVICE")]
     interfaces: Vec<String>,
-    /// Cloudflare filter_v1 JSON, e.g. '{"protocol":6,"destination_port":443}'.
+    /// Cloudflare filter_v1 JSON, e.g. '{"protocol":6,"destination_port":443}' (with an
+    /// EXPRESSION too, a packet must match both).
     #[arg(long, value_name = "JSON")]
     filter: Option<String>,
+    /// A tcpdump filter expression, as tcpdump takes it: one quoted word or several, e.g.
+    /// `tcp port 443 and host 192.0.2.1`.
+    #[arg(value_name = "EXPRESSION", trailing_var_arg = true)]
+    expression: Vec<String>,
     /// Stop after this many packets.
     #[arg(short = 'c', value_name = "PACKETS")]
     count: Option<u64>,
@@ -384,8 +389,14 @@ fn capture(a: CaptureArgs, verbose: u8) -> Result<(), Fail> {
     } else {
         Progress::Off
     };
+    // Compiled by libpcap now: a bad expression is one line and exit 2 before DPDK starts.
+    let expression = Some(a.expression.join(" ")).filter(|e| !e.trim().is_empty());
+    if let Some(e) = &expression {
+        pcapd::bpf::Expression::compile(e).map_err(|err| usage(format!("expression {e:?}: {err}")))?;
+    }
     let req = CaptureRequest {
         filter,
+        expression,
         packet_limit: a.count,
         byte_limit: a.bytes,
         duration,

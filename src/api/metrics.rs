@@ -128,6 +128,15 @@ pub fn render(dp: Option<&DataPlaneView>, api: &ApiMetrics, captures_running: us
         for (w, n) in dp.stray.iter().enumerate() {
             line(&mut o, "pcapd_writer_stray_records_total", &format!("writer=\"{w}\""), n.load(Relaxed));
         }
+        help(
+            &mut o,
+            "pcapd_expressions_loaded_total",
+            "counter",
+            "tcpdump expressions loaded for the RX cores, by engine: any on \"interpreter\" means DPDK's JIT was not available (slower, still correct).",
+        );
+        for (engine, n) in ["jit", "interpreter"].iter().zip(&crate::dataplane::EXPRESSIONS_LOADED) {
+            line(&mut o, "pcapd_expressions_loaded_total", &format!("engine=\"{engine}\""), n.load(Relaxed));
+        }
         let s = &dp.samples;
         for (metric, kind, text, v) in [
             ("pcapd_samples_sampled_total", "counter", "Packets sampled on RX cores.", s.sampled.load(Relaxed)),

@@ -321,6 +321,14 @@ impl Lifecycle {
         if self.live.len() >= ActiveSet::MAX_CAPTURES {
             return Some(Err(self.full_appliance()));
         }
+        // The expression before anything else: nothing is left behind when it cannot load.
+        let program = match &c.filter_expression {
+            Some(e) => match self.ctx.control.load_expression(e) {
+                Ok(p) => Some(p),
+                Err(m) => return Some(Err(StartError::Failed(format!("filter_expression: {m}")))),
+            },
+            None => None,
+        };
         let counters = Arc::new(CaptureCounters::default());
         let budget = budget.unwrap_or_else(|| Arc::new(Budget::new(c.packet_limit, c.byte_limit)));
         // The file first, then the record: a refused start stores nothing.
@@ -343,7 +351,8 @@ impl Lifecycle {
             self.ctx.precision,
             budget,
             Arc::clone(&counters),
-        );
+        )
+        .with_program(program);
         let deadline = Instant::now() + Duration::from_secs(c.time_limit);
         let id = c.id.clone();
         c.status = Status::Running;

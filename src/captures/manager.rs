@@ -45,6 +45,9 @@ pub struct SampleRequest {
     pub start_ns: u64,
     pub end_ns: u64,
     pub filter_v1: serde_json::Map<String, serde_json::Value>,
+    /// A tcpdump expression too (libpcap on the stored bytes, with their wire length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_expression: Option<String>,
     pub limit: usize,
 }
 
@@ -254,6 +257,10 @@ impl Manager {
             }
         };
         Destination::parse(&req.destination_conf).map_err(|e| invalid("destination_conf", e.0))?;
+        // libpcap took it; DPDK must take it too (its converter refuses a few, e.g. protochain).
+        if let Some(e) = &req.expression {
+            full.ctx.control.load_expression(e).map_err(|m| invalid("filter_expression", m))?;
+        }
         if !ownership::is_validated(self.ownerships.as_ref(), account, &req.destination_conf)? {
             return Err(invalid(
                 "destination_conf",
@@ -269,6 +276,7 @@ impl Manager {
             colo_name: Some(req.colo_name),
             destination_conf: Some(req.destination_conf),
             packets_captured: Some(0),
+            filter_expression: req.expression,
             ..Capture::new(account, CaptureType::Full, now, req.time_limit, &req.filter)
         };
         // Fleet-wide first (one pending or running full capture per account across nodes); a
@@ -303,6 +311,7 @@ impl Manager {
             offset_time: Some(req.offset_time.unwrap_or(now)),
             packet_limit: Some(req.packet_limit),
             sample_one_in: Some(self.samples.one_in),
+            filter_expression: req.expression,
             ..Capture::new(account, CaptureType::Simple, now, req.time_limit, &req.filter)
         };
         if let Err(e) = self.store.insert(&c) {
@@ -362,6 +371,7 @@ impl Manager {
             start_ns: end_ns.saturating_sub(c.time_limit * 1_000_000_000),
             end_ns,
             filter_v1: c.filter.0.clone(),
+            filter_expression: c.filter_expression.clone(),
             limit: c.packet_limit.unwrap_or(0) as usize,
         };
         let (samples, note) = match &self.samples.peers {
@@ -396,12 +406,20 @@ impl Manager {
             .map_err(|_| ManagerError::Internal("the sample store did not answer".into()))?;
         let filter = crate::filter::FilterV1::from_json(&serde_json::Value::Object(req.filter_v1.clone()))
             .map_err(|e| ManagerError::Invalid { field: "filter_v1".into(), message: e.to_string() })?;
+        let expression = match &req.filter_expression {
+            Some(text) => Some(
+                crate::bpf::Expression::compile(text)
+                    .map_err(|e| ManagerError::Invalid { field: "filter_expression".into(), message: e.to_string() })?,
+            ),
+            None => None,
+        };
         let (samples, stats) = query::query(
             &self.samples.dir,
             self.samples.segment_secs,
             req.start_ns,
             req.end_ns,
             &filter.compile(),
+            expression.as_ref(),
             req.limit,
         )
         .map_err(|e| ManagerError::Internal(format!("reading the sample store: {e}")))?;

@@ -58,6 +58,9 @@ pub struct Capture {
     pub submitted: DateTime<Utc>,
     pub time_limit: u64,
     pub filter: FilterJson,
+    /// A tcpdump expression ANDed with `filter` (pcapd extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_expression: Option<String>,
     #[serde(default)]
     pub offset_time: Option<DateTime<Utc>>,
     #[serde(default)]
@@ -187,6 +190,7 @@ impl Capture {
             submitted,
             time_limit,
             filter: FilterJson::from_filter(filter),
+            filter_expression: None,
             offset_time: None,
             packet_limit: None,
             byte_limit: None,
@@ -216,6 +220,7 @@ impl Capture {
                 m.insert(k.to_string(), v);
             }
         };
+        put("filter_expression", self.filter_expression.clone().map(Value::from));
         put("offset_time", self.offset_time.as_ref().map(|t| Value::from(rfc3339(t))));
         put("packet_limit", self.packet_limit.map(Value::from));
         put("byte_limit", self.byte_limit.map(Value::from));

@@ -31,6 +31,8 @@ pub struct SimpleRequest {
     /// The end of the look-back window (default: the request time).
     pub offset_time: Option<DateTime<Utc>>,
     pub filter: FilterV1,
+    /// A tcpdump expression (pcapd extension), ANDed with `filter`; validated by libpcap.
+    pub expression: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +43,7 @@ pub struct FullRequest {
     pub colo_name: String,
     pub destination_conf: String,
     pub filter: FilterV1,
+    pub expression: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -90,7 +93,7 @@ fn required<T>(v: Option<T>, field: &str) -> Result<T, RequestError> {
     v.ok_or_else(|| err(field, "is required"))
 }
 
-const COMMON: &[&str] = &["system", "type", "time_limit", "filter_v1"];
+const COMMON: &[&str] = &["system", "type", "time_limit", "filter_v1", "filter_expression"];
 const SIMPLE_ONLY: &[&str] = &["packet_limit", "offset_time"];
 const FULL_ONLY: &[&str] = &["packet_limit", "byte_limit", "colo_name", "destination_conf"];
 
@@ -139,6 +142,15 @@ pub fn parse_create(body: &[u8], now: DateTime<Utc>, full_time_limit_max: u64) -
         None => FilterV1::default(),
         Some(f) => FilterV1::from_json(f).map_err(|e| err(&e.field, e.reason))?,
     };
+    // A tcpdump expression (pcapd's extension): libpcap's own message when it does not compile;
+    // a blank one is no expression.
+    let expression = match string(&o, "filter_expression")? {
+        Some(text) if !text.trim().is_empty() => {
+            crate::bpf::Expression::compile(text).map_err(|e| err("filter_expression", e.to_string()))?;
+            Some(text.to_string())
+        }
+        _ => None,
+    };
     if kind == "simple" {
         let time_limit = required(integer(&o, "time_limit", 1, TIME_LIMIT_MAX)?, "time_limit")?;
         let packet_limit = required(integer(&o, "packet_limit", 1, PACKET_LIMIT_MAX)?, "packet_limit")?;
@@ -159,7 +171,7 @@ pub fn parse_create(body: &[u8], now: DateTime<Utc>, full_time_limit_max: u64) -
                 Some(t)
             }
         };
-        Ok(CreateRequest::Simple(SimpleRequest { time_limit, packet_limit, offset_time, filter }))
+        Ok(CreateRequest::Simple(SimpleRequest { time_limit, packet_limit, offset_time, filter, expression }))
     } else {
         let time_limit = required(integer(&o, "time_limit", 1, full_time_limit_max)?, "time_limit")?;
         let colo_name = required(string(&o, "colo_name")?, "colo_name")?;
@@ -174,6 +186,7 @@ pub fn parse_create(body: &[u8], now: DateTime<Utc>, full_time_limit_max: u64) -
             colo_name: colo_name.to_string(),
             destination_conf: destination_conf.to_string(),
             filter,
+            expression,
         }))
     }
 }

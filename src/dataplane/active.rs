@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use crossbeam::utils::CachePadded;
 
 use super::lease::{Lease, LeaseTag};
+use crate::bpf::Program;
 use crate::filter::{Matcher, MatcherSet};
 use crate::pcap::Precision;
 
@@ -173,9 +174,17 @@ pub struct ActiveCapture {
     pub precision: Precision,
     pub budget: Arc<Budget>,
     pub counters: Arc<CaptureCounters>,
+    /// A tcpdump expression the packets must match too (after `matcher`).
+    pub program: Option<Arc<Program>>,
 }
 
 impl ActiveCapture {
+    /// With a tcpdump expression ANDed to its filter.
+    pub fn with_program(mut self, program: Option<Arc<Program>>) -> ActiveCapture {
+        self.program = program;
+        self
+    }
+
     pub fn new(
         lease: &Lease,
         matcher: Matcher,
@@ -184,7 +193,16 @@ impl ActiveCapture {
         budget: Arc<Budget>,
         counters: Arc<CaptureCounters>,
     ) -> ActiveCapture {
-        ActiveCapture { tag: lease.tag(), writer: lease.writer(), matcher, snaplen, precision, budget, counters }
+        ActiveCapture {
+            tag: lease.tag(),
+            writer: lease.writer(),
+            matcher,
+            snaplen,
+            precision,
+            budget,
+            counters,
+            program: None,
+        }
     }
 
     pub fn tag(&self) -> LeaseTag {

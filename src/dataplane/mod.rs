@@ -111,6 +111,7 @@ impl DataPlane {
             writers: Vec::new(),
             stats: stats.clone(),
             published: Arc::new(Mutex::new(0)),
+            eal: Some(eal.clone()),
         };
         let mut dp = DataPlane {
             active,
@@ -283,9 +284,26 @@ pub struct CaptureControl {
     stats: StatsReader,
     /// The version of the last published set; the lock also orders publications.
     published: Arc<Mutex<u64>>,
+    /// Programs of tcpdump expressions live in DPDK memory (none without DPDK: tests).
+    eal: Option<Eal>,
 }
 
+/// Expressions loaded for the RX cores, by the engine that runs them (for /metrics: any
+/// `interpreter` means DPDK's JIT was not available).
+pub static EXPRESSIONS_LOADED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
 impl CaptureControl {
+    /// Loads a tcpdump expression for the RX cores: libpcap compiles it, DPDK JIT-compiles it
+    /// (its interpreter runs it when there is no JIT).
+    pub fn load_expression(&self, text: &str) -> Result<Arc<crate::bpf::Program>, String> {
+        let Some(eal) = &self.eal else {
+            return Err("tcpdump expressions need DPDK (this data plane has none)".into());
+        };
+        let p = crate::bpf::Program::compile(eal, text).map_err(|e| e.to_string())?;
+        EXPRESSIONS_LOADED[usize::from(!p.is_jit())].fetch_add(1, Relaxed);
+        Ok(Arc::new(p))
+    }
+
     pub fn writers(&self) -> usize {
         self.writers.len()
     }
@@ -376,8 +394,13 @@ pub(crate) mod testing {
         let active = active::shared(ActiveSet::default());
         let (stats_w, stats) = per_core_stats(cores);
         let Rings { by_core, by_writer } = Rings::new(cores, writers, handoff::MIN_RING_BYTES);
-        let mut control =
-            CaptureControl { active: Arc::clone(&active), writers: Vec::new(), stats, published: Arc::default() };
+        let mut control = CaptureControl {
+            active: Arc::clone(&active),
+            writers: Vec::new(),
+            stats,
+            published: Arc::default(),
+            eal: None,
+        };
         let mut threads = Vec::new();
         let mut stray = Vec::new();
         for (w, consumers) in by_writer.into_iter().enumerate() {

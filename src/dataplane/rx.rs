@@ -132,6 +132,19 @@ impl RxWorker {
             let all = if burst.len() == BURST { u32::MAX } else { (1u32 << burst.len()) - 1 };
             sc.takes.iter_mut().for_each(|t| *t = all);
         }
+        // tcpdump expressions, on the packets their filter_v1 kept.
+        for (take, cap) in sc.takes.iter_mut().zip(&set.captures) {
+            if let (Some(prog), true) = (&cap.program, *take != 0) {
+                let mut bits = *take;
+                while bits != 0 {
+                    let i = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    if !prog.matches(burst.packet(i)) {
+                        *take &= !(1 << i);
+                    }
+                }
+            }
+        }
         // Budgets: each capture keeps the first candidates its packet and byte limits allow.
         let mut any: u32 = 0;
         for (take, cap) in sc.takes.iter_mut().zip(&set.captures) {

@@ -5,6 +5,7 @@ use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 use super::store::segments;
+use crate::bpf::Expression;
 use crate::filter::Matcher;
 use crate::pcap::format::{FILE_HEADER_LEN, RECORD_HEADER_LEN};
 use crate::wire;
@@ -53,6 +54,7 @@ pub fn query(
     start_ns: u64,
     end_ns: u64,
     matcher: &Matcher,
+    expression: Option<&Expression>,
     limit: usize,
 ) -> io::Result<(Vec<Sample>, QueryStats)> {
     let mut stats = QueryStats::default();
@@ -99,6 +101,11 @@ pub fn query(
             }
             let data = &buf[..caplen];
             if !matcher.matches_all() && !matcher.matches(&wire::parse(data)) {
+                continue;
+            }
+            // libpcap on the stored bytes with the wire length: `len`, `greater`, `less` mean
+            // the packet's, not the sample's.
+            if expression.is_some_and(|e| !e.matches_bytes(data, orig_len)) {
                 continue;
             }
             stats.matched += 1;
@@ -156,14 +163,14 @@ mod tests {
         write_segment(d.path(), 1020, &[(1020 * NS, 53), (1021 * NS, 80)]);
         write_segment(d.path(), 5000, &[(5000 * NS, 53)]);
         let dns = FilterV1::from_json_str(r#"{"destination_port":53}"#).unwrap().compile();
-        let (got, st) = query(d.path(), 10, 1005 * NS, 1020 * NS, &dns, 100).unwrap();
+        let (got, st) = query(d.path(), 10, 1005 * NS, 1020 * NS, &dns, None, 100).unwrap();
         let ts: Vec<u64> = got.iter().map(|s| s.ts_ns / NS).collect();
         assert_eq!(ts, vec![1009, 1010, 1012, 1020]);
         assert_eq!(st.segments_read, 3, "the far segment is not read");
         // The earliest two only.
-        let (got, _) = query(d.path(), 10, 0, u64::MAX / 2, &dns, 2).unwrap();
+        let (got, _) = query(d.path(), 10, 0, u64::MAX / 2, &dns, None, 2).unwrap();
         assert_eq!(got.iter().map(|s| s.ts_ns / NS).collect::<Vec<_>>(), vec![1000, 1009]);
-        let (none, _) = query(d.path(), 10, 2000 * NS, 3000 * NS, &Matcher::default(), 10).unwrap();
+        let (none, _) = query(d.path(), 10, 2000 * NS, 3000 * NS, &Matcher::default(), None, 10).unwrap();
         assert!(none.is_empty());
     }
 }
