@@ -57,6 +57,13 @@ with sync_playwright() as p:
     summary["server_error"] = sa_error.inner_text()
     page.get_by_label("Source address").fill("")
     page.get_by_label("Protocol").fill("17")
+    # A tcpdump expression libpcap cannot parse: its message beside the field.
+    page.get_by_label("tcpdump expression").fill("udp and")
+    page.get_by_role("button", name="Start", exact=True).click()
+    fe_error = page.locator("#f-filter_expression + .field-error")
+    expect(fe_error).to_contain_text("syntax error")
+    summary["expression_error"] = fe_error.inner_text()
+    page.get_by_label("tcpdump expression").fill("udp")
     page.screenshot(path=f"{out}/form-1440.png", full_page=True)
     page.get_by_role("button", name="Start", exact=True).click()
 
@@ -67,6 +74,7 @@ with sync_playwright() as p:
     expect(badge).to_have_text("Complete", timeout=30000)
     expect(badge).to_have_attribute("title", "API status: success")
     summary["row"] = row.inner_text()
+    expect(row).to_contain_text("proto 17 and \u201cudp\u201d")
 
     # Download it.
     with page.expect_download() as dl:

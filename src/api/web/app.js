@@ -178,7 +178,10 @@ function renderCaptures() {
     badge.tabIndex = 0; badge.setAttribute("aria-label", label + " (API status: " + c.status + ")");
     cell(tr, "Status", badge);
     cell(tr, "Submitted", fmtTime(c.submitted)).classList.add("small");
-    cell(tr, "Filter", filterSummary(c.filter_v1 || {}));
+    const summary = filterSummary(c.filter_v1 || {});
+    cell(tr, "Filter", c.filter_expression
+      ? (summary === "all packets" ? "" : summary + " and ") + "\u201c" + c.filter_expression + "\u201d"
+      : summary);
     const limits = cell(tr, "Limits", limitsSummary(c));
     limits.classList.add("small");
     if (c.nodes && c.nodes.length) limits.appendChild(nodesList(c.nodes));
@@ -347,6 +350,8 @@ function buildRequest() {
     if (v !== undefined) filter[n] = v;
   }
   if (Object.keys(filter).length) body.filter_v1 = filter;
+  const expression = fieldInput("filter_expression").value.trim();
+  if (expression) body.filter_expression = expression;
   return { body, errors };
 }
 
