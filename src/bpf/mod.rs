@@ -131,9 +131,10 @@ pub enum BpfError {
     TooLong { len: usize, max: usize },
     #[error("the expression contains a NUL byte")]
     NulByte,
-    /// libpcap's own message, e.g. "can't parse filter expression: syntax error".
+    /// libpcap did not compile it: its own message, e.g. "can't parse filter expression: syntax
+    /// error", "illegal port number 99999 > 65535", "expression rejects all packets".
     #[error("{0}")]
-    Syntax(String),
+    Compile(String),
     #[error("libpcap could not allocate a handle to compile with (pcap_open_dead returned NULL)")]
     NoMemory,
     /// DPDK's converter gave up (`rte_errno` is kept, but the converter sets it to 1 for
@@ -151,7 +152,7 @@ impl BpfError {
     /// than the machine (out of memory).
     pub fn is_bad_input(&self) -> bool {
         match self {
-            BpfError::TooLong { .. } | BpfError::NulByte | BpfError::Syntax(_) | BpfError::Refused(_) => true,
+            BpfError::TooLong { .. } | BpfError::NulByte | BpfError::Compile(_) | BpfError::Refused(_) => true,
             BpfError::Convert { errno, .. } | BpfError::Load { errno, .. } => errno.0.abs() != libc::ENOMEM,
             BpfError::NoMemory => false,
         }
@@ -178,7 +179,7 @@ impl Expression {
         let c = CString::new(text).map_err(|_| BpfError::NulByte)?;
         let cbpf = Cbpf::compile(&c).map_err(|e| match e {
             CompileError::NoHandle => BpfError::NoMemory,
-            CompileError::Rejected(msg) => BpfError::Syntax(msg),
+            CompileError::Rejected(msg) => BpfError::Compile(msg),
         })?;
         Ok(Expression { text: text.to_string(), cbpf })
     }
@@ -237,7 +238,7 @@ mod tests {
     #[test]
     fn libpcap_messages_are_returned_as_they_are() {
         let e = Expression::compile("tcp port").unwrap_err();
-        assert!(matches!(e, BpfError::Syntax(_)), "{e:?}");
+        assert!(matches!(e, BpfError::Compile(_)), "{e:?}");
         assert_eq!(e.to_string(), "can't parse filter expression: syntax error");
         assert!(e.is_bad_input());
         assert_eq!(Expression::compile("tcp port 99999").unwrap_err().to_string(), "illegal port number 99999 > 65535");
