@@ -91,10 +91,12 @@ impl Drop for RteAlloc {
     }
 }
 
-fn layout() -> MbufLayout {
+/// Where `ld #pktlen` reads: `offsetof(struct rte_mbuf, pkt_len)`, as the converter emits it.
+const LAYOUT: MbufLayout = {
     let off = std::mem::offset_of!(sys::rte_mbuf, pkt_len);
-    MbufLayout { pkt_len_off: i16::try_from(off).expect("pkt_len lies in the first cache line of rte_mbuf") }
-}
+    assert!(off < 64, "pkt_len lies in the first cache line of rte_mbuf");
+    MbufLayout { pkt_len_off: off as i16 }
+};
 
 fn from_sys(i: &sys::ebpf_insn) -> Insn {
     Insn { code: i.code, dst: i.dst_reg(), src: i.src_reg(), off: i.off, imm: i.imm }
@@ -150,7 +152,7 @@ impl Program {
         let (converted, prog_arg) = convert(expression)?;
         let (insns, jsets, indexed, shifts) = match how {
             Rewrite::On => {
-                let r = rewrite::rewrite(&converted, layout())?;
+                let r = rewrite::rewrite(&converted, LAYOUT)?;
                 (r.insns, r.jsets, r.indexed_loads, r.shifts)
             }
             #[cfg(test)]
@@ -285,7 +287,7 @@ mod tests {
         assert_eq!(from_sys(&to_sys(&i)), i);
         assert_eq!(std::mem::size_of::<sys::ebpf_insn>(), 8);
         // offsetof(struct rte_mbuf, pkt_len) on DPDK 22.11, which the converter's `ld #pktlen` uses.
-        assert_eq!(layout().pkt_len_off, 36);
+        assert_eq!(LAYOUT.pkt_len_off, 36);
     }
 
     #[test]
