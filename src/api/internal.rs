@@ -130,7 +130,10 @@ async fn part_start(State(s): State<AppState>, body: Bytes) -> Result<Response, 
     }
     let stored = f.capture(&c.account, &c.id).await.map_err(ApiError::from)?;
     let listed = stored.as_ref().is_some_and(|r| {
-        r.parts.iter().any(|p| p.node == f.name()) && r.destination_conf == c.destination_conf && r.filter == c.filter
+        r.parts.iter().any(|p| p.node == f.name())
+            && r.destination_conf == c.destination_conf
+            && r.filter == c.filter
+            && r.filter_expression == c.filter_expression
     });
     if !listed {
         return Err(ApiError::not_found(format!(
