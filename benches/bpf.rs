@@ -86,21 +86,6 @@ fn frames() -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The machine's DPDK test lock (tests/common): benches must not poll while tests do.
-fn dpdk_lock() -> std::fs::File {
-    use std::os::fd::AsRawFd;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("pcapd-tests-dpdk.lock"))
-        .expect("open the DPDK lock file");
-    // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
-    file
-}
-
 fn filter_v1(m: &Matcher, f: &[u8]) -> bool {
     match PlainV4::of(f) {
         Some(h) => m.matches_plain_v4(&h),
@@ -109,22 +94,8 @@ fn filter_v1(m: &Matcher, f: &[u8]) -> bool {
 }
 
 fn main() {
-    let _lock = dpdk_lock();
-    let args: Vec<String> = [
-        "--no-huge",
-        "-m",
-        "256",
-        "--no-shconf",
-        "--no-pci",
-        "-l",
-        "0",
-        "--log-level=notice",
-        "--file-prefix",
-        &format!("pcapd-bench-bpf-{}", std::process::id()),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let _lock = pcapd::dpdk::testing::lock();
+    let args = pcapd::dpdk::testing::eal_args("pcapd-bench-bpf", 256);
     let eal = Eal::init(&args).expect("EAL");
     let pool = Arc::new(Mempool::new(&eal, "bench_bpf", 2047, 0, MBUF_DEFAULT_BUF_SIZE, -1).expect("mempool"));
     let frames = frames();

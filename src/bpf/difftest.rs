@@ -168,21 +168,7 @@ fn mbufs(pool: &Arc<Mempool>, packets: &[Vec<u8>], rng: &mut Rng) -> (Vec<Burst>
 // The child
 
 fn start_eal() -> (Eal, Arc<Mempool>) {
-    let args: Vec<String> = [
-        "--no-huge",
-        "-m",
-        "256",
-        "--no-shconf",
-        "--no-pci",
-        "-l",
-        "0",
-        "--log-level=notice",
-        "--file-prefix",
-        &format!("pcapd-bpf-{}", std::process::id()),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = crate::dpdk::testing::eal_args("pcapd-bpf", 256);
     let eal = Eal::init(&args).expect("EAL");
     let pool = Arc::new(Mempool::new(&eal, "bpf_diff", 16383, 256, MBUF_DEFAULT_BUF_SIZE, -1).expect("mempool"));
     (eal, pool)
@@ -393,22 +379,6 @@ fn child() {
 // ---------------------------------------------------------------------------------------------
 // The parent
 
-/// The machine's DPDK test lock (see tests/common), held while a child runs DPDK.
-struct DpdkLock(#[allow(dead_code)] std::fs::File);
-
-fn dpdk_lock() -> DpdkLock {
-    use std::os::fd::AsRawFd;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("pcapd-tests-dpdk.lock"))
-        .unwrap();
-    // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
-    assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
-    DpdkLock(file)
-}
-
 struct Outcome {
     status: std::process::ExitStatus,
     stdout: String,
@@ -429,7 +399,8 @@ impl Outcome {
 }
 
 fn run_child(mode: &str, env: &[(&str, &str)]) -> Outcome {
-    let _lock = dpdk_lock();
+    // Held while the child runs DPDK.
+    let _lock = crate::dpdk::testing::lock();
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([CHILD_TEST, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, mode)

@@ -61,3 +61,35 @@ macro_rules! id_newtype {
 id_newtype!(PortId, u16, "port");
 id_newtype!(QueueId, u16, "queue");
 id_newtype!(LcoreId, u32, "lcore");
+
+/// For tests and benches that start DPDK (in this process or a child): the machine's DPDK lock
+/// (on these 2-core machines one DPDK process runs at a time; the same file as tests/common's
+/// `dpdk_lock`) and EAL arguments without hugepages, PCI devices or shared config.
+#[doc(hidden)]
+pub mod testing {
+    /// Held while DPDK runs; released when dropped (the descriptor closes).
+    pub struct Lock(#[allow(dead_code)] std::fs::File);
+
+    pub fn lock() -> Lock {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(std::env::temp_dir().join("pcapd-tests-dpdk.lock"))
+            .expect("open the DPDK test lock file");
+        // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
+        assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0, "flock the DPDK test lock");
+        Lock(file)
+    }
+
+    /// EAL arguments for one core, `mem_mb` MB of ordinary pages, and its own file prefix.
+    pub fn eal_args(prefix: &str, mem_mb: u32) -> Vec<String> {
+        let mem = mem_mb.to_string();
+        let prefix = format!("{prefix}-{}", std::process::id());
+        ["--no-huge", "-m", &mem, "--no-shconf", "--no-pci", "-l", "0", "--log-level=notice", "--file-prefix", &prefix]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+}

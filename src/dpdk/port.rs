@@ -304,38 +304,14 @@ mod tests {
     /// closed; its owner then freed the pool after the EAL cleanup (SIGSEGV in Mempool::drop).
     #[test]
     fn a_port_whose_start_fails_is_closed_and_every_drop_order_is_safe() {
-        use std::os::fd::AsRawFd;
         // DPDK processes never run concurrently on these machines (see tests/common).
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(std::env::temp_dir().join("pcapd-tests-dpdk.lock"))
-            .unwrap();
-        // SAFETY: flock only reads the descriptor, which `lock` keeps open for the call.
-        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let _lock = crate::dpdk::testing::lock();
         let dir = tempfile::tempdir().unwrap();
         let big = dir.path().join("big.pcap");
         pcap_of(&big, 600);
-        let args: Vec<String> = [
-            "--no-huge",
-            "-m",
-            "128",
-            "--no-shconf",
-            "--no-pci",
-            "-l",
-            "0",
-            "--log-level=notice",
-            "--file-prefix",
-            &format!("pcapd-unit-{}", std::process::id()),
-            "--vdev",
-            &format!("net_pcap0,rx_pcap={},infinite_rx=1", big.display()),
-            "--vdev",
-            "net_pcap1,rx_pcap=/no/such.pcap",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = crate::dpdk::testing::eal_args("pcapd-unit", 128);
+        args.extend(["--vdev".into(), format!("net_pcap0,rx_pcap={},infinite_rx=1", big.display())]);
+        args.extend(["--vdev".into(), "net_pcap1,rx_pcap=/no/such.pcap".into()]);
         let eal = Eal::init(&args).unwrap();
         let pool = Arc::new(Mempool::new(&eal, "unit_rx", 511, 32, MBUF_DEFAULT_BUF_SIZE, -1).unwrap());
         let setup = PortSetup {

@@ -13,23 +13,13 @@ static DPDK: Mutex<()> = Mutex::new(());
 /// machine (two `cargo test` runs must not poll at once either). The file lock is released when
 /// the guard drops (the descriptor closes) or the process dies.
 pub struct DpdkLock {
-    _file: std::fs::File,
+    _file: pcapd::dpdk::testing::Lock,
     _in_process: MutexGuard<'static, ()>,
 }
 
 pub fn dpdk_lock() -> DpdkLock {
-    use std::os::fd::AsRawFd;
     let in_process = DPDK.lock().unwrap_or_else(|e| e.into_inner());
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("pcapd-tests-dpdk.lock"))
-        .expect("open the DPDK test lock file");
-    // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
-    DpdkLock { _file: file, _in_process: in_process }
+    DpdkLock { _file: pcapd::dpdk::testing::lock(), _in_process: in_process }
 }
 
 pub fn root() -> PathBuf {
