@@ -74,6 +74,9 @@ pub enum CaptureError {
     Signal(std::io::Error),
     #[error("expression: {0}")]
     Expression(String),
+    /// `-w -` and the reader of standard output went away (`| head`): the end, as for tcpdump.
+    #[error("the reader of standard output closed it")]
+    ReaderClosed,
 }
 
 impl CaptureError {
@@ -83,7 +86,10 @@ impl CaptureError {
             CaptureError::DataPlane(e) => e.is_bad_input(),
             CaptureError::Output(e) => e.is_bad_input(),
             CaptureError::UnknownDevice(_) | CaptureError::Expression(_) => true,
-            CaptureError::RxPanic(_) | CaptureError::Write(_) | CaptureError::Signal(_) => false,
+            CaptureError::RxPanic(_)
+            | CaptureError::Write(_)
+            | CaptureError::Signal(_)
+            | CaptureError::ReaderClosed => false,
         }
     }
 }
@@ -249,6 +255,9 @@ pub fn run(cfg: &Config, req: &CaptureRequest) -> Result<Summary, CaptureError> 
     }
     let report = report.ok_or_else(|| CaptureError::Write("the writer thread exited early".into()))?;
     if let Some(e) = report.error {
+        if req.output.as_os_str() == "-" && e.contains(&std::io::Error::from_raw_os_error(libc::EPIPE).to_string()) {
+            return Err(CaptureError::ReaderClosed);
+        }
         // Like tcpdump on a full disk, what reached the disk is kept (cut to whole records).
         let kept = match report.files.as_slice() {
             [] => String::new(),

@@ -406,7 +406,12 @@ fn capture(a: CaptureArgs, verbose: u8) -> Result<(), Fail> {
         tcpdump_files,
         progress,
     };
-    let summary = capture::run(&cfg, &req).map_err(|e| Fail(if e.is_bad_input() { 2 } else { 1 }, e.to_string()))?;
+    let summary = match capture::run(&cfg, &req) {
+        Ok(s) => s,
+        // `-w - | head`: the reader had what it wanted; tcpdump ends quietly there too.
+        Err(capture::CaptureError::ReaderClosed) => return Ok(()),
+        Err(e) => return Err(Fail(if e.is_bad_input() { 2 } else { 1 }, e.to_string())),
+    };
     if !a.quiet {
         eprint!("{summary}");
     }

@@ -71,6 +71,40 @@ fn count_before(line: &str, word: &str) -> Option<u64> {
     words.windows(2).find(|w| w[1] == word).and_then(|w| w[0].parse().ok())
 }
 
+/// Regression: `pcapd capture -w - | head -c 100` ended with "Broken pipe" and exit 1; the
+/// reader closing standard output ends the capture quietly, as for tcpdump.
+#[test]
+fn a_reader_closing_standard_output_ends_the_capture_quietly() {
+    let _g = dpdk_lock();
+    let dir = tempfile::tempdir().unwrap();
+    // Frames that fit one mbuf (infinite_rx takes no multi-segment ones).
+    let input = dir.path().join("small.pcap");
+    let st = Command::new("tcpdump")
+        .arg("-r")
+        .arg(fixture("frames.pcap"))
+        .arg("-w")
+        .arg(&input)
+        .arg("len <= 1500")
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // A replay that lasts: the reader closes long before its end. PIPESTATUS[0]: pcapd's status.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{} capture --vdev net_pcap0,rx_pcap={},infinite_rx=1 -w - 2>{} | head -c 100 >/dev/null; exit ${{PIPESTATUS[0]}}",
+            env!("CARGO_BIN_EXE_pcapd"),
+            input.display(),
+            dir.path().join("err2").display()
+        ))
+        .status()
+        .unwrap();
+    let err = std::fs::read_to_string(dir.path().join("err2")).unwrap();
+    assert_eq!(out.code(), Some(0), "pcapd's own exit status; stderr: {err}");
+    assert!(!err.contains("Broken pipe") && !err.contains("failed"), "{err}");
+}
+
 #[test]
 fn write_to_stdout_pipes_into_tcpdump() {
     let dir = tempfile::tempdir().unwrap();
