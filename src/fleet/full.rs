@@ -46,9 +46,10 @@ const MIN_BYTE_CHUNK: u64 = 256 * 1024;
 const BUDGET_EVERY: Duration = Duration::from_millis(10);
 /// A part whose budget has not moved this long gives its grant back to the pool.
 const IDLE_RETURN: Duration = Duration::from_secs(2);
-/// A dry pool is the end of a part's budget once it stayed dry this long with no part parked
-/// (longer than IDLE_RETURN: an idle part gives its grant back first).
-const DRY_WAIT: Duration = Duration::from_secs(3);
+/// A dry pool is the end of a part's budget once it stayed dry this long with no part parked:
+/// an idle part gives its grant back IDLE_RETURN after its last packet, and its agent may run
+/// late on a loaded machine (3 s was too short once: the busy part ended short of the limit).
+const DRY_WAIT: Duration = Duration::from_secs(IDLE_RETURN.as_secs() + 3);
 /// A part asks a dry pool again this often.
 const DRY_POLL: Duration = Duration::from_millis(100);
 /// How often a part agent reads the capture's record for a stop request.
@@ -316,25 +317,7 @@ async fn update_pool<T>(
     id: &str,
     f: impl Fn(&mut Pool) -> T,
 ) -> Result<Option<T>, StoreError> {
-    let key = budget_key(id);
-    for _ in 0..16 {
-        let r = kv::get(client, &key, None, ETCD_LIMIT).await.map_err(unavailable)?;
-        let Some(bkv) = r.kvs().first() else { return Ok(None) };
-        let mut pool: Pool =
-            serde_json::from_slice(bkv.value()).map_err(|source| StoreError::Corrupt { id: key.clone(), source })?;
-        let before = pool.clone();
-        let out = f(&mut pool);
-        if pool == before {
-            return Ok(Some(out));
-        }
-        let txn = Txn::new()
-            .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, bkv.mod_revision())])
-            .and_then([TxnOp::put(key.as_str(), serde_json::to_vec(&pool).map_err(StoreError::Encode)?, None)]);
-        if kv::txn(client, txn, ETCD_LIMIT).await.map_err(unavailable)?.succeeded() {
-            return Ok(Some(out));
-        }
-    }
-    Err(StoreError::Unavailable("16 racing budget updates in a row".into()))
+    Ok(records::update_json(client, &budget_key(id), ETCD_LIMIT, f).await?.map(|(_, out)| out))
 }
 
 /// Puts an unused grant back into the capture's pool, and counts a part parked (`+1`) or no
@@ -354,10 +337,6 @@ async fn give_back(
     })
     .await
     .map(|_| ())
-}
-
-fn unavailable(e: kv::KvError) -> StoreError {
-    StoreError::Unavailable(e.to_string())
 }
 
 /// The fleet's full captures, as the capture manager sees them.
@@ -461,7 +440,7 @@ async fn fail_pending_part(
         serde_json::to_vec(&part).map_err(StoreError::Encode)?,
         None,
     )]);
-    Ok(kv::txn(client, txn, ETCD_LIMIT).await.map_err(unavailable)?.succeeded())
+    Ok(kv::txn(client, txn, ETCD_LIMIT).await?.succeeded())
 }
 
 fn etcd_down(e: StoreError) -> ManagerError {
@@ -510,7 +489,7 @@ impl FleetCaptures for FleetFull {
         }
         let txn = Txn::new().when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)]).and_then(ops);
         let client = self.fleet.client();
-        let created = self.rt.block_on(kv::txn(&client, txn, ETCD_LIMIT)).map_err(unavailable);
+        let created = self.rt.block_on(kv::txn(&client, txn, ETCD_LIMIT)).map_err(StoreError::from);
         if !created.map_err(etcd_down)?.succeeded() {
             return Err(ManagerError::Internal(format!("capture {} exists already", c.id)));
         }

@@ -22,6 +22,19 @@ pub enum KvError {
     Timeout(Duration),
 }
 
+impl From<KvError> for crate::db::StoreError {
+    /// etcd cannot take or give the record now: retry soon.
+    fn from(e: KvError) -> Self {
+        crate::db::StoreError::Unavailable(e.to_string())
+    }
+}
+
+impl From<KvError> for crate::captures::rules::RulesError {
+    fn from(e: KvError) -> Self {
+        crate::captures::rules::RulesError::Unavailable(e.to_string())
+    }
+}
+
 /// Whether a request failed before it reached any member: the connection to the member it was
 /// sent to could not be made.
 pub fn never_sent(e: &etcd_client::Error) -> bool {

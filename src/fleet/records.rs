@@ -81,8 +81,8 @@ fn ownership_key(account: &str, id: &str) -> String {
     format!("{}ownerships/{account}/{id}", super::KEY_PREFIX)
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+fn unavailable(e: impl Into<String>) -> StoreError {
+    StoreError::Unavailable(e.into())
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
@@ -133,7 +133,7 @@ impl FleetRecords {
         let client = self.client();
         let attempt = |opts: GetOptions| {
             let (client, key) = (client.clone(), key.clone());
-            async move { kv::get(&client, &key, Some(opts), READ_TIMEOUT).await.map_err(unavailable) }
+            async move { kv::get(&client, &key, Some(opts), READ_TIMEOUT).await.map_err(StoreError::from) }
         };
         self.rt.block_on(async {
             if self.degraded_until_ms.load(Relaxed) <= now {
@@ -159,9 +159,7 @@ impl FleetRecords {
         c.node = Some(self.fleet.name().to_string());
         let value = encode(&c)?;
         let client = self.client();
-        self.rt
-            .block_on(kv::put(&client, &capture_key(&c.account, &c.id), value, WRITE_TIMEOUT))
-            .map_err(unavailable)?;
+        self.rt.block_on(kv::put(&client, &capture_key(&c.account, &c.id), value, WRITE_TIMEOUT))?;
         Ok(())
     }
 
@@ -260,7 +258,7 @@ impl OwnershipRecords for FleetRecords {
     fn put_ownership(&self, o: &Ownership) -> Result<(), StoreError> {
         let client = self.client();
         let key = ownership_key(&o.account, &o.id);
-        self.rt.block_on(kv::put(&client, &key, encode(o)?, WRITE_TIMEOUT)).map_err(unavailable)?;
+        self.rt.block_on(kv::put(&client, &key, encode(o)?, WRITE_TIMEOUT))?;
         Ok(())
     }
 
@@ -275,7 +273,7 @@ impl OwnershipRecords for FleetRecords {
     fn delete_ownership(&self, account: &str, id: &str) -> Result<bool, StoreError> {
         let client = self.client();
         let key = ownership_key(account, id);
-        let r = self.rt.block_on(kv::delete(&client, &key, None, WRITE_TIMEOUT)).map_err(unavailable)?;
+        let r = self.rt.block_on(kv::delete(&client, &key, None, WRITE_TIMEOUT))?;
         Ok(r.deleted() > 0)
     }
 }
@@ -283,7 +281,7 @@ impl OwnershipRecords for FleetRecords {
 impl Fleet {
     /// The fleet's record of a capture (linearizable read).
     pub async fn capture(&self, account: &str, id: &str) -> Result<Option<Capture>, StoreError> {
-        let r = kv::get(&self.client(), &capture_key(account, id), None, READ_TIMEOUT).await.map_err(unavailable)?;
+        let r = kv::get(&self.client(), &capture_key(account, id), None, READ_TIMEOUT).await?;
         r.kvs().first().map(|kv| decode(kv.key(), kv.value())).transpose()
     }
 }
@@ -350,7 +348,7 @@ async fn read_with_parts(
         TxnOp::get(key.as_str(), None),
         TxnOp::get(parts_prefix(id), Some(GetOptions::new().with_prefix())),
     ]);
-    let r = kv::txn(client, txn, WRITE_TIMEOUT).await.map_err(unavailable)?;
+    let r = kv::txn(client, txn, WRITE_TIMEOUT).await?;
     let mut gets = r.op_responses().into_iter().filter_map(|o| match o {
         TxnOpResponse::Get(g) => Some(g),
         _ => None,
@@ -392,7 +390,7 @@ pub async fn recompute(client: &Client, account: &str, id: &str) -> Result<Optio
             ops.push(TxnOp::delete(budget_key(id), None));
         }
         let txn = Txn::new().when([Compare::mod_revision(key.as_str(), CompareOp::Equal, rev)]).and_then(ops);
-        if kv::txn(client, txn, WRITE_TIMEOUT).await.map_err(unavailable)?.succeeded() {
+        if kv::txn(client, txn, WRITE_TIMEOUT).await?.succeeded() {
             if finishing {
                 tracing::info!(
                     "capture {id}: {} ({} packets)",
@@ -412,32 +410,45 @@ pub async fn recompute(client: &Client, account: &str, id: &str) -> Result<Optio
     Err(unavailable(format!("capture {id}: {ROUNDS} racing updates in a row")))
 }
 
-/// Changes a stored capture with `f` (a transaction on its mod revision, retried on a race).
-/// `None` when there is no such capture.
+/// Changes the JSON value at `key` with `f` in a transaction on its mod revision, retried on a
+/// race; nothing is written when `f` leaves it as it was. `None` when there is no such key;
+/// else the value as stored and what `f` returned.
+pub(crate) async fn update_json<V, T>(
+    client: &Client,
+    key: &str,
+    limit: Duration,
+    f: impl Fn(&mut V) -> T,
+) -> Result<Option<(V, T)>, StoreError>
+where
+    V: serde::Serialize + serde::de::DeserializeOwned + Clone + PartialEq,
+{
+    for _ in 0..ROUNDS {
+        let r = kv::get(client, key, None, limit).await?;
+        let Some(found) = r.kvs().first() else { return Ok(None) };
+        let mut v: V = decode(found.key(), found.value())?;
+        let before = v.clone();
+        let out = f(&mut v);
+        if v == before {
+            return Ok(Some((v, out)));
+        }
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, found.mod_revision())])
+            .and_then([TxnOp::put(key, encode(&v)?, None)]);
+        if kv::txn(client, txn, limit).await?.succeeded() {
+            return Ok(Some((v, out)));
+        }
+    }
+    Err(unavailable(format!("{key}: {ROUNDS} racing updates in a row")))
+}
+
+/// Changes a stored capture with `f` (see [`update_json`]); `None` when there is no such capture.
 pub async fn update_capture(
     client: &Client,
     account: &str,
     id: &str,
     f: impl Fn(&mut Capture),
 ) -> Result<Option<Capture>, StoreError> {
-    let key = capture_key(account, id);
-    for _ in 0..ROUNDS {
-        let r = kv::get(client, &key, None, WRITE_TIMEOUT).await.map_err(unavailable)?;
-        let Some(ckv) = r.kvs().first() else { return Ok(None) };
-        let mut c: Capture = decode(ckv.key(), ckv.value())?;
-        let before = c.clone();
-        f(&mut c);
-        if c == before {
-            return Ok(Some(c));
-        }
-        let txn = Txn::new()
-            .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, ckv.mod_revision())])
-            .and_then([TxnOp::put(key.as_str(), encode(&c)?, None)]);
-        if kv::txn(client, txn, WRITE_TIMEOUT).await.map_err(unavailable)?.succeeded() {
-            return Ok(Some(c));
-        }
-    }
-    Err(unavailable(format!("capture {id}: {ROUNDS} racing updates in a row")))
+    Ok(update_json(client, &capture_key(account, id), WRITE_TIMEOUT, f).await?.map(|(c, ())| c))
 }
 
 /// Publishes this node's parts (latest state of each, retried every second while etcd cannot
@@ -487,10 +498,10 @@ async fn publish_parts(client: &Client, me: &str, pending: &mut HashMap<String, 
                 let mut c = c.clone();
                 c.node = Some(me.to_string());
                 let key = capture_key(&c.account, &c.id);
-                return kv::put(client, &key, encode(&c)?, WRITE_TIMEOUT).await.map(|_| ()).map_err(unavailable);
+                return kv::put(client, &key, encode(&c)?, WRITE_TIMEOUT).await.map(|_| ()).map_err(StoreError::from);
             }
             let value = encode(&part_of(me, c))?;
-            kv::put(client, &part_key(&c.id, me), value, WRITE_TIMEOUT).await.map_err(unavailable)?;
+            kv::put(client, &part_key(&c.id, me), value, WRITE_TIMEOUT).await?;
             recompute(client, &c.account, &c.id).await.map(|_| ())
         };
         match published.await {
@@ -521,7 +532,7 @@ impl Janitor {
     async fn try_pass(&mut self, fleet: &Fleet) -> Result<(), StoreError> {
         let client = fleet.client();
         let prefixed = Some(GetOptions::new().with_prefix());
-        let open = kv::get(&client, &open_key(""), prefixed, WRITE_TIMEOUT).await.map_err(unavailable)?;
+        let open = kv::get(&client, &open_key(""), prefixed, WRITE_TIMEOUT).await?;
         let mut pass = Pass {
             live: fleet.live_nodes().iter().map(|n| n.name.clone()).collect(),
             now: Instant::now(),
@@ -547,7 +558,7 @@ impl Janitor {
     async fn look_after(&mut self, fleet: &Fleet, pass: &mut Pass, account: &str, id: &str) -> Result<(), StoreError> {
         let client = fleet.client();
         let prefixed = Some(GetOptions::new().with_prefix());
-        let parts = kv::get(&client, &parts_prefix(id), prefixed, WRITE_TIMEOUT).await.map_err(unavailable)?;
+        let parts = kv::get(&client, &parts_prefix(id), prefixed, WRITE_TIMEOUT).await?;
         for pkv in parts.kvs() {
             let Ok(mut part) = decode::<Part>(pkv.key(), pkv.value()) else { continue };
             if let Some(i) = PartStatus::ALL.iter().position(|s| *s == part.status) {
@@ -582,7 +593,7 @@ impl Janitor {
             let txn = Txn::new()
                 .when([Compare::mod_revision(pkv.key(), CompareOp::Equal, pkv.mod_revision())])
                 .and_then([TxnOp::put(pkv.key(), encode(&part)?, None)]);
-            if kv::txn(&client, txn, WRITE_TIMEOUT).await.map_err(unavailable)?.succeeded() {
+            if kv::txn(&client, txn, WRITE_TIMEOUT).await?.succeeded() {
                 tracing::warn!("capture {id}: the part of node {} is {}", part.node, part.status.as_str());
                 fleet.stats().parts_given_up.fetch_add(1, Relaxed);
             }

@@ -51,7 +51,7 @@ impl EtcdRules {
 
     /// Runs `f` (a request with the decision deadline) on the client's runtime.
     fn decide<T>(&self, f: impl std::future::Future<Output = Result<T, kv::KvError>>) -> Result<T, RulesError> {
-        self.rt.block_on(f).map_err(unavailable)
+        Ok(self.rt.block_on(f)?)
     }
 
     /// The current value and mod revision of `key` (`None` when absent).
@@ -160,15 +160,11 @@ impl Rules for EtcdRules {
     }
 }
 
-fn unavailable(e: kv::KvError) -> RulesError {
-    RulesError::Unavailable(e.to_string())
-}
-
 /// Gives the account's full-capture claim back if `id` holds it (nothing otherwise).
 pub async fn release_full(client: &Client, prefix: &str, account: &str, id: &str) -> Result<(), RulesError> {
     let key = format!("{prefix}rules/full/{account}");
     for _ in 0..ROUNDS {
-        let r = kv::get(client, &key, None, DECIDE_TIMEOUT).await.map_err(unavailable)?;
+        let r = kv::get(client, &key, None, DECIDE_TIMEOUT).await?;
         let Some(kv) = r.kvs().first() else { return Ok(()) };
         if serde_json::from_slice::<FullClaim>(kv.value()).map_or(true, |held| held.id != id) {
             return Ok(());
@@ -176,7 +172,7 @@ pub async fn release_full(client: &Client, prefix: &str, account: &str, id: &str
         let txn = Txn::new()
             .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())])
             .and_then([TxnOp::delete(key.as_str(), None)]);
-        if kv::txn(client, txn, DECIDE_TIMEOUT).await.map_err(unavailable)?.succeeded() {
+        if kv::txn(client, txn, DECIDE_TIMEOUT).await?.succeeded() {
             return Ok(());
         }
     }
