@@ -19,7 +19,7 @@
 //! A full capture's record leaves `pending`/`running` only through [`recompute`], which then
 //! gives the account's claim back (`fleet::rules`).
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -101,9 +101,9 @@ pub struct FleetRecords {
     rt: Handle,
     /// Until when (unix ms) reads skip the linearizable attempt: etcd lost its quorum lately.
     degraded_until_ms: AtomicU64,
-    /// Simple captures' records ever handed to the task to publish (once set, later states go
-    /// there too, so that an older state retried never lands after a newer one).
-    retrying: AtomicU64,
+    /// Set once a simple capture's record was handed to the task to publish: later states go
+    /// there too, so that an older state retried never lands after a newer one.
+    retrying: AtomicBool,
     /// Records to publish by the task, retried until etcd takes them (the latest state of each
     /// capture wins): this node's full-capture parts, and simple captures whose write failed.
     reports: mpsc::UnboundedSender<Capture>,
@@ -121,7 +121,7 @@ impl FleetRecords {
             rt,
             reports,
             degraded_until_ms: AtomicU64::new(0),
-            retrying: AtomicU64::new(0),
+            retrying: AtomicBool::new(false),
         })
     }
 
@@ -172,7 +172,7 @@ impl FleetRecords {
             }
             CaptureType::Simple => match self.put_simple(c) {
                 Ok(()) => {
-                    if self.retrying.load(Relaxed) > 0 {
+                    if self.retrying.load(Relaxed) {
                         // An older state of it may wait in the task: this one replaces it.
                         let _ = self.reports.send(c.clone());
                     }
@@ -182,7 +182,7 @@ impl FleetRecords {
                 Err(e) if first => Err(e),
                 Err(e) => {
                     tracing::warn!("capture {}: {e}; its record is published again when etcd answers", c.id);
-                    self.retrying.fetch_add(1, Relaxed);
+                    self.retrying.store(true, Relaxed);
                     let _ = self.reports.send(c.clone());
                     Ok(())
                 }
