@@ -12,14 +12,13 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     if let Some(rev) = git(&["rev-parse", "--short", "HEAD"]) {
         println!("cargo:rustc-env=PCAPD_GIT_REV={rev}");
-        // A new commit or checkout moves HEAD or the branch it names: rebuild to say so.
-        for path in ["HEAD", "packed-refs"] {
-            if let Some(p) = git(&["rev-parse", "--git-path", path]) {
-                println!("cargo:rerun-if-changed={p}");
-            }
-        }
-        if let Some(head) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            if let Some(p) = git(&["rev-parse", "--git-path", &head]) {
+        // A new commit or checkout moves HEAD or the branch it names: rebuild to say so. Only
+        // files that exist are watched: cargo reruns a script watching a missing file on every
+        // build, and the crate is then rebuilt every time (packed-refs often does not exist).
+        let mut paths = vec!["HEAD".to_string(), "packed-refs".to_string()];
+        paths.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+        for path in paths {
+            if let Some(p) = git(&["rev-parse", "--git-path", &path]).filter(|p| std::path::Path::new(p).exists()) {
                 println!("cargo:rerun-if-changed={p}");
             }
         }

@@ -305,6 +305,10 @@ fn capture_config(a: &CaptureArgs) -> Result<Config, Fail> {
 fn pcap_to_read(file: &Path) -> Result<String, Fail> {
     use std::io::Read;
     let bad = |why: String| usage(format!("-r {}: {why}", file.display()));
+    if file.as_os_str() == "-" {
+        // net_pcap replays files; a pipe would need the end of the stream to be known.
+        return Err(bad("reading a capture from standard input is not supported: save it to a file first".into()));
+    }
     let meta = std::fs::metadata(file).map_err(|e| bad(e.to_string()))?;
     if !meta.is_file() {
         return Err(bad("not a regular file".into()));

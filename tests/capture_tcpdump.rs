@@ -160,7 +160,9 @@ fn read_flag_is_the_net_pcap_shorthand_and_refuses_what_is_not_a_pcap() {
     let empty = dir.path().join("empty.pcap");
     std::fs::write(&empty, "").unwrap();
     let missing = dir.path().join("missing.pcap");
+    let stdin = std::path::PathBuf::from("-");
     for (file, why) in [
+        (&stdin, "standard input is not supported"),
         (&missing, "No such file"),
         (&not_pcap, "not a pcap file"),
         (&empty, "not a pcap file"),

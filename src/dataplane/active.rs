@@ -225,6 +225,9 @@ pub struct ActiveSet {
     pub needs_parse: bool,
     /// The captures' filters in one pass (bit `i`: `captures[i]`).
     pub matchers: MatcherSet,
+    /// Each distinct tcpdump program with the captures that use it (bit `i`: `captures[i]`):
+    /// captures sharing an expression run it once per packet.
+    pub programs: Vec<(Arc<Program>, u64)>,
 }
 
 impl ActiveSet {
@@ -236,7 +239,14 @@ impl ActiveSet {
         debug_assert!(captures.len() <= Self::MAX_CAPTURES);
         let needs_parse = captures.iter().any(|c| !c.matcher.matches_all());
         let matchers = MatcherSet::new(&captures.iter().map(|c| c.matcher).collect::<Vec<_>>());
-        ActiveSet { captures, needs_parse, version: 0, matchers }
+        let mut programs: Vec<(Arc<Program>, u64)> = Vec::new();
+        for (i, p) in captures.iter().enumerate().filter_map(|(i, c)| Some((i, c.program.as_ref()?))) {
+            match programs.iter_mut().find(|(q, _)| Arc::ptr_eq(p, q)) {
+                Some((_, users)) => *users |= 1 << i,
+                None => programs.push((Arc::clone(p), 1 << i)),
+            }
+        }
+        ActiveSet { captures, needs_parse, version: 0, matchers, programs }
     }
 }
 

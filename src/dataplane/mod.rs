@@ -11,8 +11,9 @@ pub mod rx;
 pub mod stats;
 pub mod writer;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -112,6 +113,7 @@ impl DataPlane {
             stats: stats.clone(),
             published: Arc::new(Mutex::new(0)),
             eal: Some(eal.clone()),
+            programs: Arc::default(),
         };
         let mut dp = DataPlane {
             active,
@@ -286,6 +288,9 @@ pub struct CaptureControl {
     published: Arc<Mutex<u64>>,
     /// Programs of tcpdump expressions live in DPDK memory (none without DPDK: tests).
     eal: Option<Eal>,
+    /// Loaded programs by expression text: captures with the same expression share one
+    /// program, which RX then runs once a packet for all of them.
+    programs: Arc<Mutex<HashMap<String, Weak<crate::bpf::Program>>>>,
 }
 
 /// Expressions loaded for the RX cores, by the engine that runs them (for /metrics: any
@@ -299,9 +304,15 @@ impl CaptureControl {
         let Some(eal) = &self.eal else {
             return Err("tcpdump expressions need DPDK (this data plane has none)".into());
         };
-        let p = crate::bpf::Program::compile(eal, text).map_err(|e| e.to_string())?;
+        let mut loaded = self.programs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = loaded.get(text).and_then(Weak::upgrade) {
+            return Ok(p);
+        }
+        let p = Arc::new(crate::bpf::Program::compile(eal, text).map_err(|e| e.to_string())?);
         EXPRESSIONS_LOADED[usize::from(!p.is_jit())].fetch_add(1, Relaxed);
-        Ok(Arc::new(p))
+        loaded.retain(|_, p| p.strong_count() > 0);
+        loaded.insert(text.to_string(), Arc::downgrade(&p));
+        Ok(p)
     }
 
     pub fn writers(&self) -> usize {
@@ -400,6 +411,7 @@ pub(crate) mod testing {
             stats,
             published: Arc::default(),
             eal: None,
+            programs: Arc::default(),
         };
         let mut threads = Vec::new();
         let mut stray = Vec::new();

@@ -132,17 +132,19 @@ impl RxWorker {
             let all = if burst.len() == BURST { u32::MAX } else { (1u32 << burst.len()) - 1 };
             sc.takes.iter_mut().for_each(|t| *t = all);
         }
-        // tcpdump expressions, on the packets their filter_v1 kept.
-        for (take, cap) in sc.takes.iter_mut().zip(&set.captures) {
-            if let (Some(prog), true) = (&cap.program, *take != 0) {
-                let mut bits = *take;
-                while bits != 0 {
-                    let i = bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    if !prog.matches(burst.packet(i)) {
-                        *take &= !(1 << i);
-                    }
+        // tcpdump expressions, on the packets their filter_v1 kept: each distinct program runs
+        // once a packet for all the captures that share it.
+        for (prog, users) in &set.programs {
+            let mut cand = 0u32;
+            for_each_bit(*users, |c| cand |= sc.takes[c]);
+            let mut pass = cand;
+            for_each_bit(u64::from(cand), |i| {
+                if !prog.matches(burst.packet(i)) {
+                    pass &= !(1 << i);
                 }
+            });
+            if pass != cand {
+                for_each_bit(*users, |c| sc.takes[c] &= pass);
             }
         }
         // Budgets: each capture keeps the first candidates its packet and byte limits allow.
@@ -199,6 +201,15 @@ impl RxWorker {
             }
         }
         (bytes, u64::from(any.count_ones()))
+    }
+}
+
+/// Calls `f` with the index of each set bit of `bits`, lowest first.
+#[inline]
+fn for_each_bit(mut bits: u64, mut f: impl FnMut(usize)) {
+    while bits != 0 {
+        f(bits.trailing_zeros() as usize);
+        bits &= bits - 1;
     }
 }
 
