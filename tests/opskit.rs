@@ -194,6 +194,8 @@ fn schemathesis_finds_no_server_error_and_no_undocumented_response() {
         .env("PCAPD_ACCOUNT", ACCOUNT)
         .env("PCAPD_TOKEN", TOKEN)
         .env("NO_COLOR", "1")
+        // Its cache (.schemathesis/) goes into the temporary dir, not the checkout.
+        .current_dir(dir.path())
         .output()
         .expect("schemathesis (run scripts/setup)");
     let stdout = String::from_utf8_lossy(&out.stdout);
