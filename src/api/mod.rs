@@ -2,6 +2,8 @@
 //! `/healthz`, `/readyz`. axum on hyper; every response is Cloudflare's envelope, including
 //! 404 (unknown route), 405 (wrong method), 413 (body too large), and 414 / 431 (URI or headers
 //! too long: see `head_limit`). `/metrics` may require its own bearer token.
+//! `GET /client/v4/openapi.json` is the OpenAPI 3.1 document of all of it (`openapi.json`,
+//! checked in and compiled in), open like `/healthz`: it describes the API, not any account.
 //!
 //! The runtime has two async workers, and `/healthz` must answer while captures are being
 //! created or listed. So no handler blocks one: SQLite (one mutex, `synchronous=FULL`), file
@@ -101,6 +103,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(&format!("{pcaps}/{{pcap_id}}/download"), get(pcaps::download))
         .route(&format!("{pcaps}/{{pcap_id}}/stop"), put(pcaps::stop))
         .route("/client/v4/accounts", get(web::accounts))
+        .route("/client/v4/openapi.json", get(openapi))
         .route("/", get(web::index))
         .route("/app.js", get(web::app_js))
         .route("/app.css", get(web::app_css))
@@ -138,6 +141,14 @@ where
         Ok(r) => r.map_err(Into::into),
         Err(e) => Err(ApiError::internal(format!("the request's worker failed: {e}"))),
     }
+}
+
+/// The document, maintained by hand beside the routes (tests/opskit.rs validates it, checks
+/// that every documented operation is routed, and runs schemathesis against it).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 async fn no_route() -> ApiError {
