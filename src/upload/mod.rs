@@ -2,6 +2,7 @@
 //! challenges, and the durable upload queue of full captures.
 pub mod buckets;
 pub mod destination;
+pub mod objects;
 pub mod ownership;
 pub mod uploader;
 
