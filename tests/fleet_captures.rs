@@ -554,7 +554,9 @@ fn a_fleet_capture_counts_live_lists_every_nodes_files_and_downloads_merged_from
     assert!(counts.windows(2).all(|w| w[0] < w[1]), "the count grows every second: {counts:?}");
     let running = etcd_rate(&f.etcd, 5);
     let per_part = (running - idle) / 2.0;
-    println!("etcd requests/s: idle fleet {idle:.1}, one capture running on 2 nodes {running:.1}: {per_part:.1} per part");
+    println!(
+        "etcd requests/s: idle fleet {idle:.1}, one capture running on 2 nodes {running:.1}: {per_part:.1} per part"
+    );
     assert!(per_part < 20.0, "a running part costs {per_part:.1} etcd requests/s");
 
     // Every node's files, asked on either node, while it runs.
