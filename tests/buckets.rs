@@ -725,3 +725,130 @@ fn a_full_capture_with_filter_expression_keeps_what_tcpdump_keeps() {
     // Loaded twice: checked when the request came, then for the RX cores.
     assert_eq!(loaded("jit") + loaded("interpreter"), 2, "{metrics}");
 }
+
+/// Packets in a pcap file, counted by capinfos (the oracle).
+fn capinfos_count(file: &Path) -> u64 {
+    let out = std::process::Command::new("capinfos").args(["-c", "-M", "-T", "-r"]).arg(file).output().unwrap();
+    assert!(out.status.success(), "capinfos: {}", String::from_utf8_lossy(&out.stderr));
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    line.trim().rsplit('\t').next().unwrap().parse().unwrap_or_else(|_| panic!("capinfos said {line:?}"))
+}
+
+/// Issue 15: a running full capture counts its packets live, uploads each rotated file as soon
+/// as it is closed, lists its files (`/files`), refuses the merged download while it runs, and
+/// once done downloads as ONE pcap that is mergecap's merge of its objects.
+#[test]
+fn a_running_full_capture_counts_uploads_as_it_rotates_lists_its_files_and_downloads_merged() {
+    let Rig { tmp, m, veth, input, cycle, data } = Rig::new("f");
+    let app = live_appliance(&m, &veth, &input, &data, 400_000);
+    let d = dest("live");
+    own(&app, &m, BUCKET, &d, "live", tmp.path());
+    let r = post(&app, "/pcaps", &full(json!({}), json!({}), &d));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let id = r.json()["result"]["id"].as_str().unwrap().to_string();
+    let get = |path: &str| call("GET", &app.url(&format!("/pcaps/{id}{path}")), &[AUTH], None);
+
+    // About 0.9 MB/s: a file every half second.
+    let mut traffic = veth.replay_bg(&input, 2_000, 1_000_000);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut counts, mut listed_counts) = (Vec::new(), Vec::new());
+    let mut uploaded_while_running = Vec::new();
+    while counts.len() < 8 || uploaded_while_running.is_empty() {
+        assert!(Instant::now() < deadline, "counts {counts:?}, objects {uploaded_while_running:?}");
+        std::thread::sleep(Duration::from_millis(1000));
+        let c = get("").json()["result"].clone();
+        assert_eq!(c["status"], "running", "{c}");
+        counts.push(c["packets_captured"].as_u64().unwrap());
+        let list = call("GET", &app.url("/pcaps"), &[AUTH], None).json()["result"].clone();
+        let mine = list.as_array().unwrap().iter().find(|c| c["id"] == id.as_str()).unwrap().clone();
+        listed_counts.push(mine["packets_captured"].as_u64().unwrap());
+        let files = get("/files").json()["result"].clone();
+        let uploaded: Vec<String> = files
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["state"] == "uploaded")
+            .map(|f| f["key"].as_str().unwrap().to_string())
+            .collect();
+        let in_bucket: Vec<String> = m.list(BUCKET, &format!("live/{id}/")).into_iter().map(|(k, _)| k).collect();
+        if get("").json()["result"]["status"] == "running" {
+            uploaded_while_running = in_bucket.clone();
+            assert!(uploaded.iter().all(|k| in_bucket.contains(k)), "uploaded {uploaded:?}, bucket {in_bucket:?}");
+        }
+    }
+    println!("packets_captured once a second while running: {counts:?} (list: {listed_counts:?})");
+    assert!(counts.windows(2).all(|w| w[0] < w[1]), "the count grows every second: {counts:?}");
+    assert!(listed_counts.windows(2).all(|w| w[0] < w[1]), "in the list too: {listed_counts:?}");
+
+    // Not downloadable while running: 409 in Cloudflare's envelope, not to be retried.
+    let r = get("/download");
+    assert_eq!((r.status, r.header("x-should-retry")), (409, Some("false")), "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["success"], false);
+    assert!(r.error().contains("capture is running"), "{}", r.error());
+
+    let _ = traffic.kill();
+    let _ = traffic.wait();
+    let r = call("PUT", &app.url(&format!("/pcaps/{id}/stop")), &[AUTH], None);
+    assert_eq!(r.status, 200);
+    let done = wait_status(&app, &id, &["success", "failed"], 60);
+    assert_eq!(done["status"], "success", "{done}");
+    let total = done["packets_captured"].as_u64().unwrap();
+    assert!(total >= *counts.last().unwrap(), "final {total} after {counts:?}");
+
+    // The files: exactly the bucket's objects, each with capinfos' packet count.
+    let files = get("/files");
+    assert_eq!(files.status, 200);
+    let v = files.json();
+    assert_eq!((v["success"].clone(), v["errors"].clone()), (json!(true), json!([])));
+    let files = v["result"].as_array().unwrap().clone();
+    let (keys, pkts) = bucket_packets(&m, BUCKET, &format!("live/{id}/"), tmp.path());
+    assert!(keys.len() >= 4, "rotated into several objects: {keys:?}");
+    let mut listed: Vec<String> = files.iter().map(|f| f["key"].as_str().unwrap().to_string()).collect();
+    let mut in_bucket = keys.clone();
+    listed.sort();
+    in_bucket.sort();
+    assert_eq!(listed, in_bucket, "one entry per object, no object missing or twice");
+    for (i, k) in keys.iter().enumerate() {
+        let f = files.iter().find(|f| f["key"] == k.as_str()).unwrap();
+        let obj = tmp.path().join(format!("obj{i}.pcap"));
+        assert_eq!((f["node"].as_str(), f["state"].as_str()), (Some("lab1"), Some("uploaded")), "{f}");
+        assert_eq!(f["packets"].as_u64().unwrap(), capinfos_count(&obj), "{k}");
+        assert_eq!(f["bytes"].as_u64().unwrap(), std::fs::metadata(&obj).unwrap().len(), "{k}");
+    }
+    assert_eq!(pkts.len() as u64, total);
+    assert_in_replay_order(&datas(&pkts), &cycle);
+    no_spool_left(&data, &id);
+
+    // ONE merged pcap: what mergecap makes of the objects (same packets, same order), in time
+    // order, as many as captured.
+    let r = get("/download");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("content-type"), Some("application/vnd.tcpdump.pcap"));
+    let merged = tmp.path().join("download.pcap");
+    std::fs::write(&merged, &r.body).unwrap();
+    let oracle = tmp.path().join("mergecap.pcap");
+    let objs: Vec<PathBuf> = (0..keys.len()).map(|i| tmp.path().join(format!("obj{i}.pcap"))).collect();
+    let st = std::process::Command::new("mergecap").args(["-F", "nsecpcap", "-w"]).arg(&oracle).args(&objs).status();
+    assert!(st.unwrap().success());
+    let (got, want) = (read_pcap(&merged), read_pcap(&oracle));
+    assert_eq!(capinfos_count(&merged), total);
+    assert_eq!(got.len(), want.len());
+    assert!(got.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns), "time order");
+    let key = |p: &Pkt| (p.ts_ns, p.data.clone(), p.orig_len);
+    let (mut g, mut w): (Vec<_>, Vec<_>) = (got.iter().map(key).collect(), want.iter().map(key).collect());
+    assert_eq!(got.iter().map(|p| p.ts_ns).collect::<Vec<_>>(), want.iter().map(|p| p.ts_ns).collect::<Vec<_>>());
+    g.sort();
+    w.sort();
+    assert_eq!(g, w, "the same packets as mergecap's merge");
+
+    // Unknown capture, another account's capture, a malformed id: 404 envelopes.
+    let unknown = "0".repeat(32);
+    for r in [
+        call("GET", &app.url(&format!("/pcaps/{unknown}/files")), &[AUTH], None),
+        call_other(&app, "GET", &format!("/pcaps/{id}/files"), None),
+        call_other(&app, "GET", &format!("/pcaps/{id}/download"), None),
+        call("GET", &app.url("/pcaps/not-an-id/files"), &[AUTH], None),
+    ] {
+        assert_eq!((r.status, r.json()["success"].clone()), (404, json!(false)));
+    }
+}

@@ -501,3 +501,113 @@ fn the_etcd_leader_killed_under_api_load_loses_nothing_and_without_quorum_reads_
         assert_eq!(get(a, "/pcaps").status, 200);
     }
 }
+
+/// Unary etcd requests served so far by all members (their /metrics).
+fn etcd_requests(etcd: &Etcd) -> f64 {
+    etcd.endpoints
+        .iter()
+        .map(|e| {
+            let text = String::from_utf8(call("GET", &format!("{e}/metrics"), &[], None).body).unwrap();
+            text.lines()
+                .filter(|l| l.starts_with("grpc_server_handled_total{") && l.contains("grpc_type=\"unary\""))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        })
+        .sum()
+}
+
+/// etcd requests per second over `secs`.
+fn etcd_rate(etcd: &Etcd, secs: u64) -> f64 {
+    let before = etcd_requests(etcd);
+    std::thread::sleep(Duration::from_secs(secs));
+    (etcd_requests(etcd) - before) / secs as f64
+}
+
+/// Issue 15 in a fleet: a full capture's count grows every second on any node while it runs
+/// (each part publishes its count; the etcd requests it costs are measured), any node lists
+/// every node's files, and any node downloads the objects of all nodes as ONE merged pcap that
+/// is mergecap's merge of them.
+#[test]
+fn a_fleet_capture_counts_live_lists_every_nodes_files_and_downloads_merged_from_any_node() {
+    let f = Fleet::new("fl");
+    let more = format!("{}\n[writer]\nrotate_bytes = 400000\n", s3(&f.m));
+    let node = |name: &str, colo: &str| {
+        let (config, data, port) =
+            node_config_with(f.tmp.path(), name, &[colo], &f.etcd.endpoints, Some(&f.veth.rx), &more);
+        Appliance::start_config_held(config, &data, port, &f.lock)
+    };
+    let (n1, n2) = (node("n1", "ord01"), node("n2", "ord02"));
+    for a in [&n1, &n2] {
+        wait_for(Duration::from_secs(5), "2 live nodes", || metric(&a.base, "pcapd_fleet_live_nodes") == Some(2.0));
+    }
+    f.own(&n1, &n2, "live");
+    let idle = etcd_rate(&f.etcd, 5);
+    let _traffic = Traffic(f.veth.replay_bg(&f.input, 2_000, 1_000_000));
+    let r = post(&n1, "/pcaps", &full("ORD", "live", 120, json!({})));
+    assert_eq!(r.status, 200, "{}", r.error());
+    let id = r.json()["result"]["id"].as_str().unwrap().to_string();
+
+    let mut counts = Vec::new();
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(1000));
+        let c = get(&n2, &format!("/pcaps/{id}")).json()["result"].clone();
+        assert_eq!(c["status"], "running", "{c}");
+        counts.push(c["packets_captured"].as_u64().unwrap());
+    }
+    println!("packets_captured on n2 once a second: {counts:?}");
+    assert!(counts.windows(2).all(|w| w[0] < w[1]), "the count grows every second: {counts:?}");
+    let running = etcd_rate(&f.etcd, 5);
+    let per_part = (running - idle) / 2.0;
+    println!(
+        "etcd requests/s: idle fleet {idle:.1}, one capture running on 2 nodes {running:.1}: {per_part:.1} per part"
+    );
+    assert!(per_part < 20.0, "a running part costs {per_part:.1} etcd requests/s");
+
+    // Every node's files, asked on either node, while it runs.
+    let files = get(&n2, &format!("/pcaps/{id}/files")).json()["result"].clone();
+    let nodes: std::collections::BTreeSet<&str> =
+        files.as_array().unwrap().iter().map(|f| f["node"].as_str().unwrap()).collect();
+    assert_eq!(nodes.into_iter().collect::<Vec<_>>(), ["n1", "n2"], "{files}");
+
+    let (k, v) = auth();
+    assert_eq!(call("PUT", &n2.url(&format!("/pcaps/{id}/stop")), &[(k, &v)], None).status, 200);
+    let done = wait_status(&n1, &id, &["success", "failed"], Duration::from_secs(60));
+    assert_eq!(done["status"], "success", "{done}");
+    let total = done["packets_captured"].as_u64().unwrap();
+
+    let prefix = format!("live/{id}/");
+    let mut keys: Vec<String> = f.m.list(BUCKET, &prefix).into_iter().map(|(k, _)| k).collect();
+    keys.sort();
+    let v = get(&n1, &format!("/pcaps/{id}/files")).json();
+    assert_eq!(v["messages"], json!([]), "every node answered");
+    let files = v["result"].as_array().unwrap().clone();
+    let mut listed: Vec<String> = files.iter().map(|f| f["key"].as_str().unwrap().to_string()).collect();
+    listed.sort();
+    assert_eq!(listed, keys, "one entry per object of either node");
+    let mut objs = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let obj = f.tmp.path().join(format!("fobj{i}.pcap"));
+        f.m.get(BUCKET, k, &obj);
+        let e = files.iter().find(|e| e["key"] == k.as_str()).unwrap();
+        assert_eq!(e["state"], "uploaded");
+        assert_eq!(e["packets"].as_u64().unwrap(), read_pcap(&obj).len() as u64, "{k}");
+        objs.push(obj);
+    }
+    assert!(keys.iter().any(|k| k.contains("/n1-")) && keys.iter().any(|k| k.contains("/n2-")), "{keys:?}");
+
+    // ONE pcap from n2, merged from both nodes' objects: mergecap's merge.
+    let r = get(&n2, &format!("/pcaps/{id}/download"));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let merged = f.tmp.path().join("merged.pcap");
+    std::fs::write(&merged, &r.body).unwrap();
+    let oracle = f.tmp.path().join("mergecap.pcap");
+    let st = std::process::Command::new("mergecap").args(["-F", "nsecpcap", "-w"]).arg(&oracle).args(&objs).status();
+    assert!(st.unwrap().success());
+    let (got, want) = (read_pcap(&merged), read_pcap(&oracle));
+    assert_eq!(got.len() as u64, total);
+    assert_eq!(got.iter().map(|p| p.ts_ns).collect::<Vec<_>>(), want.iter().map(|p| p.ts_ns).collect::<Vec<_>>());
+    let (mut g, mut w) = (got.clone(), want.clone());
+    g.sort();
+    w.sort();
+    assert_eq!(g, w, "the same packets as mergecap's merge of both nodes' objects");
+}

@@ -116,3 +116,9 @@ impl From<crate::db::StoreError> for ApiError {
 pub fn ok(result: Value) -> Response {
     Json(json!({"result": result, "success": true, "errors": [], "messages": []})).into_response()
 }
+
+/// A success envelope around `result` with notes in `messages` (what is missing from it).
+pub fn ok_noted(result: Value, notes: &[String]) -> Response {
+    let messages: Vec<Value> = notes.iter().map(|m| json!({"code": code::UNAVAILABLE, "message": m})).collect();
+    Json(json!({"result": result, "success": true, "errors": [], "messages": messages})).into_response()
+}

@@ -30,6 +30,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(fleet::full::PARTS_PATH, post(part_start))
         .route(fleet::full::STOP_PATH, post(part_stop))
         .route(fleet::records::FILE_ROUTE, get(file))
+        .route(fleet::records::FILES_ROUTE, get(files))
 }
 
 /// Whether `path` belongs to the internal routes.
@@ -168,4 +169,14 @@ async fn file(State(s): State<AppState>, Path((account, id)): Path<(String, Stri
         Download::File(bytes) => Ok(([(header::CONTENT_TYPE, "application/vnd.tcpdump.pcap")], bytes).into_response()),
         Download::OnNode(node) => Err(ApiError::not_found(format!("the capture's file is on node {node}, not here"))),
     }
+}
+
+/// `GET /internal/v1/captures/{account}/{id}/files`: this node's files of a full capture (its
+/// part of `GET .../pcaps/{id}/files` asked on another node), as a JSON array.
+async fn files(State(s): State<AppState>, Path((_, id)): Path<(String, String)>) -> Result<Response, ApiError> {
+    if !is_id(&id) {
+        return Err(ApiError::not_found(format!("capture {id:?} not found")));
+    }
+    let entries = super::pcaps::local_files(&s, &id).await?;
+    Ok(ok(serde_json::to_value(entries).map_err(|e| ApiError::internal(e.to_string()))?))
 }

@@ -101,6 +101,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(&format!("{pcaps}/ownership/{{ownership_id}}"), delete(ownership::delete))
         .route(&format!("{pcaps}/{{pcap_id}}"), get(pcaps::get_one))
         .route(&format!("{pcaps}/{{pcap_id}}/download"), get(pcaps::download))
+        .route(&format!("{pcaps}/{{pcap_id}}/files"), get(pcaps::files))
         .route(&format!("{pcaps}/{{pcap_id}}/stop"), put(pcaps::stop))
         .route("/client/v4/accounts", get(web::accounts))
         .route("/client/v4/openapi.json", get(openapi))

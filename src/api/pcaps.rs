@@ -8,11 +8,17 @@ use chrono::Utc;
 use serde_json::Value;
 
 use super::auth::{Authorized, ReadAccess, WriteAccess};
-use super::envelope::{code, ok, ApiError};
+use super::envelope::{code, ok, ok_noted, ApiError};
 use super::{blocking, AppState};
 use crate::captures::manager::{Download, ManagerError};
-use crate::captures::model::is_id;
+use crate::captures::model::{is_id, Capture, CaptureType, Status};
 use crate::captures::request::parse_create;
+use crate::fleet::NodeInfo;
+use crate::upload::buckets::{is_permanent, store_reason};
+use crate::upload::destination::Destination;
+use crate::upload::objects::{capture_objects, open_merge, ObjectsError};
+use crate::upload::FileEntry;
+use futures_util::TryStreamExt;
 
 impl From<ManagerError> for ApiError {
     fn from(e: ManagerError) -> Self {
@@ -96,19 +102,83 @@ pub async fn download(
     Path((_, pcap_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     check_id(&pcap_id)?;
+    let (m, acct, id) = (s.manager.clone(), account.clone(), pcap_id.clone());
+    let c = blocking(move || m.get(&acct, &id)).await?;
+    if c.kind == CaptureType::Full {
+        return merged_download(&s, &c).await;
+    }
     let (id, acct, manager) = (pcap_id.clone(), account.clone(), s.manager.clone());
     let body = match blocking(move || manager.download(&acct, &id)).await? {
         Download::File(bytes) => Body::from(bytes),
         Download::OnNode(node) => from_node(&s, &node, &account, &pcap_id).await?,
     };
-    Ok((
+    Ok(pcap_response(&pcap_id, body))
+}
+
+fn pcap_response(pcap_id: &str, body: Body) -> Response {
+    (
         [
             (header::CONTENT_TYPE, "application/vnd.tcpdump.pcap".to_string()),
             (header::CONTENT_DISPOSITION, format!("attachment; filename=\"pcap_{pcap_id}.pcap\"")),
         ],
         body,
     )
-        .into_response())
+        .into_response()
+}
+
+/// Bytes of merged output per body chunk.
+const MERGE_CHUNK: usize = 256 << 10;
+
+/// A finished full capture as ONE pcap: its objects read from the bucket (from any node: they
+/// are all there once it is `success`) and merged by timestamp as they stream
+/// (`pcap::merge`: memory bounded by the number of objects, not their size). Before that: 409
+/// while it runs or uploads, 400 once failed. A failure after the first byte aborts the body,
+/// so the client never sees a short file end cleanly.
+async fn merged_download(s: &AppState, c: &Capture) -> Result<Response, ApiError> {
+    match c.status {
+        Status::Success => {}
+        Status::Failed => {
+            let why = c.error_message.as_deref().unwrap_or("unknown error");
+            return Err(ApiError::invalid(format!("capture failed: {why}")));
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                code::CONFLICT,
+                format!(
+                    "capture is {}; its merged download is available once its status is success \
+                     (the objects uploaded so far: GET .../pcaps/{}/files)",
+                    other.as_str(),
+                    c.id
+                ),
+            )
+            .no_retry())
+        }
+    }
+    let dest = Destination::parse(c.destination_conf.as_deref().unwrap_or_default())
+        .map_err(|e| ApiError::internal(format!("the capture's destination_conf: {}", e.0)))?;
+    let store = s.stores.for_destination(&dest).map_err(|e| ApiError::internal(e.to_string()))?;
+    let objects = capture_objects(store.as_ref(), &dest, &c.id).await.map_err(|e| bucket_error(&e))?;
+    let merge = open_merge(store, &objects).await.map_err(|e| match e {
+        ObjectsError::Store(e) => bucket_error(&e),
+        ObjectsError::Merge(e) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code::INVALID, e.to_string()),
+    })?;
+    let id = c.id.clone();
+    let stream = merge.into_stream(MERGE_CHUNK).map_err(move |e| {
+        tracing::warn!("capture {id}: merged download aborted: {e}");
+        std::io::Error::other(e)
+    });
+    Ok(pcap_response(&c.id, Body::from_stream(stream)))
+}
+
+/// The bucket could not be read: worth a retry unless the store refused for good.
+fn bucket_error(e: &object_store::Error) -> ApiError {
+    let why = format!("reading the capture's objects from its bucket failed: {}", store_reason(e));
+    if is_permanent(e) {
+        ApiError::new(StatusCode::BAD_GATEWAY, code::UNAVAILABLE, why).no_retry()
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code::UNAVAILABLE, why).retry().header(header::RETRY_AFTER, "10")
+    }
 }
 
 /// A capture file held by another node of the fleet, streamed through as it arrives.
@@ -147,6 +217,75 @@ async fn from_node(s: &AppState, node: &str, account: &str, id: &str) -> Result<
         });
     }
     Ok(Body::from_stream(resp.bytes_stream()))
+}
+
+/// `GET .../pcaps/{pcap_id}/files` (pcapd extension): the objects of a full capture, each with
+/// its node, key, size, packets and upload state; `[]` for a simple capture (it has no objects:
+/// its file is the download). In a fleet the nodes of the capture's parts are asked for theirs
+/// (their spool and upload queue are theirs); a node that does not answer is named in
+/// `messages` and its files are missing from the list.
+pub async fn files(
+    State(s): State<AppState>,
+    Authorized(account): ReadAccess,
+    Path((_, pcap_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    check_id(&pcap_id)?;
+    let (m, acct, id) = (s.manager.clone(), account.clone(), pcap_id.clone());
+    let c = blocking(move || m.get(&acct, &id)).await?;
+    if c.kind == CaptureType::Simple {
+        return Ok(ok(Value::Array(Vec::new())));
+    }
+    let mut all = local_files(&s, &c.id).await?;
+    let mut notes = Vec::new();
+    if let Some(fleet) = &s.fleet {
+        let live = fleet.live_nodes();
+        let path = crate::fleet::records::files_path(&account, &c.id);
+        let asks = c.parts.iter().filter(|p| p.node != fleet.name()).map(|p| {
+            let info = live.iter().find(|n| n.name == p.node).cloned();
+            let (node, path) = (p.node.clone(), path.clone());
+            async move {
+                let Some(info) = info else { return (node, Err("is not live now".to_string())) };
+                (node, node_files(fleet, &info, &path).await)
+            }
+        });
+        for (node, answer) in futures_util::future::join_all(asks).await {
+            match answer {
+                Ok(entries) => all.extend(entries),
+                Err(why) => notes.push(format!("node {node} {why}: its files are not listed")),
+            }
+        }
+    }
+    all.sort_by(|a, b| (&a.node, a.seq).cmp(&(&b.node, b.seq)));
+    let result = serde_json::to_value(all).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(ok_noted(result, &notes))
+}
+
+/// How long one node may take to list its files.
+const FILES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Another node's files of a capture (its internal route), or why not.
+async fn node_files(fleet: &crate::fleet::Fleet, info: &NodeInfo, path: &str) -> Result<Vec<FileEntry>, String> {
+    let call = fleet.call(info, reqwest::Method::GET, path, None);
+    let resp = match tokio::time::timeout(FILES_TIMEOUT, call).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(format!("cannot be reached ({e})")),
+        Err(_) => return Err(format!("did not answer within {} s", FILES_TIMEOUT.as_secs())),
+    };
+    let status = resp.status();
+    let bytes = resp.bytes().await.map_err(|e| format!("answered {status}, then failed ({e})"))?;
+    let body: Value = serde_json::from_slice(&bytes).map_err(|e| format!("answered {status} with no JSON ({e})"))?;
+    if !status.is_success() {
+        return Err(format!("answered {status}"));
+    }
+    serde_json::from_value(body["result"].clone()).map_err(|e| format!("answered a list that does not parse ({e})"))
+}
+
+/// This node's files of capture `id` (none when it runs no full captures).
+pub(super) async fn local_files(s: &AppState, id: &str) -> Result<Vec<FileEntry>, ApiError> {
+    let Some(full) = s.manager.full_runtime().cloned() else { return Ok(Vec::new()) };
+    let in_flight = s.uploads.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+    let id = id.to_string();
+    blocking(move || full.files(&id, in_flight)).await
 }
 
 pub async fn stop(

@@ -36,7 +36,7 @@ use crate::dataplane::{CaptureControl, OpenError};
 use crate::pcap::format;
 use crate::pcap::{PcapSink, Precision, RotatePolicy};
 use crate::upload::destination::Destination;
-use crate::upload::UploadQueue;
+use crate::upload::{FileInfo, UploadQueue};
 
 /// Snaplen of full captures: whole packets.
 pub const FULL_SNAPLEN: u32 = 262_144;
@@ -46,6 +46,10 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 const EPOCH_POLL: Duration = Duration::from_millis(1);
 /// The loop wakes at least this often (time limits are computed exactly; this bounds drift).
 const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// How often a running capture's record gets its packet count (in a fleet each store is one
+/// publication of the part to etcd: about 3 etcd requests) and its rotated files are queued
+/// for upload. The single appliance's API reads live counters in between.
+const PROGRESS_EVERY: Duration = Duration::from_millis(900);
 
 /// What full captures need from the data plane and the rest of the appliance.
 pub struct FullContext {
@@ -109,6 +113,7 @@ impl FullRuntime {
             view: Arc::clone(&view),
             events_tx,
             stop_all: Vec::new(),
+            next_progress: Instant::now() + PROGRESS_EVERY,
         };
         let thread =
             std::thread::Builder::new().name("pcapd-full".into()).spawn(move || lifecycle.run(&cmds_rx, &events))?;
@@ -170,6 +175,24 @@ impl FullRuntime {
     pub fn enqueue_spool(&self, c: &Capture) -> Result<usize, String> {
         self.ctx.enqueue_spool(c)
     }
+
+    /// Packets in the capture's files queued for upload (all of them once it is closed).
+    pub fn queued_packets(&self, id: &str) -> Result<u64, String> {
+        self.ctx.queued_packets(id)
+    }
+
+    /// This node's files of capture `id` (queued for upload, or done with it), in order;
+    /// `in_flight` is the queue id of the file being uploaded now.
+    pub fn files(&self, id: &str, in_flight: i64) -> Result<Vec<crate::upload::FileEntry>, crate::db::StoreError> {
+        let jobs = self.ctx.uploads.uploads_of(id)?;
+        Ok(jobs.iter().map(|j| crate::upload::FileEntry::of(&self.ctx.node, j, in_flight)).collect())
+    }
+
+    /// Records written so far by live capture `id` (`None` when it is not live here).
+    pub fn live_packets(&self, id: &str) -> Option<u64> {
+        let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        view.iter().find(|(i, _)| i == id).map(|(_, c)| c.written.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 impl Drop for FullRuntime {
@@ -227,6 +250,8 @@ struct Lifecycle {
     events_tx: Sender<WriterEvent>,
     /// `stop_all` callers waiting for `live` to empty.
     stop_all: Vec<Sender<()>>,
+    /// When running captures next store their progress and queue their rotated files.
+    next_progress: Instant,
 }
 
 impl Lifecycle {
@@ -261,7 +286,9 @@ impl Lifecycle {
     fn sleep(&self) -> Duration {
         let now = Instant::now();
         self.live.values().fold(MAX_SLEEP, |next, l| match l.phase {
-            Phase::Running { deadline } => next.min(deadline.saturating_duration_since(now)),
+            Phase::Running { deadline } => {
+                next.min(deadline.saturating_duration_since(now)).min(self.next_progress.saturating_duration_since(now))
+            }
             Phase::Draining { .. } | Phase::Closing { .. } => next.min(EPOCH_POLL),
         })
     }
@@ -276,6 +303,10 @@ impl Lifecycle {
             .map(|(id, _)| id.clone())
             .collect();
         expired.iter().for_each(|id| self.end(id, Why::Done));
+        if now >= self.next_progress {
+            self.next_progress = now + PROGRESS_EVERY;
+            self.progress();
+        }
         let mut closed = Vec::new();
         for (id, l) in self.live.iter_mut() {
             match &l.phase {
@@ -305,6 +336,31 @@ impl Lifecycle {
             self.stop_all.drain(..).for_each(|r| {
                 let _ = r.send(());
             });
+        }
+    }
+
+    /// Running captures: the packets written so far into their records (stored only when the
+    /// count moved), and their rotated files into the upload queue.
+    fn progress(&mut self) {
+        let mut wake = false;
+        for l in self.live.values_mut() {
+            if !matches!(l.phase, Phase::Running { .. }) {
+                continue;
+            }
+            let written = Some(l.spec.counters.written.load(std::sync::atomic::Ordering::Relaxed));
+            if l.capture.packets_captured != written {
+                l.capture.packets_captured = written;
+                if let Err(e) = self.store.update(&l.capture) {
+                    tracing::warn!("capture {}: storing its progress: {e}", l.capture.id);
+                }
+            }
+            match self.ctx.enqueue_spool(&l.capture) {
+                Ok(n) => wake |= n > 0,
+                Err(e) => tracing::warn!("capture {}: queueing its rotated files: {e}", l.capture.id),
+            }
+        }
+        if wake {
+            let _ = self.ctx.upload_wake.try_send(());
         }
     }
 
@@ -571,16 +627,40 @@ impl FullContext {
         }
     }
 
+    /// Queues the capture's finished spool files not queued yet (each with what it holds) for
+    /// upload; returns how many were new. Called every `PROGRESS_EVERY` while the capture runs
+    /// (a rotated file goes to the bucket at once) and once more when it is closed. Only
+    /// renamed files are seen: a file gets its final name after its last byte is fsynced.
     fn enqueue_spool(&self, c: &Capture) -> Result<usize, String> {
         let dest = Destination::parse(c.destination_conf.as_deref().unwrap_or_default()).map_err(|e| e.to_string())?;
         let files = spool_files(&self.spool(&c.id)).map_err(|e| format!("reading the spool: {e}"))?;
-        for (seq, path) in &files {
+        let queued: std::collections::HashSet<u32> =
+            self.uploads.uploads_of(&c.id).map_err(|e| e.to_string())?.iter().map(|j| j.seq).collect();
+        let mut new = 0;
+        for (seq, path) in files.iter().filter(|(seq, _)| !queued.contains(seq)) {
             let key = dest.key(&format!("{}/{}-{seq}/pcap_{}.pcap", c.id, self.node, c.id));
+            let bytes = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?.len();
+            let summary = format::summarize(path).map_err(|e| format!("{}: {e}", path.display()))?.unwrap_or_default();
+            let info =
+                FileInfo { bytes, packets: summary.packets, first_ns: summary.first_ns, last_ns: summary.last_ns };
             self.uploads
-                .enqueue(&c.id, *seq, &path.to_string_lossy(), &key, c.destination_conf.as_deref().unwrap_or_default())
+                .enqueue(
+                    &c.id,
+                    *seq,
+                    &path.to_string_lossy(),
+                    &key,
+                    c.destination_conf.as_deref().unwrap_or_default(),
+                    &info,
+                )
                 .map_err(|e| e.to_string())?;
+            new += 1;
         }
-        Ok(files.len())
+        Ok(new)
+    }
+
+    /// Packets in the capture's queued files (uploaded or not).
+    fn queued_packets(&self, id: &str) -> Result<u64, String> {
+        Ok(self.uploads.uploads_of(id).map_err(|e| e.to_string())?.iter().map(|j| j.file.packets).sum())
     }
 
     /// After a crash: repairs `.partial` files of the capture's spool (cut to the last whole

@@ -433,11 +433,23 @@ impl Manager {
     }
 
     pub fn get(&self, account: &str, id: &str) -> Result<Capture, ManagerError> {
-        self.store.get(account, id)?.ok_or(ManagerError::NotFound)
+        self.store.get(account, id)?.map(|c| self.with_progress(c)).ok_or(ManagerError::NotFound)
     }
 
     pub fn list(&self, account: &str) -> Result<Vec<Capture>, ManagerError> {
-        Ok(self.store.list(account, 50)?)
+        Ok(self.store.list(account, 50)?.into_iter().map(|c| self.with_progress(c)).collect())
+    }
+
+    /// A running full capture of this appliance counts the packets written up to now (its
+    /// stored record is brought up to date once a second). In a fleet the record is the sum of
+    /// the parts as they publish them.
+    fn with_progress(&self, mut c: Capture) -> Capture {
+        if self.fleet.is_none() && c.kind == CaptureType::Full && c.status == Status::Running {
+            if let Some(n) = self.full.as_ref().and_then(|f| f.live_packets(&c.id)) {
+                c.packets_captured = Some(n);
+            }
+        }
+        c
     }
 
     /// The bytes of a finished simple capture, or (in a fleet) the node that holds them.
@@ -542,7 +554,10 @@ impl Manager {
             return Ok(());
         };
         if matches!(c.status, Status::Pending | Status::Running) {
-            match full.recover_spool(&c.id).and_then(|packets| full.enqueue_spool(&c).map(|_| packets)) {
+            // Files rotated before the restart may be uploaded already: the count is the queue's.
+            let recovered =
+                full.recover_spool(&c.id).and_then(|_| full.enqueue_spool(&c)).and_then(|_| full.queued_packets(&c.id));
+            match recovered {
                 Ok(packets) => {
                     tracing::info!(
                         "capture {}: interrupted by a restart; uploading the {packets} packets written before",

@@ -13,7 +13,7 @@ pub use error::StoreError;
 use crate::captures::model::{Capture, Status};
 use crate::captures::CaptureRecords;
 use crate::upload::ownership::{Ownership, OwnershipRecords};
-use crate::upload::{UploadJob, UploadQueue};
+use crate::upload::{FileInfo, UploadJob, UploadQueue};
 
 pub struct Db {
     conn: Mutex<Connection>,
@@ -53,12 +53,32 @@ impl Db {
                  UNIQUE (capture_id, seq)
              );",
         )?;
+        // Added after the first release: what each queued file holds (a files listing).
+        for (column, decl) in [
+            ("bytes", "INTEGER NOT NULL DEFAULT 0"),
+            ("packets", "INTEGER NOT NULL DEFAULT 0"),
+            ("first_ns", "INTEGER"),
+            ("last_ns", "INTEGER"),
+        ] {
+            add_column(&conn, "uploads", column, decl)?;
+        }
         Ok(Db { conn: Mutex::new(conn) })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Adds `column` to `table` unless a database made by this version already has it.
+fn add_column(conn: &Connection, table: &str, column: &str, decl: &str) -> Result<(), StoreError> {
+    let has: bool = conn
+        .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?
+        .exists(params![column])?;
+    if !has {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
 }
 
 /// One `captures` row as read: the body decoded, or why it could not be.
@@ -221,10 +241,17 @@ fn upload_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadJob> {
         state: r.get(6)?,
         attempts: r.get(7)?,
         last_error: r.get(8)?,
+        file: FileInfo {
+            bytes: r.get::<_, i64>(9)?.max(0) as u64,
+            packets: r.get::<_, i64>(10)?.max(0) as u64,
+            first_ns: r.get::<_, Option<i64>>(11)?.map(|t| t.max(0) as u64),
+            last_ns: r.get::<_, Option<i64>>(12)?.map(|t| t.max(0) as u64),
+        },
     })
 }
 
-const UPLOAD_COLUMNS: &str = "id, capture_id, seq, path, key, destination_conf, state, attempts, last_error";
+const UPLOAD_COLUMNS: &str =
+    "id, capture_id, seq, path, key, destination_conf, state, attempts, last_error, bytes, packets, first_ns, last_ns";
 
 impl UploadQueue for Db {
     fn enqueue(
@@ -234,10 +261,24 @@ impl UploadQueue for Db {
         path: &str,
         key: &str,
         destination_conf: &str,
+        file: &FileInfo,
     ) -> Result<(), StoreError> {
+        // SQLite integers are signed: nanosecond times fit until 2262.
+        let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.conn().execute(
-            "INSERT OR IGNORE INTO uploads (capture_id, seq, path, key, destination_conf) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![capture_id, seq, path, key, destination_conf],
+            "INSERT OR IGNORE INTO uploads (capture_id, seq, path, key, destination_conf, bytes, packets, first_ns, last_ns)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                capture_id,
+                seq,
+                path,
+                key,
+                destination_conf,
+                signed(file.bytes),
+                signed(file.packets),
+                file.first_ns.map(signed),
+                file.last_ns.map(signed)
+            ],
         )?;
         Ok(())
     }

@@ -77,6 +77,13 @@ pub fn file_path(account: &str, id: &str) -> String {
     FILE_ROUTE.replace("{account}", account).replace("{id}", id)
 }
 
+/// The internal route a node lists its files of a full capture on (`GET .../files`).
+pub const FILES_ROUTE: &str = "/internal/v1/captures/{account}/{id}/files";
+
+pub fn files_path(account: &str, id: &str) -> String {
+    FILES_ROUTE.replace("{account}", account).replace("{id}", id)
+}
+
 fn ownership_key(account: &str, id: &str) -> String {
     format!("{}ownerships/{account}/{id}", super::KEY_PREFIX)
 }

@@ -20,6 +20,11 @@ pub enum Precision {
 }
 
 pub fn file_header(precision: Precision, snaplen: u32) -> [u8; FILE_HEADER_LEN] {
+    file_header_with(precision, snaplen, LINKTYPE_ETHERNET)
+}
+
+/// A file header of any link type (a merge keeps its inputs' type).
+pub fn file_header_with(precision: Precision, snaplen: u32, linktype: u32) -> [u8; FILE_HEADER_LEN] {
     let magic = match precision {
         Precision::Nanos => MAGIC_NANOS,
         Precision::Micros => MAGIC_MICROS,
@@ -30,7 +35,7 @@ pub fn file_header(precision: Precision, snaplen: u32) -> [u8; FILE_HEADER_LEN] 
     h[6..8].copy_from_slice(&4u16.to_le_bytes());
     // thiszone (8..12) and sigfigs (12..16) stay 0.
     h[16..20].copy_from_slice(&snaplen.to_le_bytes());
-    h[20..24].copy_from_slice(&LINKTYPE_ETHERNET.to_le_bytes());
+    h[20..24].copy_from_slice(&linktype.to_le_bytes());
     h
 }
 
@@ -246,6 +251,21 @@ pub fn scan_records(data: &[u8], p: &Plausible) -> Scan {
 /// Counts the records of a classic pcap file (either byte order), reading only the headers.
 /// `Ok(None)` when the file is not a classic pcap (pcapng, say).
 pub fn count_records(path: &std::path::Path) -> std::io::Result<Option<u64>> {
+    Ok(summarize(path)?.map(|s| s.packets))
+}
+
+/// What a classic pcap file holds, from its record headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Summary {
+    pub packets: u64,
+    /// Timestamps (ns since the epoch) of the first and the last record, if any.
+    pub first_ns: Option<u64>,
+    pub last_ns: Option<u64>,
+}
+
+/// Reads a classic pcap file's record headers (either byte order, either precision).
+/// `Ok(None)` when the file is not a classic pcap (pcapng, say).
+pub fn summarize(path: &std::path::Path) -> std::io::Result<Option<Summary>> {
     use std::io::{Read, Seek, SeekFrom};
     // A FIFO or device would block the open (or never end): only regular files are counted.
     if !std::fs::metadata(path)?.is_file() {
@@ -256,23 +276,79 @@ pub fn count_records(path: &std::path::Path) -> std::io::Result<Option<u64>> {
     if f.read_exact(&mut hdr).is_err() {
         return Ok(None);
     }
-    let le = match u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) {
-        MAGIC_MICROS | MAGIC_NANOS => true,
-        m if m.swap_bytes() == MAGIC_MICROS || m.swap_bytes() == MAGIC_NANOS => false,
-        _ => return Ok(None),
-    };
-    let mut n = 0;
+    let Some(h) = FileHeader::parse(&hdr) else { return Ok(None) };
+    let mut s = Summary::default();
     let mut rec = [0u8; RECORD_HEADER_LEN];
     loop {
         match f.read_exact(&mut rec) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Some(n)),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Some(s)),
             Err(e) => return Err(e),
         }
-        let b = [rec[8], rec[9], rec[10], rec[11]];
-        let caplen = if le { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) };
-        f.seek(SeekFrom::Current(i64::from(caplen)))?;
-        n += 1;
+        let r = h.record(&rec);
+        s.first_ns.get_or_insert(r.ts_ns);
+        s.last_ns = Some(r.ts_ns);
+        f.seek(SeekFrom::Current(i64::from(r.caplen)))?;
+        s.packets += 1;
+    }
+}
+
+/// A classic pcap file header as read (any writer's: either byte order, either precision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileHeader {
+    pub little_endian: bool,
+    pub precision: Precision,
+    pub snaplen: u32,
+    pub linktype: u32,
+}
+
+/// One record header as read, its timestamp in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub ts_ns: u64,
+    pub caplen: u32,
+    pub orig_len: u32,
+}
+
+impl FileHeader {
+    /// `None` when `hdr` does not start with a classic pcap magic.
+    pub fn parse(hdr: &[u8; FILE_HEADER_LEN]) -> Option<FileHeader> {
+        let magic = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+        let (little_endian, precision) = match magic {
+            MAGIC_MICROS => (true, Precision::Micros),
+            MAGIC_NANOS => (true, Precision::Nanos),
+            m if m.swap_bytes() == MAGIC_MICROS => (false, Precision::Micros),
+            m if m.swap_bytes() == MAGIC_NANOS => (false, Precision::Nanos),
+            _ => return None,
+        };
+        let word = |at: usize| {
+            let b = [hdr[at], hdr[at + 1], hdr[at + 2], hdr[at + 3]];
+            if little_endian {
+                u32::from_le_bytes(b)
+            } else {
+                u32::from_be_bytes(b)
+            }
+        };
+        // The link type's upper bits are flags (FCS length); the type is the low 16.
+        Some(FileHeader { little_endian, precision, snaplen: word(16), linktype: word(20) & 0xffff })
+    }
+
+    /// Reads one record header of this file.
+    pub fn record(&self, rec: &[u8; RECORD_HEADER_LEN]) -> RecordHeader {
+        let word = |at: usize| {
+            let b = [rec[at], rec[at + 1], rec[at + 2], rec[at + 3]];
+            if self.little_endian {
+                u32::from_le_bytes(b)
+            } else {
+                u32::from_be_bytes(b)
+            }
+        };
+        let frac = u64::from(word(4));
+        let frac_ns = match self.precision {
+            Precision::Nanos => frac,
+            Precision::Micros => frac * 1_000,
+        };
+        RecordHeader { ts_ns: u64::from(word(0)) * 1_000_000_000 + frac_ns, caplen: word(8), orig_len: word(12) }
     }
 }
 

@@ -5,7 +5,7 @@
 //! capture to `success` (or `failed`, with the store's reason) when its last file is done.
 //! The queue lives in SQLite, so a restart (even SIGKILL) resumes where it stopped.
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use crate::captures::CaptureRecords;
 use crate::upload::{UploadJob, UploadQueue};
 
 /// Upload counters for /metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UploadStats {
     pub bytes: AtomicU64,
     pub files: AtomicU64,
@@ -29,6 +29,22 @@ pub struct UploadStats {
     pub failures: AtomicU64,
     pub latency_us_sum: AtomicU64,
     pub backlog: AtomicU64,
+    /// The queue id of the file being uploaded now (-1: none), for files listings.
+    pub in_flight: AtomicI64,
+}
+
+impl Default for UploadStats {
+    fn default() -> Self {
+        UploadStats {
+            bytes: AtomicU64::new(0),
+            files: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            latency_us_sum: AtomicU64::new(0),
+            backlog: AtomicU64::new(0),
+            in_flight: AtomicI64::new(-1),
+        }
+    }
 }
 
 pub struct Uploader {
@@ -108,7 +124,10 @@ impl Uploader {
                     break;
                 }
                 let started = Instant::now();
-                match rt.block_on(self.upload(&job)) {
+                self.stats.in_flight.store(job.id, Relaxed);
+                let outcome = rt.block_on(self.upload(&job));
+                self.stats.in_flight.store(-1, Relaxed);
+                match outcome {
                     Outcome::Done(bytes) => {
                         backoff = Duration::from_millis(cfg.retry_initial_ms);
                         self.stats.bytes.fetch_add(bytes, Relaxed);
@@ -118,11 +137,10 @@ impl Uploader {
                             tracing::error!("uploader: {e}");
                             continue;
                         }
-                        // Only now is the local copy expendable.
+                        // Only now is the local copy expendable. (Its directory goes when the
+                        // capture is settled: a running capture's writer opens its next file in
+                        // it, maybe after this upload emptied it.)
                         let _ = std::fs::remove_file(&job.path);
-                        if let Some(dir) = std::path::Path::new(&job.path).parent() {
-                            let _ = std::fs::remove_dir(dir); // only when empty
-                        }
                     }
                     Outcome::Permanent(e) => {
                         self.stats.failures.fetch_add(1, Relaxed);
@@ -180,6 +198,7 @@ impl Uploader {
             if let Err(e) = self.captures.update(&c) {
                 tracing::error!("capture {}: {e}", c.id);
             }
+            let _ = std::fs::remove_dir(self.spool_dir.join(&c.id)); // only when empty
         }
     }
 
@@ -293,6 +312,7 @@ mod tests {
             state: "pending".into(),
             attempts: 0,
             last_error: None,
+            file: Default::default(),
         }
     }
 
