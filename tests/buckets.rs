@@ -739,7 +739,7 @@ fn capinfos_count(file: &Path) -> u64 {
 /// once done downloads as ONE pcap that is mergecap's merge of its objects.
 #[test]
 fn a_running_full_capture_counts_uploads_as_it_rotates_lists_its_files_and_downloads_merged() {
-    let Rig { tmp, m, veth, input, cycle, data } = Rig::new("f");
+    let Rig { tmp, m, veth, input, cycle, data } = Rig::new("l");
     let app = live_appliance(&m, &veth, &input, &data, 400_000);
     let d = dest("live");
     own(&app, &m, BUCKET, &d, "live", tmp.path());

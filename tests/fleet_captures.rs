@@ -529,7 +529,7 @@ fn etcd_rate(etcd: &Etcd, secs: u64) -> f64 {
 /// is mergecap's merge of them.
 #[test]
 fn a_fleet_capture_counts_live_lists_every_nodes_files_and_downloads_merged_from_any_node() {
-    let f = Fleet::new("fl");
+    let f = Fleet::new("fm");
     let more = format!("{}\n[writer]\nrotate_bytes = 400000\n", s3(&f.m));
     let node = |name: &str, colo: &str| {
         let (config, data, port) =
