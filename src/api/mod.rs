@@ -25,6 +25,8 @@ mod internal;
 pub mod metrics;
 mod ownership;
 mod pcaps;
+mod status;
+mod summary;
 pub mod throttle;
 mod web;
 
@@ -100,6 +102,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(&format!("{pcaps}/{{pcap_id}}"), get(pcaps::get_one))
         .route(&format!("{pcaps}/{{pcap_id}}/download"), get(pcaps::download))
         .route(&format!("{pcaps}/{{pcap_id}}/stop"), put(pcaps::stop))
+        .route(&format!("{pcaps}/{{pcap_id}}/summary"), get(summary::summary))
+        .route("/client/v4/pcapd/status", get(status::status))
+        .route("/client/v4/pcapd/colos", get(status::colos))
         .route("/client/v4/accounts", get(web::accounts))
         .route("/", get(web::index))
         .route("/app.js", get(web::app_js))
