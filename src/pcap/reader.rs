@@ -181,7 +181,9 @@ mod tests {
         out
     }
 
-    fn all(bytes: &[u8]) -> (Vec<(u64, u32, Vec<u8>)>, Option<ReadError>) {
+    type Owned = (u64, u32, Vec<u8>);
+
+    fn all(bytes: &[u8]) -> (Vec<Owned>, Option<ReadError>) {
         let mut r = match PcapReader::new(bytes) {
             Ok(r) => r,
             Err(e) => return (Vec::new(), Some(e)),
