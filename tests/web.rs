@@ -17,7 +17,7 @@ fn captures_page_in_headless_chromium() {
         data: &dir.path().join("data"),
         infinite: false,
         iface: None,
-        extra: "",
+        extra: "[node]\ncolos = [\"lab02\", \"test01\"]\n",
     });
     // Screenshots are kept as test artifacts.
     let artifacts = root().join("target/web-artifacts");
@@ -47,7 +47,69 @@ fn captures_page_in_headless_chromium() {
         dir.path(),
     );
     assert_eq!(udp.len(), pkts.len());
-    for shot in ["list-1440.png", "form-1440.png", "list-375.png", "form-375.png"] {
+    // The details view's packet table is what tshark reads in the downloaded file.
+    let oracle = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(summary["download"].as_str().unwrap())
+        .args(["-T", "fields", "-E", "occurrence=f", "-e", "frame.time_relative", "-e", "ip.src", "-e", "ipv6.src"])
+        .args(["-e", "ip.dst", "-e", "ipv6.dst", "-e", "frame.len", "-e", "_ws.malformed"])
+        .output()
+        .unwrap();
+    let oracle: Vec<Vec<String>> = String::from_utf8(oracle.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect();
+    let rows = summary["packet_rows"].as_array().unwrap();
+    assert_eq!(rows.len(), pkts.len().min(100), "{summary}");
+    for (i, (row, t)) in rows.iter().zip(&oracle).enumerate() {
+        let cell = |n: usize| row[n].as_str().unwrap().to_string();
+        assert_eq!(cell(0), (i + 1).to_string());
+        assert_eq!(cell(1), t[0], "row {i}: time");
+        assert_eq!(cell(5), t[5], "row {i}: length");
+        if t[6].is_empty() {
+            let (src, dst) = (if t[1].is_empty() { &t[2] } else { &t[1] }, if t[3].is_empty() { &t[4] } else { &t[3] });
+            assert_eq!(cell(2), if src.is_empty() { "–" } else { src }, "row {i}: source");
+            assert_eq!(cell(3), if dst.is_empty() { "–" } else { dst }, "row {i}: destination");
+        }
+        // Every packet of this capture is UDP (protocol 17 and "udp").
+        assert_eq!(cell(4), "UDP", "row {i}");
+    }
+    assert!(summary["chart_bars"].as_u64().unwrap() >= 1, "{summary}");
+    assert_eq!(summary["protocol_rows"][0][0], "UDP");
+    assert_eq!(summary["protocol_rows"][0][1], pkts.len().to_string());
+    assert!(!summary["talkers_rows"].as_array().unwrap().is_empty());
+    assert_eq!(summary["overflow_375_details"], false);
+    assert!(summary["appliance"].as_str().unwrap().contains("pkt/s"), "{summary}");
+    assert_eq!(summary["colos"], serde_json::json!(["lab02", "test01"]));
+    for r in summary["radios"].as_array().unwrap() {
+        assert!(r["radio_width"].as_f64().unwrap() < 30.0 && r["label_height"].as_f64().unwrap() < 40.0, "{r}");
+        assert_eq!(r["radio_left_of_text"], true, "{r}");
+    }
+    // Mocked full captures (see web_test.py): progress, and the files list.
+    let running = summary["running_row"].as_str().unwrap();
+    assert!(running.contains("stop requested") && running.contains("1,234") && running.contains(" left"), "{running}");
+    assert_eq!(summary["files_on_404"], false);
+    assert_eq!(summary["error_on_404"], false);
+    assert_eq!(
+        summary["files_rows"][0],
+        serde_json::json!([
+            "n1",
+            format!("pcaps/{0}/n1-0/pcap_{0}.pcap", "cd".repeat(16)),
+            "12.3 MB",
+            "60",
+            "uploaded"
+        ])
+    );
+    for shot in [
+        "list-1440.png",
+        "form-1440.png",
+        "list-375.png",
+        "form-375.png",
+        "details-1440.png",
+        "details-375.png",
+        "details-full-mocked-1440.png",
+    ] {
         let meta = std::fs::metadata(artifacts.join(shot)).unwrap();
         assert!(meta.len() > 5_000, "{shot} is a real screenshot");
     }

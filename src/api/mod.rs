@@ -27,6 +27,8 @@ mod internal;
 pub mod metrics;
 mod ownership;
 mod pcaps;
+mod status;
+mod summary;
 pub mod throttle;
 mod web;
 
@@ -103,6 +105,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(&format!("{pcaps}/{{pcap_id}}/download"), get(pcaps::download))
         .route(&format!("{pcaps}/{{pcap_id}}/files"), get(pcaps::files))
         .route(&format!("{pcaps}/{{pcap_id}}/stop"), put(pcaps::stop))
+        .route(&format!("{pcaps}/{{pcap_id}}/summary"), get(summary::summary))
+        .route("/client/v4/pcapd/status", get(status::status))
+        .route("/client/v4/pcapd/colos", get(status::colos))
         .route("/client/v4/accounts", get(web::accounts))
         .route("/client/v4/openapi.json", get(openapi))
         .route("/", get(web::index))

@@ -182,7 +182,7 @@ fn bucket_error(e: &object_store::Error) -> ApiError {
 }
 
 /// A capture file held by another node of the fleet, streamed through as it arrives.
-async fn from_node(s: &AppState, node: &str, account: &str, id: &str) -> Result<Body, ApiError> {
+pub(super) async fn from_node(s: &AppState, node: &str, account: &str, id: &str) -> Result<Body, ApiError> {
     let fleet = s.fleet.as_ref().ok_or_else(|| ApiError::internal("not in fleet mode"))?;
     let not_now = |why: String| {
         ApiError::new(

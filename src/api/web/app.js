@@ -10,6 +10,7 @@ const STATUS = {
   pending: ["In progress", "progress"], running: ["In progress", "progress"], unknown: ["In progress", "progress"],
   conversion_pending: ["In progress", "progress"], conversion_running: ["In progress", "progress"],
 };
+const PROTO_NAMES = { 1: "ICMP", 6: "TCP", 17: "UDP", 47: "GRE", 50: "ESP", 58: "ICMPv6", 132: "SCTP" };
 const LIMITS = { time_limit: [1, 300], packet_limit: [1, 10000], byte_limit: [1, 1000000000],
   source_port: [0, 65535], destination_port: [0, 65535], protocol: [0, 255] };
 
@@ -42,6 +43,39 @@ function acct() { return "/accounts/" + session.account; }
 
 function show(el, on) { el.hidden = !on; }
 function text(el, t) { el.textContent = t; show(el, !!t); }
+
+// ---- units and addresses -----------------------------------------------------------------------
+const UNITS = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 1024, mib: 1048576, gib: 1073741824 };
+
+function fmtBytes(n) {
+  if (n === undefined || n === null) return "–";
+  if (n < 1000) return n + " B";
+  const u = ["kB", "MB", "GB", "TB"];
+  let v = n, i = -1;
+  do { v /= 1000; i++; } while (v >= 1000 && i < u.length - 1);
+  return (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)) + " " + u[i];
+}
+
+function fmtCount(n) { return n === undefined || n === null ? "–" : Number(n).toLocaleString("en-US"); }
+
+// "10 MB", "512 KiB", "1.5GB", "1000000" → bytes; { error } when it is none of those.
+function parseBytes(raw) {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?$/i.exec(raw.trim());
+  if (!m) return { error: "Write a size such as 10 MB, 512 KiB or 1000000 (bytes)." };
+  const n = Math.round(Number(m[1]) * UNITS[(m[2] || "b").toLowerCase()]);
+  if (!Number.isSafeInteger(n) || n < 1 || n > 1000000000) return { error: "Must be from 1 byte to 1 GB (1,000,000,000 bytes)." };
+  return { value: n };
+}
+
+function isIPv4(v) {
+  return /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/.test(v);
+}
+
+// The browser's own URL parser knows IPv6 literals (RFC 4291 forms, IPv4 tails included).
+function isIPv6(v) {
+  if (!v.includes(":") || /[^0-9a-fA-F:.]/.test(v)) return false;
+  try { new URL("http://[" + v + "]/"); return true; } catch (_) { return false; }
+}
 
 // ---- sign in / out -------------------------------------------------------------------------
 function modeChanged() {
@@ -76,8 +110,10 @@ async function signIn(ev) {
 function signOut() {
   sessionStorage.removeItem(KEY);
   session = null;
-  clearTimeout(refreshTimer);
+  clearTimeout(refreshTimer); clearTimeout(statusTimer);
+  detailsFor = null;
   show($("#app-view"), false); show($("#start-view"), false); show($("#session"), false);
+  show($("#details-view"), false); show($("#appliance"), false);
   show($("#signin-view"), true);
   $("#token").value = ""; $("#apikey").value = "";
   $("#token").focus();
@@ -99,6 +135,8 @@ function enterApp() {
   selectTab("captures");
   loadCaptures();
   loadBuckets();
+  statusRing = [];
+  pollStatus();
 }
 
 // ---- tabs --------------------------------------------------------------------------------------
@@ -130,14 +168,21 @@ function filterSummary(f) {
   if (f.source_port !== undefined) parts.push("sport " + f.source_port);
   if (f.destination_address) parts.push("dst " + f.destination_address);
   if (f.destination_port !== undefined) parts.push("dport " + f.destination_port);
-  if (f.protocol !== undefined) parts.push("proto " + f.protocol);
+  if (f.protocol !== undefined) parts.push("proto " + (PROTO_NAMES[f.protocol] ? PROTO_NAMES[f.protocol] + " (" + f.protocol + ")" : f.protocol));
   return parts.length ? parts.join(", ") : "all packets";
+}
+
+function fmtDuration(secs) {
+  if (secs < 60) return secs + " s";
+  const m = Math.floor(secs / 60), r = secs % 60;
+  if (m < 60) return m + " min " + (r ? r + " s" : "");
+  return Math.floor(m / 60) + " h " + (m % 60) + " min";
 }
 
 function limitsSummary(c) {
   const p = [c.time_limit + " s"];
   if (c.packet_limit !== undefined) p.push(c.packet_limit + " packets");
-  if (c.byte_limit !== undefined) p.push(c.byte_limit + " bytes");
+  if (c.byte_limit !== undefined) p.push(fmtBytes(c.byte_limit));
   if (c.type === "full") p.push(c.colo_name + " → " + c.destination_conf);
   return p.join(", ");
 }
@@ -176,7 +221,18 @@ function renderCaptures() {
     const badge = document.createElement("span");
     badge.className = "badge " + cls; badge.textContent = label; badge.title = "API status: " + c.status;
     badge.tabIndex = 0; badge.setAttribute("aria-label", label + " (API status: " + c.status + ")");
-    cell(tr, "Status", badge);
+    const st = cell(tr, "Status", badge);
+    if (c.status === "running" || c.status === "pending") {
+      const left = Math.max(0, Math.round((new Date(c.submitted).getTime() + c.time_limit * 1000 - Date.now()) / 1000));
+      const p = document.createElement("div"); p.className = "small muted time-left";
+      p.textContent = fmtDuration(left) + " left";
+      st.appendChild(p);
+    }
+    if (c.stop_requested) {
+      const p = document.createElement("div"); p.className = "small stop-requested";
+      p.textContent = "stop requested"; p.title = "Stop requested " + fmtTime(c.stop_requested);
+      st.appendChild(p);
+    }
     cell(tr, "Submitted", fmtTime(c.submitted)).classList.add("small");
     const summary = filterSummary(c.filter_v1 || {});
     cell(tr, "Filter", c.filter_expression
@@ -185,8 +241,16 @@ function renderCaptures() {
     const limits = cell(tr, "Limits", limitsSummary(c));
     limits.classList.add("small");
     if (c.nodes && c.nodes.length) limits.appendChild(nodesList(c.nodes));
-    cell(tr, "Packets", c.packets_captured === undefined ? "–" : String(c.packets_captured));
+    cell(tr, "Packets", c.packets_captured === undefined ? "–" : fmtCount(c.packets_captured)).classList.add("packets-captured");
     const actions = document.createElement("div");
+    actions.className = "row-actions";
+    const det = document.createElement("button");
+    det.type = "button"; det.className = "secondary"; det.textContent = "Details";
+    det.setAttribute("aria-label", "Details of capture " + c.id);
+    det.onclick = () => openDetails(c);
+    actions.appendChild(det);
+    tr.classList.add("clickable");
+    tr.addEventListener("click", (ev) => { if (!ev.target.closest("button")) openDetails(c); });
     if (c.type === "simple" && c.status === "success") {
       const b = document.createElement("button");
       b.type = "button"; b.className = "secondary"; b.textContent = "Download";
@@ -233,7 +297,8 @@ async function loadCaptures(quiet) {
   renderCaptures();
   const busy = captures.some((c) => (STATUS[c.status] || [, "progress"])[1] === "progress");
   text($("#captures-status"), busy ? "Refreshing while captures are in progress…" : "");
-  if (busy) refreshTimer = setTimeout(() => loadCaptures(true), 1500);
+  // At least every second while anything runs: packets captured and time left move.
+  if (busy && !detailsFor) refreshTimer = setTimeout(() => loadCaptures(true), 1000);
 }
 
 async function download(c, button) {
@@ -265,6 +330,35 @@ async function stopCapture(c, button) {
 }
 
 // ---- start a capture ------------------------------------------------------------------------------
+const BYTE_HINT = "Units: B, KB, MB, GB (1000s) or KiB, MiB, GiB (1024s).";
+
+function byteHint() {
+  const raw = $("#f-byte_limit").value.trim();
+  const b = raw ? parseBytes(raw) : null;
+  $("#byte-limit-hint").textContent = !b ? BYTE_HINT : b.error ? BYTE_HINT : "= " + fmtCount(b.value) + " bytes (" + fmtBytes(b.value) + ")";
+}
+
+// The colos full captures may name here: this appliance's, or the fleet's.
+async function loadColos() {
+  const sel = $("#f-colo_name");
+  const r = await api("GET", "/pcapd/colos");
+  const keep = sel.value;
+  sel.innerHTML = "";
+  const list = r.ok ? r.result : [];
+  if (!list.length) {
+    const o = document.createElement("option");
+    o.value = ""; o.textContent = r.ok ? "No colo is served here ([node] colos)" : "Colos unavailable: " + r.message;
+    sel.appendChild(o);
+  }
+  for (const c of list) {
+    const o = document.createElement("option");
+    o.value = c.colo;
+    o.textContent = c.colo + (c.nodes && c.nodes.length ? " (" + c.nodes.join(", ") + ")" : "");
+    sel.appendChild(o);
+  }
+  if (keep && list.some((c) => c.colo === keep)) sel.value = keep;
+}
+
 function captureType() { return document.querySelector('input[name="type"]:checked').value; }
 
 function openStart() {
@@ -287,6 +381,8 @@ function toStep2() {
   $("#tl-max").textContent = full ? "300, or the appliance's maximum" : "300";
   fieldInput("time_limit").max = full ? "86400" : "300";
   show($("#step-1"), false); show($("#step-2"), true);
+  if (full) loadColos();
+  byteHint();
   $("#f-time_limit").focus();
 }
 
@@ -305,7 +401,7 @@ function setFieldError(name, message) {
 
 function clearErrors() {
   document.querySelectorAll("#start-form .field-error").forEach((p) => text(p, ""));
-  document.querySelectorAll("#start-form input").forEach((i) => { i.removeAttribute("aria-invalid"); i.removeAttribute("aria-describedby"); });
+  document.querySelectorAll("#start-form input, #start-form select").forEach((i) => { i.removeAttribute("aria-invalid"); i.removeAttribute("aria-describedby"); });
   text($("#start-error"), "");
 }
 
@@ -327,8 +423,11 @@ function buildRequest() {
   const pl = num("packet_limit", !full);
   if (pl !== undefined) body.packet_limit = pl;
   if (full) {
-    const bl = num("byte_limit", false);
-    if (bl !== undefined) body.byte_limit = bl;
+    const rawBl = fieldInput("byte_limit").value.trim();
+    if (rawBl) {
+      const b = parseBytes(rawBl);
+      if (b.error) errors.byte_limit = b.error; else body.byte_limit = b.value;
+    }
     for (const n of ["colo_name", "destination_conf"]) {
       const v = fieldInput(n).value.trim();
       if (!v) errors[n] = "Required."; else body[n] = v;
@@ -343,12 +442,21 @@ function buildRequest() {
   }
   for (const n of ["source_address", "destination_address"]) {
     const v = fieldInput(n).value.trim();
-    if (v) filter[n] = v;
+    if (!v) continue;
+    if (isIPv4(v) || isIPv6(v)) filter[n] = v;
+    else errors[n] = v + " is not an IPv4 or IPv6 address (e.g. 192.0.2.1 or 2001:db8::1).";
   }
-  for (const n of ["source_port", "destination_port", "protocol"]) {
+  for (const n of ["source_port", "destination_port"]) {
     const v = num(n, false);
     if (v !== undefined) filter[n] = v;
   }
+  const proto = fieldInput("protocol").value;
+  if (proto === "other") {
+    const raw = fieldInput("protocol_number").value.trim();
+    const n = Number(raw);
+    if (raw === "" || !Number.isInteger(n) || n < 0 || n > 255) errors.protocol_number = "Must be a whole number from 0 to 255.";
+    else filter.protocol = n;
+  } else if (proto !== "") filter.protocol = Number(proto);
   if (Object.keys(filter).length) body.filter_v1 = filter;
   const expression = fieldInput("filter_expression").value.trim();
   if (expression) body.filter_expression = expression;
@@ -371,7 +479,8 @@ async function submitStart(ev) {
   if (!r.ok) {
     // Server errors name their field ("filter_v1.source_port: ..."): show them beside it.
     const m = /^(?:filter_v1\.)?([a-z_]+): (.*)$/.exec(r.message || "");
-    if (m && setFieldError(m[1], m[2])) fieldInput(m[1]).focus();
+    const field = m && m[1] === "protocol" && fieldInput("protocol").value === "other" ? "protocol_number" : m && m[1];
+    if (m && setFieldError(field, m[2])) fieldInput(field).focus();
     else text($("#start-error"), "The capture was not started: " + r.message);
     return;
   }
@@ -462,6 +571,164 @@ async function deleteBucket(o) {
   loadBuckets();
 }
 
+// ---- one capture: details, summary, files ----------------------------------------------------------
+const SVG = "http://www.w3.org/2000/svg";
+let detailsFor = null;
+
+function svgEl(name, attrs) {
+  const e = document.createElementNS(SVG, name);
+  for (const k in attrs) e.setAttribute(k, attrs[k]);
+  return e;
+}
+
+function rows(tbody, list, cols) {
+  tbody.innerHTML = "";
+  for (const item of list) {
+    const tr = document.createElement("tr");
+    for (const [label, value, title] of cols(item)) {
+      const td = cell(tr, label, value);
+      if (title) td.title = title;
+    }
+    tbody.appendChild(tr);
+  }
+}
+
+function openDetails(c) {
+  detailsFor = c.id;
+  clearTimeout(refreshTimer);
+  show($("#app-view"), false); show($("#details-view"), true);
+  $("#details-title").textContent = (c.type === "full" ? "Full" : "Simple") + " capture " + c.id;
+  const [label] = STATUS[c.status] || ["In progress"];
+  $("#details-meta").textContent = label + " (" + c.status + ") · submitted " + fmtTime(c.submitted) + " · " +
+    filterSummary(c.filter_v1 || {}) + (c.filter_expression ? " and \u201c" + c.filter_expression + "\u201d" : "") + " · " + limitsSummary(c);
+  text($("#details-error"), "");
+  show($("#summary"), false); show($("#files-section"), false);
+  $("#details-back").focus();
+  if (c.type === "full") loadFiles(c);
+  if (!["success", "complete", "failed"].includes(c.status)) {
+    text($("#details-status"), "This capture is in progress: what it holds is shown once it has finished.");
+    return;
+  }
+  loadSummary(c);
+}
+
+function closeDetails() {
+  detailsFor = null;
+  show($("#details-view"), false); show($("#app-view"), true);
+  loadCaptures(true);
+  $("#start-capture").focus();
+}
+
+async function loadFiles(c) {
+  const r = await api("GET", acct() + "/pcaps/" + c.id + "/files");
+  // Not on this appliance yet (404), or no files: nothing to show, and no error.
+  if (detailsFor !== c.id || !r.ok || !Array.isArray(r.result)) return;
+  rows($("#files tbody"), r.result, (f) => [
+    ["Node", f.node], ["Key", f.key], ["Size", fmtBytes(f.bytes), fmtCount(f.bytes) + " bytes"],
+    ["Packets", fmtCount(f.packets)], ["State", f.state]]);
+  show($("#files-section"), r.result.length > 0);
+}
+
+async function loadSummary(c) {
+  text($("#details-status"), "Reading the capture…");
+  const r = await api("GET", acct() + "/pcaps/" + c.id + "/summary");
+  if (detailsFor !== c.id) return;
+  text($("#details-status"), "");
+  if (!r.ok) {
+    // A full capture's summary is not available yet (501), a failed one has no file (409).
+    if (r.status === 501 || r.status === 409) text($("#details-status"), r.message);
+    else text($("#details-error"), "Could not read the capture: " + r.message);
+    return;
+  }
+  renderSummary(r.result);
+}
+
+function renderSummary(s) {
+  const secs = s.first && s.last ? (Number(s.last.split(".")[0]) - Number(s.first.split(".")[0])) : 0;
+  $("#summary-totals").textContent = fmtCount(s.packets) + " packets, " + fmtBytes(s.bytes) + " on the wire (" +
+    fmtBytes(s.captured_bytes) + " captured)" + (s.first ? ", from " + new Date(Number(s.first) * 1000).toLocaleString() + " over about " + fmtDuration(secs) : "") +
+    (s.malformed ? "; " + fmtCount(s.malformed) + " malformed" : "") + (s.notes.length ? ". " + s.notes.join(" ") : "");
+  renderChart(s.histogram);
+  rows($("#protocols tbody"), s.protocols, (p) => [["Protocol", p.protocol], ["Packets", fmtCount(p.packets)], ["Bytes", fmtBytes(p.bytes), fmtCount(p.bytes) + " bytes"]]);
+  const approx = (t) => (t.error ? " (at most; ±" + fmtCount(t.error) + ")" : "");
+  rows($("#talkers-bytes tbody"), s.talkers.by_bytes, (t) => [["Source", t.address], ["Bytes", fmtBytes(t.bytes) + approx(t), fmtCount(t.bytes) + " bytes"], ["Packets", fmtCount(t.packets)]]);
+  rows($("#talkers-packets tbody"), s.talkers.by_packets, (t) => [["Source", t.address], ["Packets", fmtCount(t.packets) + approx(t)], ["Bytes", fmtBytes(t.bytes), fmtCount(t.bytes) + " bytes"]]);
+  rows($("#packets tbody"), s.decoded, (p) => [
+    ["No.", String(p.number)], ["Time (s)", p.relative, new Date(Number(p.time) * 1000).toISOString() + " (" + p.time + ")"],
+    ["Source", p.src || "–"], ["Destination", p.dst || "–"], ["Protocol", p.protocol],
+    ["Length", String(p.length), p.captured < p.length ? p.captured + " bytes captured" : ""], ["Info", p.info]]);
+  $("#packets-title").textContent = s.packets > s.decoded.length
+    ? "First " + s.decoded.length + " of " + fmtCount(s.packets) + " packets" : "Packets";
+  show($("#summary"), true);
+}
+
+function renderChart(h) {
+  const svg = $("#chart");
+  svg.innerHTML = "";
+  if (!h || !h.packets.length) { $("#chart-axis").textContent = "No packets."; return; }
+  const W = 600, H = 160, n = h.packets.length, max = Math.max(...h.packets);
+  const bw = W / n;
+  h.packets.forEach((p, i) => {
+    const bh = max ? (p / max) * (H - 4) : 0;
+    const r = svgEl("rect", { x: (i * bw + 0.5).toFixed(2), y: (H - bh).toFixed(2), width: Math.max(bw - 1, 0.5).toFixed(2), height: bh.toFixed(2), class: "bar" });
+    const t = svgEl("title", {});
+    t.textContent = fmtCount(p) + " packets, " + fmtBytes(h.bytes[i]) + " at +" + ((i * h.bucket_ns) / 1e9).toFixed(3) + " s";
+    r.appendChild(t);
+    svg.appendChild(r);
+  });
+  svg.setAttribute("aria-label", "Packets over time: " + n + " bars of " + fmtSpan(h.bucket_ns) + ", at most " + fmtCount(max) + " packets in one");
+  $("#chart-axis").textContent = "From " + new Date(h.start_ms).toLocaleString() + "; each bar is " + fmtSpan(h.bucket_ns) + " (highest: " + fmtCount(max) + " packets).";
+}
+
+function fmtSpan(ns) {
+  if (ns < 1e3) return ns + " ns";
+  if (ns < 1e6) return (ns / 1e3).toPrecision(3) + " µs";
+  if (ns < 1e9) return (ns / 1e6).toPrecision(3) + " ms";
+  return (ns / 1e9).toPrecision(3) + " s";
+}
+
+// ---- the appliance at a glance (page header) ---------------------------------------------------------
+const STATUS_EVERY_MS = 3000, STATUS_KEEP = 120; // six minutes of samples
+let statusTimer = null;
+let statusRing = [];
+
+async function pollStatus() {
+  clearTimeout(statusTimer);
+  if (!session) return;
+  const r = await api("GET", "/pcapd/status");
+  if (!session) return;
+  statusTimer = setTimeout(pollStatus, STATUS_EVERY_MS);
+  if (!r.ok) { text($("#appliance-text"), "Appliance status unavailable: " + r.message); show($("#appliance"), true); return; }
+  const s = r.result, prev = statusRing[statusRing.length - 1];
+  const sample = { t: s.time_ms, rx: s.rx_packets || 0, drops: s.drops || 0, pps: null };
+  if (prev && sample.t > prev.t && sample.rx >= prev.rx) sample.pps = ((sample.rx - prev.rx) * 1000) / (sample.t - prev.t);
+  statusRing.push(sample);
+  if (statusRing.length > STATUS_KEEP) statusRing.shift();
+  const parts = ["RX " + (sample.pps === null ? "–" : fmtCount(Math.round(sample.pps))) + " pkt/s",
+    "drops " + fmtCount(sample.drops)];
+  if (s.disk) parts.push("disk headroom " + fmtBytes(s.disk.headroom_bytes));
+  if (s.captures_running) parts.push(s.captures_running + " running");
+  $("#appliance-text").textContent = parts.join(" · ");
+  $("#appliance").title = "Since start: " + fmtCount(sample.rx) + " packets received, " + fmtCount(sample.drops) +
+    " dropped by the NICs" + (s.disk ? "; " + fmtBytes(s.disk.free_bytes) + " free on the data disk, " + fmtBytes(s.disk.keep_free_bytes) + " kept free" : "");
+  drawSpark();
+  show($("#appliance"), true);
+}
+
+function drawSpark() {
+  const svg = $("#appliance-chart");
+  svg.innerHTML = "";
+  const pts = statusRing.filter((x) => x.pps !== null);
+  if (pts.length < 2) return;
+  const max = Math.max(1, ...pts.map((x) => x.pps)), W = 120, H = 28;
+  const step = W / (STATUS_KEEP - 1), x0 = W - (pts.length - 1) * step;
+  const d = pts.map((p, i) => (x0 + i * step).toFixed(1) + "," + (H - 1 - (p.pps / max) * (H - 2)).toFixed(1)).join(" ");
+  svg.appendChild(svgEl("polyline", { points: d, class: "spark-line" }));
+  const dropped = pts.some((p, i) => i > 0 && p.drops > pts[i - 1].drops);
+  svg.setAttribute("aria-label", "RX packets per second over the last " + Math.round((pts.length * STATUS_EVERY_MS) / 60000 * 10) / 10 +
+    " minutes, at most " + fmtCount(Math.round(max)) + (dropped ? "; drops rose" : ""));
+}
+
 // ---- wiring ---------------------------------------------------------------------------------------
 document.querySelectorAll('input[name="mode"]').forEach((r) => r.addEventListener("change", modeChanged));
 $("#signin-form").addEventListener("submit", signIn);
@@ -480,5 +747,13 @@ document.querySelectorAll('[data-action="cancel"]').forEach((b) => b.addEventLis
 $("#to-step-2").addEventListener("click", toStep2);
 $("#to-step-1").addEventListener("click", () => { show($("#step-2"), false); show($("#step-1"), true); });
 $("#start-form").addEventListener("submit", submitStart);
+// Errors of one type of capture mean nothing for the other.
+document.querySelectorAll('input[name="type"]').forEach((r) => r.addEventListener("change", clearErrors));
+$("#f-protocol").addEventListener("change", () => {
+  show($("#protocol-other-field"), $("#f-protocol").value === "other");
+  if ($("#f-protocol").value === "other") $("#f-protocol_number").focus();
+});
+$("#f-byte_limit").addEventListener("input", byteHint);
+$("#details-back").addEventListener("click", closeDetails);
 $("#bucket-form").addEventListener("submit", registerBucket);
 if (session) enterApp(); else $("#token").focus();

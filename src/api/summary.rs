@@ -1,0 +1,154 @@
+//! `GET /client/v4/accounts/{account_id}/pcaps/{pcap_id}/summary` (a pcapd extension): what a
+//! finished capture holds, computed on the appliance from the capture's pcap byte stream
+//! (`pcap::summary`): its first packets decoded, packets over time, protocols and top talkers.
+//!
+//! The stream comes from one function, [`pcap_stream`]: a simple capture's file as `download`
+//! finds it (read here, or streamed through from the fleet node that holds it). Full captures
+//! live in their bucket; until the merged download of their objects exists, their summary is a
+//! 501 envelope saying so.
+use std::future::poll_fn;
+use std::io::{self, Read};
+use std::pin::Pin;
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::json;
+
+use super::auth::{Authorized, ReadAccess};
+use super::envelope::{code, ok, ApiError};
+use super::{blocking, AppState};
+use crate::captures::manager::Download;
+use crate::captures::model::{is_id, Capture, CaptureType, Status};
+use crate::pcap::reader::ReadError;
+use crate::pcap::summary::{summarize, Limits};
+
+/// Chunks of a streamed-through download held between the network and the summarizer.
+const STREAM_CHUNKS: usize = 8;
+
+/// A capture's pcap bytes: whole in memory (a simple capture's file: at most 10,000 records
+/// of 160 bytes) or a body arriving from elsewhere, read as it arrives.
+pub(super) enum PcapStream {
+    Local(Vec<u8>),
+    Remote(Body),
+}
+
+/// The capture's pcap byte stream, the same bytes `GET .../download` serves.
+pub(super) async fn pcap_stream(s: &AppState, account: &str, c: &Capture) -> Result<PcapStream, ApiError> {
+    if c.kind == CaptureType::Full {
+        // The merged stream of a full capture's bucket objects is not there yet.
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            code::INVALID,
+            "summaries of full captures are not available yet: their files are in the bucket (destination_conf)",
+        )
+        .no_retry());
+    }
+    let (acct, id, manager) = (account.to_string(), c.id.clone(), s.manager.clone());
+    match blocking(move || manager.download(&acct, &id)).await? {
+        Download::File(bytes) => Ok(PcapStream::Local(bytes)),
+        Download::OnNode(node) => Ok(PcapStream::Remote(super::pcaps::from_node(s, &node, account, &c.id).await?)),
+    }
+}
+
+/// A `Read` over a body forwarded, chunk by chunk, from an async task (bounded channel).
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+    cur: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur.split_to(n));
+        Ok(n)
+    }
+}
+
+fn reader_of(body: Body) -> ChannelReader {
+    let (tx, rx) = tokio::sync::mpsc::channel(STREAM_CHUNKS);
+    tokio::spawn(async move {
+        let mut body = body;
+        while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            let item = match frame {
+                Ok(f) => match f.into_data() {
+                    Ok(data) => Ok(data),
+                    Err(_) => continue, // trailers
+                },
+                Err(e) => Err(io::Error::other(e)),
+            };
+            let stop = item.is_err();
+            if tx.send(item).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    ChannelReader { rx, cur: Bytes::new() }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            // The bytes were coming from another node and stopped.
+            ReadError::Io(e) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                code::UNAVAILABLE,
+                format!("reading the capture's file failed: {e}; retry later"),
+            )
+            .retry(),
+            e => ApiError::internal(format!("the capture's file cannot be read: {e}")),
+        }
+    }
+}
+
+pub async fn summary(
+    State(s): State<AppState>,
+    Authorized(account): ReadAccess,
+    Path((_, pcap_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    if !is_id(&pcap_id) {
+        return Err(ApiError::not_found(format!(
+            "capture {pcap_id:?} not found (ids are 32 lowercase hex characters)"
+        )));
+    }
+    let (acct, id, manager) = (account.clone(), pcap_id.clone(), s.manager.clone());
+    let c = blocking(move || manager.get(&acct, &id)).await?;
+    if !c.status.is_finished() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            code::CONFLICT,
+            format!("capture is {}; its summary is available once it has finished", c.status.as_str()),
+        )
+        .no_retry());
+    }
+    if c.status == Status::Failed && c.kind == CaptureType::Simple {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            code::CONFLICT,
+            format!(
+                "capture failed ({}); it has no file to summarize",
+                c.error_message.as_deref().unwrap_or("no reason given")
+            ),
+        )
+        .no_retry());
+    }
+    let limits = Limits::default();
+    let summary = match pcap_stream(&s, &account, &c).await? {
+        PcapStream::Local(bytes) => blocking(move || summarize(&bytes[..], limits)).await?,
+        PcapStream::Remote(body) => {
+            let reader = reader_of(body);
+            blocking(move || summarize(reader, limits)).await?
+        }
+    };
+    let mut v = serde_json::to_value(summary).map_err(|e| ApiError::internal(e.to_string()))?;
+    v["pcap_id"] = json!(pcap_id);
+    Ok(ok(v))
+}
