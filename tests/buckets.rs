@@ -841,6 +841,28 @@ fn a_running_full_capture_counts_uploads_as_it_rotates_lists_its_files_and_downl
     w.sort();
     assert_eq!(g, w, "the same packets as mergecap's merge");
 
+    // Its summary reads the same merged objects: mergecap's packets, lengths and first times.
+    let r = get("/summary");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let sum = r.json()["result"].clone();
+    assert_eq!(sum["packets"], total);
+    assert_eq!(sum["bytes"], want.iter().map(|p| u64::from(p.orig_len)).sum::<u64>());
+    let times: Vec<u128> = sum["decoded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let (s, ns) = row["time"].as_str().unwrap().split_once('.').unwrap();
+            s.parse::<u128>().unwrap() * 1_000_000_000 + ns.parse::<u128>().unwrap()
+        })
+        .collect();
+    assert!(!times.is_empty());
+    assert_eq!(
+        times,
+        want.iter().take(times.len()).map(|p| p.ts_ns).collect::<Vec<_>>(),
+        "the first packets, in order"
+    );
+
     // Unknown capture, another account's capture, a malformed id: 404 envelopes.
     let unknown = "0".repeat(32);
     for r in [

@@ -155,6 +155,12 @@ async fn merged_download(s: &AppState, c: &Capture) -> Result<Response, ApiError
             .no_retry())
         }
     }
+    Ok(pcap_response(&c.id, merged_body(s, c).await?))
+}
+
+/// A full capture's objects from its bucket, merged by timestamp, as a body (whatever its
+/// status: the caller decides whether its objects are all there).
+pub(super) async fn merged_body(s: &AppState, c: &Capture) -> Result<Body, ApiError> {
     let dest = Destination::parse(c.destination_conf.as_deref().unwrap_or_default())
         .map_err(|e| ApiError::internal(format!("the capture's destination_conf: {}", e.0)))?;
     let store = s.stores.for_destination(&dest).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -168,7 +174,7 @@ async fn merged_download(s: &AppState, c: &Capture) -> Result<Response, ApiError
         tracing::warn!("capture {id}: merged download aborted: {e}");
         std::io::Error::other(e)
     });
-    Ok(pcap_response(&c.id, Body::from_stream(stream)))
+    Ok(Body::from_stream(stream))
 }
 
 /// The bucket could not be read: worth a retry unless the store refused for good.

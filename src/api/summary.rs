@@ -37,13 +37,8 @@ pub(super) enum PcapStream {
 /// The capture's pcap byte stream, the same bytes `GET .../download` serves.
 pub(super) async fn pcap_stream(s: &AppState, account: &str, c: &Capture) -> Result<PcapStream, ApiError> {
     if c.kind == CaptureType::Full {
-        // The merged stream of a full capture's bucket objects is not there yet.
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            code::INVALID,
-            "summaries of full captures are not available yet: their files are in the bucket (destination_conf)",
-        )
-        .no_retry());
+        // Its objects, merged by timestamp straight from the bucket (as the download).
+        return Ok(PcapStream::Remote(super::pcaps::merged_body(s, c).await?));
     }
     let (acct, id, manager) = (account.to_string(), c.id.clone(), s.manager.clone());
     match blocking(move || manager.download(&acct, &id)).await? {
@@ -129,7 +124,7 @@ pub async fn summary(
         )
         .no_retry());
     }
-    if c.status == Status::Failed && c.kind == CaptureType::Simple {
+    if c.status == Status::Failed {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             code::CONFLICT,

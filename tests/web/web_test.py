@@ -186,7 +186,8 @@ with sync_playwright() as p:
 
     # Full captures need a bucket and live traffic (tests/buckets.rs); here their rendering is
     # checked with the list and the files answered by Playwright (mocked), the rest real:
-    # a running capture's progress, and the files list of a finished one (its summary: 501).
+    # a running capture's progress, and the files list of a finished one (its summary: the
+    # bucket unreachable, 503).
     mock = ctx.new_page()
     mock.on("pageerror", lambda e: errors.append(str(e)))
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -202,8 +203,8 @@ with sync_playwright() as p:
     mock.route(re.compile(r".*/pcaps/" + done_id + "/files$"), lambda route: route.fulfill(json=env([
         {"node": "n1", "key": f"pcaps/{done_id}/n1-0/pcap_{done_id}.pcap", "bytes": 12345678, "packets": 60, "state": "uploaded"},
         {"node": "n2", "key": f"pcaps/{done_id}/n2-0/pcap_{done_id}.pcap", "bytes": 2048, "packets": 39, "state": "uploaded"}])))
-    mock.route(re.compile(r".*/pcaps/" + done_id + "/summary$"), lambda route: route.fulfill(status=501, json={
-        "success": False, "result": None, "messages": [], "errors": [{"code": 1000, "message": "summaries of full captures are not available yet"}]}))
+    mock.route(re.compile(r".*/pcaps/" + done_id + "/summary$"), lambda route: route.fulfill(status=503, json={
+        "success": False, "result": None, "messages": [], "errors": [{"code": 1003, "message": "reading the capture's objects from its bucket failed: connection refused"}]}))
     mock.goto(base + "/")
     mock.get_by_label("API token", exact=True).fill(token)
     mock.get_by_role("button", name="Sign in").click()
@@ -225,7 +226,7 @@ with sync_playwright() as p:
     files = mock.get_by_role("table", name="Files")
     expect(files.locator("tbody tr")).to_have_count(2)
     summary["files_rows"] = [[c.inner_text() for c in r.locator("td").all()] for r in files.locator("tbody tr").all()]
-    expect(mock.locator("#details-status")).to_contain_text("not available yet")
+    expect(mock.locator("#details-error")).to_contain_text("Could not read the capture: reading the capture's objects from its bucket failed")
     mock.screenshot(path=f"{out}/details-full-mocked-1440.png", full_page=True)
     summary["page_errors"] = errors
     browser.close()

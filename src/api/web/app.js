@@ -635,8 +635,8 @@ async function loadSummary(c) {
   if (detailsFor !== c.id) return;
   text($("#details-status"), "");
   if (!r.ok) {
-    // A full capture's summary is not available yet (501), a failed one has no file (409).
-    if (r.status === 501 || r.status === 409) text($("#details-status"), r.message);
+    // A failed capture has no file to summarize (409): a state, not an error.
+    if (r.status === 409) text($("#details-status"), r.message);
     else text($("#details-error"), "Could not read the capture: " + r.message);
     return;
   }
