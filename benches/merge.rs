@@ -61,7 +61,7 @@ async fn main() {
         let key = ObjectPath::from(format!("d/id/n-{o}/pcap_id.pcap"));
         std::fs::create_dir_all(dir.path().join(format!("d/id/n-{o}"))).unwrap();
         std::fs::write(dir.path().join(key.as_ref()), &f).unwrap();
-        objects.push(CaptureObject { node: "n".into(), seq: o as u32, key });
+        objects.push(CaptureObject { node: "n".into(), seq: o as u32, key, size: f.len() as u64 });
     }
     let total_mb = (OBJECTS * MB_PER_OBJECT) as f64;
     let base = rss_kb();

@@ -779,6 +779,9 @@ fn a_running_full_capture_counts_uploads_as_it_rotates_lists_its_files_and_downl
     println!("packets_captured once a second while running: {counts:?} (list: {listed_counts:?})");
     assert!(counts.windows(2).all(|w| w[0] < w[1]), "the count grows every second: {counts:?}");
     assert!(listed_counts.windows(2).all(|w| w[0] < w[1]), "in the list too: {listed_counts:?}");
+    // The status route counts it (it counted only simple captures being made).
+    let st = call("GET", &format!("{}/client/v4/pcapd/status", app.base), &[AUTH], None);
+    assert_eq!(st.json()["result"]["captures_running"], 1, "{}", String::from_utf8_lossy(&st.body));
 
     // Not downloadable while running: 409 in Cloudflare's envelope, not to be retried.
     let r = get("/download");

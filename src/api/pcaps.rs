@@ -167,7 +167,9 @@ pub(super) async fn merged_body(s: &AppState, c: &Capture) -> Result<Body, ApiEr
     let objects = capture_objects(store.as_ref(), &dest, &c.id).await.map_err(|e| bucket_error(&e))?;
     let merge = open_merge(store, &objects).await.map_err(|e| match e {
         ObjectsError::Store(e) => bucket_error(&e),
-        ObjectsError::Merge(e) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code::INVALID, e.to_string()),
+        e @ (ObjectsError::Merge(_) | ObjectsError::TooMany(_)) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code::INVALID, e.to_string()).no_retry()
+        }
     })?;
     let id = c.id.clone();
     let stream = merge.into_stream(MERGE_CHUNK).map_err(move |e| {

@@ -591,9 +591,11 @@ impl Manager {
         }
     }
 
-    /// Captures running right now (for /metrics).
+    /// Captures running right now on this appliance: simple ones being made and full ones
+    /// capturing (for /metrics and the status route).
     pub fn running(&self) -> usize {
-        self.running.lock().map(|r| r.iter().filter(|h| !h.is_finished()).count()).unwrap_or(0)
+        let simple = self.running.lock().map(|r| r.iter().filter(|h| !h.is_finished()).count()).unwrap_or(0);
+        simple + self.full_runtime().map_or(0, |f| f.counters().len())
     }
 }
 

@@ -305,12 +305,14 @@ fn part_of(node: &str, c: &Capture) -> Part {
 
 /// The capture as its parts make it: the parts (by node), the packets of all, the status, and an
 /// error message naming the nodes whose part failed or was lost. A finished capture stays
-/// finished (a lost node that returns adds its packets, nothing else).
+/// finished (a lost node that returns adds its packets, nothing else). A lost part's packets
+/// (its last live count) are not counted: they are on a node that is gone, not in the bucket,
+/// until it returns.
 pub fn aggregate(stored: &Capture, parts: &[Part]) -> Capture {
     let mut c = stored.clone();
     let mut parts = parts.to_vec();
     parts.sort_by(|a, b| a.node.cmp(&b.node));
-    c.packets_captured = Some(parts.iter().map(|p| p.packets_captured).sum());
+    c.packets_captured = Some(parts.iter().filter(|p| p.status != PartStatus::Lost).map(|p| p.packets_captured).sum());
     let has = |s: PartStatus| parts.iter().any(|p| p.status == s);
     if !stored.status.is_finished() && !parts.is_empty() {
         c.status = if has(PartStatus::Running) {
@@ -641,7 +643,11 @@ mod tests {
         assert_eq!(aggregate(&stored, &uploading).status, Status::ConversionPending);
         let done = [part("n1", PartStatus::Success, 7, None), part("n2", PartStatus::Lost, 5, None)];
         let c = aggregate(&stored, &done);
-        assert_eq!(c.status, Status::Success);
+        assert_eq!(
+            (c.status, c.packets_captured),
+            (Status::Success, Some(7)),
+            "a lost part's live count is not in the bucket"
+        );
         assert_eq!(
             c.error_message.as_deref(),
             Some("node n2: lost (it left the fleet while capturing); its files are uploaded when it returns")

@@ -266,7 +266,7 @@ pub struct Summary {
 /// Reads a classic pcap file's record headers (either byte order, either precision).
 /// `Ok(None)` when the file is not a classic pcap (pcapng, say).
 pub fn summarize(path: &std::path::Path) -> std::io::Result<Option<Summary>> {
-    use std::io::{Read, Seek, SeekFrom};
+    use std::io::Read;
     // A FIFO or device would block the open (or never end): only regular files are counted.
     if !std::fs::metadata(path)?.is_file() {
         return Err(std::io::Error::other("not a regular file"));
@@ -288,7 +288,9 @@ pub fn summarize(path: &std::path::Path) -> std::io::Result<Option<Summary>> {
         let r = h.record(&rec);
         s.first_ns.get_or_insert(r.ts_ns);
         s.last_ns = Some(r.ts_ns);
-        f.seek(SeekFrom::Current(i64::from(r.caplen)))?;
+        // Within the buffer when it can: `seek` would throw the buffer away and read 64 KiB
+        // again for every record.
+        f.seek_relative(i64::from(r.caplen))?;
         s.packets += 1;
     }
 }
@@ -355,6 +357,31 @@ impl FileHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bytes this thread has read through read(2) and friends so far.
+    fn thread_rchar() -> u64 {
+        let io = std::fs::read_to_string("/proc/thread-self/io").unwrap();
+        io.lines().find_map(|l| l.strip_prefix("rchar: ")).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn regression_summarize_reads_a_file_about_once_not_a_buffer_per_record() {
+        // `BufReader::seek` dropped the buffer: 64 KiB read again for each record, minutes of
+        // a stalled lifecycle thread for a large capture's files.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("many.pcap");
+        let mut v = file_header(Precision::Nanos, 65_535).to_vec();
+        for i in 0..20_000u64 {
+            v.extend_from_slice(&record_header(Precision::Nanos, i, 60, 60));
+            v.extend_from_slice(&[0u8; 60]);
+        }
+        std::fs::write(&path, &v).unwrap();
+        let before = thread_rchar();
+        let s = summarize(&path).unwrap().unwrap();
+        let read = thread_rchar() - before;
+        assert_eq!((s.packets, s.first_ns, s.last_ns), (20_000, Some(0), Some(19_999)));
+        assert!(read < 2 * v.len() as u64, "read {read} bytes of a {}-byte file", v.len());
+    }
 
     #[test]
     fn header_layout() {

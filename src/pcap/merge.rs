@@ -25,8 +25,9 @@ use super::format::{self, FileHeader, Precision, RecordHeader, FILE_HEADER_LEN, 
 /// One input: its bytes as a stream of chunks (an error is the source's message).
 pub type ByteStream = BoxStream<'static, Result<Bytes, String>>;
 
-/// A record longer than this is refused whatever the file's snaplen says (bounds a buffer).
-pub const MAX_RECORD_DATA: u32 = 1 << 20;
+/// A record longer than this is refused whatever the file's snaplen says (bounds a buffer):
+/// libpcap's largest snaplen, as `pcap::reader` and tshark.
+pub const MAX_RECORD_DATA: u32 = super::reader::MAX_CAPLEN;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MergeError {
@@ -145,6 +146,25 @@ impl Merge {
         let mut readers = Vec::with_capacity(inputs.len());
         for (name, stream) in inputs {
             readers.push(Reader::open(name, stream).await?);
+        }
+        Self::from_readers(readers).await
+    }
+
+    /// As [`Merge::open`], reading up to `at_once` inputs' headers concurrently (each may be a
+    /// request to a remote store).
+    pub async fn open_buffered(inputs: Vec<(String, ByteStream)>, at_once: usize) -> Result<Merge, MergeError> {
+        let mut inputs = inputs.into_iter();
+        let mut opening = futures_util::stream::FuturesOrdered::new();
+        let mut readers = Vec::with_capacity(inputs.len());
+        loop {
+            while opening.len() < at_once.max(1) {
+                let Some((name, stream)) = inputs.next() else { break };
+                opening.push_back(Reader::open(name, stream));
+            }
+            match opening.next().await {
+                Some(r) => readers.push(r?),
+                None => break,
+            }
         }
         Self::from_readers(readers).await
     }

@@ -4,6 +4,7 @@
 //! orphaned parts), deleting the local file only after the store confirmed it, and moving the
 //! capture to `success` (or `failed`, with the store's reason) when its last file is done.
 //! The queue lives in SQLite, so a restart (even SIGKILL) resumes where it stopped.
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -93,6 +94,56 @@ enum Outcome {
     Transient(String),
 }
 
+/// When a destination's files are tried again, and the back-off after the next failure.
+struct Backoff {
+    until: Instant,
+    next: Duration,
+}
+
+/// Back-off per destination: one account's unreachable or failing bucket delays only its own
+/// files, never another's (one failure used to hold the whole queue back).
+struct Backoffs {
+    waits: HashMap<String, Backoff>,
+    initial: Duration,
+    max: Duration,
+}
+
+impl Backoffs {
+    fn new(initial: Duration, max: Duration) -> Self {
+        Backoffs { waits: HashMap::new(), initial, max }
+    }
+
+    /// The queued jobs whose destination is not waiting. A destination's back-off is kept
+    /// (and grows on the next failure) while it has files queued.
+    fn due<'a>(&mut self, jobs: &'a [UploadJob], now: Instant) -> Vec<&'a UploadJob> {
+        self.waits.retain(|d, w| w.until > now || jobs.iter().any(|j| &j.destination_conf == d));
+        jobs.iter().filter(|j| self.waits.get(&j.destination_conf).is_none_or(|w| w.until <= now)).collect()
+    }
+
+    /// How long until a waiting destination is due (at most `cap`).
+    fn next_due(&self, now: Instant, cap: Duration) -> Duration {
+        self.waits.values().map(|w| w.until.saturating_duration_since(now)).min().map_or(cap, |d| d.min(cap))
+    }
+
+    /// `dest` failed: it waits its back-off (with up to half of it as jitter), which doubles.
+    fn failed(&mut self, dest: &str, now: Instant) -> Duration {
+        let (initial, max) = (self.initial, self.max);
+        let w = self.waits.entry(dest.to_string()).or_insert(Backoff { until: now, next: initial });
+        let wait = w.next + Duration::from_millis(rand::random::<u64>() % (w.next.as_millis() as u64 / 2 + 1));
+        w.until = now + wait;
+        w.next = (w.next * 2).min(max);
+        wait
+    }
+
+    fn succeeded(&mut self, dest: &str) {
+        self.waits.remove(dest);
+    }
+
+    fn is_waiting(&self, dest: &str, now: Instant) -> bool {
+        self.waits.get(dest).is_some_and(|w| w.until > now)
+    }
+}
+
 impl Uploader {
     pub fn run(self) {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -103,7 +154,8 @@ impl Uploader {
             }
         };
         let cfg = self.stores.config().clone();
-        let mut backoff = Duration::from_millis(cfg.retry_initial_ms);
+        let mut backoffs =
+            Backoffs::new(Duration::from_millis(cfg.retry_initial_ms), Duration::from_millis(cfg.retry_max_ms));
         while !self.stop.load(Relaxed) {
             let jobs = match self.queue.pending_uploads() {
                 Ok(j) => j,
@@ -115,21 +167,26 @@ impl Uploader {
             };
             self.stats.backlog.store(jobs.len() as u64, Relaxed);
             self.settle_captures();
-            if jobs.is_empty() {
-                let _ = self.wake.recv_timeout(Duration::from_millis(500));
+            let due = backoffs.due(&jobs, Instant::now());
+            if due.is_empty() {
+                // Nothing to do before the earliest back-off ends (or a new file is queued).
+                let _ = self.wake.recv_timeout(backoffs.next_due(Instant::now(), Duration::from_millis(500)));
                 continue;
             }
-            for job in jobs {
+            for job in due {
                 if self.stop.load(Relaxed) {
                     break;
                 }
+                if backoffs.is_waiting(&job.destination_conf, Instant::now()) {
+                    continue; // its destination just failed: retried after its back-off
+                }
                 let started = Instant::now();
                 self.stats.in_flight.store(job.id, Relaxed);
-                let outcome = rt.block_on(self.upload(&job));
+                let outcome = rt.block_on(self.upload(job));
                 self.stats.in_flight.store(-1, Relaxed);
                 match outcome {
                     Outcome::Done(bytes) => {
-                        backoff = Duration::from_millis(cfg.retry_initial_ms);
+                        backoffs.succeeded(&job.destination_conf);
                         self.stats.bytes.fetch_add(bytes, Relaxed);
                         self.stats.files.fetch_add(1, Relaxed);
                         self.stats.latency_us_sum.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
@@ -150,15 +207,8 @@ impl Uploader {
                     Outcome::Transient(e) => {
                         self.stats.retries.fetch_add(1, Relaxed);
                         let _ = self.queue.set_upload_state(job.id, "pending", job.attempts + 1, Some(&e));
-                        let jitter =
-                            Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
-                        tracing::info!("upload of {} will be retried in {:?}: {e}", job.key, backoff + jitter);
-                        let deadline = Instant::now() + backoff + jitter;
-                        while Instant::now() < deadline && !self.stop.load(Relaxed) {
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                        backoff = (backoff * 2).min(Duration::from_millis(cfg.retry_max_ms));
-                        break; // re-read the queue
+                        let wait = backoffs.failed(&job.destination_conf, Instant::now());
+                        tracing::info!("upload of {} will be retried in {wait:?}: {e}", job.key);
                     }
                 }
             }
@@ -343,5 +393,34 @@ mod tests {
         let link = spool.join(id).join("pcap_00002.pcap");
         std::os::unix::fs::symlink(&victim, &link).unwrap();
         assert!(spool_file_of(&spool, &job(id, &link)).unwrap_err().contains("symlink"));
+    }
+
+    /// Regression: one destination's transient failure held every other destination's files
+    /// back (the uploader slept its back-off and re-read the queue from the failed file).
+    #[test]
+    fn a_failing_destination_waits_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let of = |id: i64, dest: &str| UploadJob { id, destination_conf: dest.into(), ..job("c", d.path()) };
+        let (a, b) = ("s3://a/x?region=r", "s3://b/y?region=r");
+        let jobs = vec![of(1, a), of(2, a), of(3, b)];
+        let mut bo = Backoffs::new(Duration::from_secs(1), Duration::from_secs(8));
+        let t0 = Instant::now();
+        let ids = |v: Vec<&UploadJob>| v.iter().map(|j| j.id).collect::<Vec<_>>();
+        assert_eq!(ids(bo.due(&jobs, t0)), [1, 2, 3]);
+        let wait = bo.failed(a, t0);
+        assert!(wait >= Duration::from_secs(1) && wait <= Duration::from_millis(1500), "{wait:?}");
+        assert!(bo.is_waiting(a, t0) && !bo.is_waiting(b, t0));
+        assert_eq!(ids(bo.due(&jobs, t0)), [3], "b's file goes on while a waits");
+        assert!(bo.next_due(t0, Duration::from_secs(5)) <= wait);
+        // After its wait, a is due again; its next failure waits twice as long.
+        let later = t0 + wait;
+        assert_eq!(ids(bo.due(&jobs, later)), [1, 2, 3]);
+        assert!(bo.failed(a, later) >= Duration::from_secs(2));
+        // Success forgets the back-off; a destination with nothing queued is forgotten too.
+        bo.succeeded(a);
+        assert!(!bo.is_waiting(a, later));
+        bo.failed(b, later);
+        assert_eq!(ids(bo.due(&jobs[..2], later + Duration::from_secs(10))), [1, 2]);
+        assert!(bo.waits.is_empty());
     }
 }
