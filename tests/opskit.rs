@@ -248,6 +248,20 @@ fn install_is_idempotent_and_the_systemd_unit_verifies() {
     std::fs::write(&config, format!("{toml}\n# edited\n")).unwrap();
     assert!(install().contains("kept"));
     assert!(std::fs::read_to_string(&config).unwrap().ends_with("# edited\n"), "an edited config is kept");
+    let dropin = prefix.join("lib/systemd/system/pcapd.service.d/data-dir.conf");
+    assert!(!dropin.exists(), "the default data dir needs no drop-in");
+    // A kept config whose data dir is elsewhere: the read-only unit (ProtectSystem=strict) gets
+    // it writable through a drop-in (pcapd failed at start before).
+    std::fs::write(&config, toml.replace("dir = \"/var/lib/pcapd\"", "dir = \"/srv/captures\"")).unwrap();
+    install();
+    assert_eq!(
+        std::fs::read_to_string(&dropin).unwrap().lines().last(),
+        Some("ReadWritePaths=/srv/captures"),
+        "the config's data dir is writable"
+    );
+    std::fs::write(&config, format!("{toml}\n# edited\n")).unwrap();
+    install();
+    assert!(!dropin.exists(), "back to the default: the drop-in goes");
     let unit_path = prefix.join("lib/systemd/system/pcapd.service");
     let unit = std::fs::read_to_string(&unit_path).unwrap();
     assert!(
