@@ -86,12 +86,7 @@ fn summary_of_a_simple_capture_is_what_tshark_reads_in_its_download() {
     assert_eq!(get(&app.url(&format!("/pcaps/{id}/summary")), OTHER_TOKEN).status, 403);
 
     // The page's status: RX as /metrics counts it, and the disk.
-    let m = String::from_utf8(call("GET", &format!("{}/metrics", app.base), &[], None).body).unwrap();
-    let rx: u64 = m
-        .lines()
-        .filter(|l| l.starts_with("pcapd_rx_packets_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
+    let rx = common::appliance::rx_packets(&app);
     let st = get(&format!("{}/client/v4/pcapd/status", app.base), OTHER_TOKEN);
     assert_eq!(st.status, 200);
     let st: Value = st.json()["result"].clone();

@@ -58,6 +58,14 @@ fn check_id(pcap_id: &str) -> Result<(), ApiError> {
     }
 }
 
+/// The account's capture `pcap_id`: 404 for a malformed id, an unknown capture or another
+/// account's.
+pub(super) async fn capture_of(s: &AppState, account: &str, pcap_id: &str) -> Result<Capture, ApiError> {
+    check_id(pcap_id)?;
+    let (m, acct, id) = (s.manager.clone(), account.to_string(), pcap_id.to_string());
+    blocking(move || m.get(&acct, &id)).await
+}
+
 pub(super) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -91,9 +99,7 @@ pub async fn get_one(
     Authorized(account): ReadAccess,
     Path((_, pcap_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    check_id(&pcap_id)?;
-    let c = blocking(move || s.manager.get(&account, &pcap_id)).await?;
-    Ok(ok(c.to_api()))
+    Ok(ok(capture_of(&s, &account, &pcap_id).await?.to_api()))
 }
 
 pub async fn download(
@@ -101,9 +107,7 @@ pub async fn download(
     Authorized(account): ReadAccess,
     Path((_, pcap_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    check_id(&pcap_id)?;
-    let (m, acct, id) = (s.manager.clone(), account.clone(), pcap_id.clone());
-    let c = blocking(move || m.get(&acct, &id)).await?;
+    let c = capture_of(&s, &account, &pcap_id).await?;
     if c.kind == CaptureType::Full {
         return merged_download(&s, &c).await;
     }
@@ -237,9 +241,7 @@ pub async fn files(
     Authorized(account): ReadAccess,
     Path((_, pcap_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    check_id(&pcap_id)?;
-    let (m, acct, id) = (s.manager.clone(), account.clone(), pcap_id.clone());
-    let c = blocking(move || m.get(&acct, &id)).await?;
+    let c = capture_of(&s, &account, &pcap_id).await?;
     if c.kind == CaptureType::Simple {
         return Ok(ok(Value::Array(Vec::new())));
     }

@@ -20,7 +20,7 @@ use super::auth::{Authorized, ReadAccess};
 use super::envelope::{code, ok, ApiError};
 use super::{blocking, AppState};
 use crate::captures::manager::Download;
-use crate::captures::model::{is_id, Capture, CaptureType, Status};
+use crate::captures::model::{Capture, CaptureType, Status};
 use crate::pcap::reader::ReadError;
 use crate::pcap::summary::{summarize, Limits};
 
@@ -109,13 +109,7 @@ pub async fn summary(
     Authorized(account): ReadAccess,
     Path((_, pcap_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    if !is_id(&pcap_id) {
-        return Err(ApiError::not_found(format!(
-            "capture {pcap_id:?} not found (ids are 32 lowercase hex characters)"
-        )));
-    }
-    let (acct, id, manager) = (account.clone(), pcap_id.clone(), s.manager.clone());
-    let c = blocking(move || manager.get(&acct, &id)).await?;
+    let c = super::pcaps::capture_of(&s, &account, &pcap_id).await?;
     if !c.status.is_finished() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

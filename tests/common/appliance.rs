@@ -293,16 +293,20 @@ pub fn bearer(t: &str) -> String {
     format!("Bearer {t}")
 }
 
+/// Packets `app`'s RX cores have received: the sum of its RX counters in /metrics.
+pub fn rx_packets(app: &Appliance) -> u64 {
+    let m = String::from_utf8(call("GET", &format!("{}/metrics", app.base), &[], None).body).unwrap();
+    m.lines()
+        .filter(|l| l.starts_with("pcapd_rx_packets_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// Waits (up to 20 s) until `app` has received `packets` packets: its RX counters in /metrics.
 pub fn wait_replayed(app: &Appliance, packets: usize) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let m = String::from_utf8(call("GET", &format!("{}/metrics", app.base), &[], None).body).unwrap();
-        let rx: u64 = m
-            .lines()
-            .filter(|l| l.starts_with("pcapd_rx_packets_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum();
+        let rx = rx_packets(app);
         if rx >= packets as u64 {
             return;
         }
