@@ -3,7 +3,8 @@
 //! bounded by the number of objects, not their size). Objects live in a LocalFileSystem store
 //! (the same GET stream API as S3's), so the numbers are the merge's own cost.
 //!
-//! Run: `cargo bench --profile dev --bench merge` (debug: the numbers are relative).
+//! Run: `cargo bench --bench merge` (scripts/bench does). Objects are read as the download
+//! reads them: ranged GETs of a chunk within the merge's memory budget (64 MiB / objects).
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
