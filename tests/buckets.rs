@@ -866,6 +866,32 @@ fn a_running_full_capture_counts_uploads_as_it_rotates_lists_its_files_and_downl
         "the first packets, in order"
     );
 
+    // The Captures page shows the same: its files (key and packets, as /files) and its first
+    // packets, in headless Chromium.
+    let out = std::process::Command::new(root().join(".venv/bin/python"))
+        .arg(root().join("tests/web/full_details.py"))
+        .args([&app.base, AUTH.1.trim_start_matches("Bearer "), &id])
+        .arg(root().join("target/web-artifacts"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let page: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(page["page_errors"], json!([]), "{page}");
+    assert_eq!(page["error"], "", "{page}");
+    let mut rows: Vec<(String, u64)> = page["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[1].as_str().unwrap().to_string(), r[3].as_str().unwrap().replace(',', "").parse().unwrap()))
+        .collect();
+    let mut want_rows: Vec<(String, u64)> =
+        files.iter().map(|f| (f["key"].as_str().unwrap().to_string(), f["packets"].as_u64().unwrap())).collect();
+    rows.sort();
+    want_rows.sort();
+    assert_eq!(rows, want_rows, "the page's files are the capture's objects");
+    assert_eq!(page["packets"], times.len(), "{page}");
+
     // Unknown capture, another account's capture, a malformed id: 404 envelopes.
     let unknown = "0".repeat(32);
     for r in [
