@@ -868,15 +868,7 @@ fn a_running_full_capture_counts_uploads_as_it_rotates_lists_its_files_and_downl
 
     // The Captures page shows the same: its files (key and packets, as /files) and its first
     // packets, in headless Chromium.
-    let out = std::process::Command::new(root().join(".venv/bin/python"))
-        .arg(root().join("tests/web/full_details.py"))
-        .args([&app.base, AUTH.1.trim_start_matches("Bearer "), &id])
-        .arg(root().join("target/web-artifacts"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let page: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let page = page_script("full_details.py", &[&app.base, AUTH.1.trim_start_matches("Bearer "), &id]);
     assert_eq!(page["page_errors"], json!([]), "{page}");
     assert_eq!(page["error"], "", "{page}");
     let mut rows: Vec<(String, u64)> = page["files"]

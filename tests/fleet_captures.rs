@@ -230,15 +230,7 @@ fn every_node_answers_for_every_capture_and_ownership_and_full_captures_run_on_t
         assert_eq!(c["filter_expression"], "tcp");
     }
     // The Captures page of the node that did not take part lists the two that did.
-    let out = std::process::Command::new(root().join(".venv/bin/python"))
-        .arg(root().join("tests/web/fleet_page.py"))
-        .args([&n3.base, TOKEN, &id])
-        .arg(root().join("target/web-artifacts"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let page: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let page = page_script("fleet_page.py", &[&n3.base, TOKEN, &id]);
     let want: Vec<String> = by_node.iter().map(|(n, p)| format!("{n} · success · {} packets", p.len())).collect();
     assert_eq!(page["nodes"], json!(want), "{page}");
     assert_eq!(page["page_errors"], json!([]));

@@ -26,6 +26,20 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs the Playwright script `tests/web/<script>` with `args` and the artifacts directory
+/// (screenshots) last; returns the JSON summary it prints last.
+pub fn page_script(script: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(root().join(".venv/bin/python"))
+        .arg(root().join("tests/web").join(script))
+        .args(args)
+        .arg(root().join("target/web-artifacts"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{script}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap()
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     root().join("tests/fixtures").join(name)
 }

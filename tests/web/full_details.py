@@ -5,20 +5,13 @@ import json
 import os
 import sys
 
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
+
+from signed_in import signed_in
 
 base, token, capture_id, out = sys.argv[1:5]
 os.makedirs(out, exist_ok=True)
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
-with sync_playwright() as p:
-    browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)
-    page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(base + "/")
-    page.get_by_label("API token", exact=True).fill(token)
-    page.get_by_role("button", name="Sign in").click()
+with signed_in(base, token) as (page, errors):
     page.locator(f'tr[data-id="{capture_id}"]').get_by_role("button", name="Details").click()
     files = page.get_by_role("table", name="Files").locator("tbody tr")
     expect(files.first).to_be_visible(timeout=20000)
@@ -35,4 +28,3 @@ with sync_playwright() as p:
         "status": page.locator("#details-status").inner_text(),
         "page_errors": errors,
     }))
-    browser.close()
