@@ -248,6 +248,13 @@ impl Uploader {
             if let Err(e) = self.captures.update(&c) {
                 tracing::error!("capture {}: {e}", c.id);
             }
+            // Files the store confirmed but that are still here (a kill between marking one
+            // done and deleting it) go now; files not uploaded stay.
+            for j in jobs.iter().filter(|j| j.state == "done") {
+                if spool_file_of(&self.spool_dir, j).is_ok() {
+                    let _ = std::fs::remove_file(&j.path);
+                }
+            }
             let _ = std::fs::remove_dir(self.spool_dir.join(&c.id)); // only when empty
         }
     }
@@ -422,5 +429,50 @@ mod tests {
         bo.failed(b, later);
         assert_eq!(ids(bo.due(&jobs[..2], later + Duration::from_secs(10))), [1, 2]);
         assert!(bo.waits.is_empty());
+    }
+
+    /// Regression (review): a kill between marking a file uploaded and deleting it left the
+    /// file, and with it the capture's spool directory, on disk for good.
+    #[test]
+    fn settling_a_capture_removes_uploaded_files_left_in_its_spool() {
+        use crate::captures::model::Capture;
+        use crate::config::UploadConfig;
+        use crate::db::Db;
+        let d = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(&d.path().join("pcapd.db")).unwrap());
+        let spool = d.path().join("spool");
+        let mut c = Capture::new(&"a".repeat(32), CaptureType::Full, chrono::Utc::now(), 60, &Default::default());
+        c.status = Status::ConversionPending;
+        c.destination_conf = Some("s3://b/d?region=r".into());
+        db.insert(&c).unwrap();
+        std::fs::create_dir_all(spool.join(&c.id)).unwrap();
+        let (uploaded, waiting) =
+            (spool.join(&c.id).join("pcap_00000.pcap"), spool.join(&c.id).join("pcap_00001.pcap"));
+        for (seq, f) in [(0, &uploaded), (1, &waiting)] {
+            std::fs::write(f, b"x").unwrap();
+            db.enqueue(&c.id, seq, &f.to_string_lossy(), "k", "s3://b/d?region=r", &Default::default()).unwrap();
+        }
+        let (_wake_tx, wake) = crossbeam::channel::bounded(1);
+        let uploader = Uploader {
+            stores: Arc::new(Buckets::new(UploadConfig::default())),
+            queue: db.clone(),
+            captures: db.clone(),
+            wake,
+            stop: Arc::new(AtomicBool::new(false)),
+            stats: Arc::default(),
+            spool_dir: spool.clone(),
+        };
+        let jobs = db.uploads_of(&c.id).unwrap();
+        // Only the first is uploaded: the capture is not settled, nothing is removed.
+        db.set_upload_state(jobs[0].id, "done", 1, None).unwrap();
+        uploader.settle_captures();
+        assert!(uploaded.exists() && waiting.exists());
+        // Both uploaded, the first file left behind by a kill: settling removes it and the dir.
+        db.set_upload_state(jobs[1].id, "done", 1, None).unwrap();
+        std::fs::remove_file(&waiting).unwrap();
+        uploader.settle_captures();
+        assert!(!uploaded.exists(), "an uploaded file left in the spool is removed");
+        assert!(!spool.join(&c.id).exists(), "and the capture's spool directory with it");
+        assert_eq!(db.get(&c.account, &c.id).unwrap().unwrap().status, Status::Success);
     }
 }
