@@ -6,7 +6,7 @@
 //! record ends with a typed error after every whole record before it was returned.
 use std::io::{self, Read};
 
-use super::format::{FILE_HEADER_LEN, MAGIC_MICROS, MAGIC_NANOS, RECORD_HEADER_LEN};
+use super::format::{FileHeader, Precision, FILE_HEADER_LEN, RECORD_HEADER_LEN};
 
 /// Largest caplen believed (libpcap's maximum snaplen); a larger one is garbage.
 pub const MAX_CAPLEN: u32 = 262_144;
@@ -46,10 +46,8 @@ pub struct Record<'a> {
 
 pub struct PcapReader<R> {
     inner: R,
-    big_endian: bool,
-    nanos: bool,
-    linktype: u32,
-    snaplen: u32,
+    /// The file header, which also reads record headers (`pcap::format`).
+    header: FileHeader,
     buf: Vec<u8>,
     /// Records returned so far.
     index: u64,
@@ -83,43 +81,25 @@ impl<R: Read> PcapReader<R> {
         if got < FILE_HEADER_LEN {
             return Err(ReadError::ShortHeader(got));
         }
-        let le = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
-        let (big_endian, nanos) = match (le, le.swap_bytes()) {
-            (MAGIC_MICROS, _) => (false, false),
-            (MAGIC_NANOS, _) => (false, true),
-            (_, MAGIC_MICROS) => (true, false),
-            (_, MAGIC_NANOS) => (true, true),
-            _ => return Err(ReadError::NotPcap(le)),
-        };
-        let mut me = PcapReader { inner, big_endian, nanos, linktype: 0, snaplen: 0, buf: Vec::new(), index: 0 };
-        me.snaplen = me.u32_at(&h, 16);
-        me.linktype = me.u32_at(&h, 20);
-        Ok(me)
-    }
-
-    fn u32_at(&self, b: &[u8], at: usize) -> u32 {
-        let w = [b[at], b[at + 1], b[at + 2], b[at + 3]];
-        if self.big_endian {
-            u32::from_be_bytes(w)
-        } else {
-            u32::from_le_bytes(w)
-        }
+        let header = FileHeader::parse(&h)
+            .ok_or_else(|| ReadError::NotPcap(u32::from_le_bytes([h[0], h[1], h[2], h[3]])))?;
+        Ok(PcapReader { inner, header, buf: Vec::new(), index: 0 })
     }
 
     pub fn linktype(&self) -> u32 {
-        self.linktype
+        self.header.linktype
     }
 
     pub fn snaplen(&self) -> u32 {
-        self.snaplen
+        self.header.snaplen
     }
 
     pub fn is_nanos(&self) -> bool {
-        self.nanos
+        self.header.precision == Precision::Nanos
     }
 
     pub fn is_big_endian(&self) -> bool {
-        self.big_endian
+        !self.header.little_endian
     }
 
     /// The next record, `None` at a clean end of the stream.
@@ -134,8 +114,8 @@ impl<R: Read> PcapReader<R> {
         if got < RECORD_HEADER_LEN {
             return Err(ReadError::Truncated { index, need: RECORD_HEADER_LEN, have: got });
         }
-        let (secs, frac) = (self.u32_at(&h, 0), self.u32_at(&h, 4));
-        let (caplen, orig_len) = (self.u32_at(&h, 8), self.u32_at(&h, 12));
+        let r = self.header.record(&h);
+        let (caplen, orig_len) = (r.caplen, r.orig_len);
         if caplen > MAX_CAPLEN {
             return Err(ReadError::Implausible { index, caplen });
         }
@@ -146,8 +126,7 @@ impl<R: Read> PcapReader<R> {
             return Err(ReadError::Truncated { index, need: RECORD_HEADER_LEN + n, have: RECORD_HEADER_LEN + got });
         }
         self.index = index;
-        let frac_ns = if self.nanos { u64::from(frac) } else { u64::from(frac) * 1_000 };
-        Ok(Some(Record { ts_ns: u64::from(secs) * 1_000_000_000 + frac_ns, orig_len, data: &self.buf[..n] }))
+        Ok(Some(Record { ts_ns: r.ts_ns, orig_len, data: &self.buf[..n] }))
     }
 }
 
