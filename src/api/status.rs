@@ -6,8 +6,8 @@
 //!   Counters are totals since start; the page turns two samples into rates.
 //! - `GET /client/v4/pcapd/colos`: the colos full captures may name here (this appliance's
 //!   `[node] colos`, or every live node's in a fleet), each with the nodes serving it.
+use crate::dpdk::{EthStats, Port};
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering::Relaxed;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -26,22 +26,13 @@ pub async fn status(State(s): State<AppState>, headers: HeaderMap) -> Result<Res
             "captures_running": s.manager.running(),
         });
         if let Some(dp) = &s.dataplane {
-            let (mut packets, mut bytes) = (0u64, 0u64);
-            for c in dp.stats.cores() {
-                packets += c.rx_packets.load(Relaxed);
-                bytes += c.rx_bytes.load(Relaxed);
-            }
-            let (mut imissed, mut nombuf, mut ierrors) = (0u64, 0u64, 0u64);
-            for p in &dp.ports {
-                let st = p.stats();
-                imissed += st.imissed;
-                nombuf += st.rx_nombuf;
-                ierrors += st.ierrors;
-            }
-            v["rx_packets"] = json!(packets);
-            v["rx_bytes"] = json!(bytes);
-            v["drops"] = json!(imissed + nombuf + ierrors);
-            v["drops_by_kind"] = json!({"nic_imissed": imissed, "nic_rx_nombuf": nombuf, "nic_ierrors": ierrors});
+            let rx = dp.stats.totals();
+            let nic: EthStats = dp.ports.iter().map(Port::stats).sum();
+            v["rx_packets"] = json!(rx.rx_packets);
+            v["rx_bytes"] = json!(rx.rx_bytes);
+            v["drops"] = json!(nic.imissed + nic.rx_nombuf + nic.ierrors);
+            v["drops_by_kind"] =
+                json!({"nic_imissed": nic.imissed, "nic_rx_nombuf": nic.rx_nombuf, "nic_ierrors": nic.ierrors});
         }
         if let Some((dir, keep)) = &s.data_dir {
             if let Ok(free) = crate::datadir::free_bytes(dir) {

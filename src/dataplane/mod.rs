@@ -222,13 +222,7 @@ impl DataPlane {
 
     /// NIC counters summed over all ports.
     pub fn nic_totals(&self) -> EthStats {
-        self.ports.iter().map(Port::stats).fold(EthStats::default(), |a, s| EthStats {
-            ipackets: a.ipackets + s.ipackets,
-            ibytes: a.ibytes + s.ibytes,
-            imissed: a.imissed + s.imissed,
-            ierrors: a.ierrors + s.ierrors,
-            rx_nombuf: a.rx_nombuf + s.rx_nombuf,
-        })
+        self.ports.iter().map(Port::stats).sum()
     }
 
     /// Stops the RX lcores and waits for them. Returns the first panic message, if any.

@@ -40,6 +40,19 @@ pub struct EthStats {
     pub rx_nombuf: u64,
 }
 
+/// The counters of several ports added up.
+impl std::iter::Sum for EthStats {
+    fn sum<I: Iterator<Item = EthStats>>(it: I) -> EthStats {
+        it.fold(EthStats::default(), |a, s| EthStats {
+            ipackets: a.ipackets + s.ipackets,
+            ibytes: a.ibytes + s.ibytes,
+            imissed: a.imissed + s.imissed,
+            ierrors: a.ierrors + s.ierrors,
+            rx_nombuf: a.rx_nombuf + s.rx_nombuf,
+        })
+    }
+}
+
 /// A configured port. Created as soon as `rte_eth_dev_configure` succeeds, so every later
 /// failure (queue setup, start) and every normal end stops and closes the device in `Drop`.
 /// Holds the pool its queues receive into, so the pool is freed after the device is closed

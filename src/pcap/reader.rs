@@ -81,8 +81,8 @@ impl<R: Read> PcapReader<R> {
         if got < FILE_HEADER_LEN {
             return Err(ReadError::ShortHeader(got));
         }
-        let header = FileHeader::parse(&h)
-            .ok_or_else(|| ReadError::NotPcap(u32::from_le_bytes([h[0], h[1], h[2], h[3]])))?;
+        let header =
+            FileHeader::parse(&h).ok_or_else(|| ReadError::NotPcap(u32::from_le_bytes([h[0], h[1], h[2], h[3]])))?;
         Ok(PcapReader { inner, header, buf: Vec::new(), index: 0 })
     }
 
