@@ -6,11 +6,9 @@
 //! finds it (read here, or streamed through from the fleet node that holds it). Full captures
 //! live in their bucket; until the merged download of their objects exists, their summary is a
 //! 501 envelope saying so.
-use std::future::poll_fn;
 use std::io::{self, Read};
-use std::pin::Pin;
 
-use axum::body::{Body, Bytes, HttpBody};
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -23,9 +21,6 @@ use crate::captures::manager::Download;
 use crate::captures::model::{Capture, CaptureType, Status};
 use crate::pcap::reader::ReadError;
 use crate::pcap::summary::{summarize, Limits};
-
-/// Chunks of a streamed-through download held between the network and the summarizer.
-const STREAM_CHUNKS: usize = 8;
 
 /// A capture's pcap bytes: whole in memory (a simple capture's file: at most 10,000 records
 /// of 160 bytes) or a body arriving from elsewhere, read as it arrives.
@@ -47,46 +42,12 @@ pub(super) async fn pcap_stream(s: &AppState, account: &str, c: &Capture) -> Res
     }
 }
 
-/// A `Read` over a body forwarded, chunk by chunk, from an async task (bounded channel).
-struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
-    cur: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.cur = b,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len());
-        buf[..n].copy_from_slice(&self.cur.split_to(n));
-        Ok(n)
-    }
-}
-
-fn reader_of(body: Body) -> ChannelReader {
-    let (tx, rx) = tokio::sync::mpsc::channel(STREAM_CHUNKS);
-    tokio::spawn(async move {
-        let mut body = body;
-        while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-            let item = match frame {
-                Ok(f) => match f.into_data() {
-                    Ok(data) => Ok(data),
-                    Err(_) => continue, // trailers
-                },
-                Err(e) => Err(io::Error::other(e)),
-            };
-            let stop = item.is_err();
-            if tx.send(item).await.is_err() || stop {
-                break;
-            }
-        }
-    });
-    ChannelReader { rx, cur: Bytes::new() }
+/// A blocking `Read` over a body arriving on the runtime (for the summarizer, which runs on a
+/// blocking thread). Created on the runtime: the bridge keeps its handle.
+fn reader_of(body: Body) -> impl Read + Send + 'static {
+    use futures_util::TryStreamExt;
+    let stream = body.into_data_stream().map_err(io::Error::other);
+    tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream))
 }
 
 impl From<ReadError> for ApiError {
